@@ -1,0 +1,35 @@
+"""Typed errors. The library raises these; only the CLI turns them into messages and exit codes."""
+
+
+class MmindexError(Exception):
+    """Base of every error mmindex raises on purpose. Its message is meant for a person."""
+
+    exit_code = 1
+
+
+class UserInputError(MmindexError):
+    """A value, path or file the user gave is unusable; the message says which and what to do."""
+
+    exit_code = 2
+
+
+class ModelError(MmindexError):
+    """A model cannot be built or its weights cannot be had."""
+
+    exit_code = 3
+
+
+class ModelMismatchError(ModelError):
+    """An index was written with one model and is being used with another."""
+
+
+class IndexFormatError(MmindexError):
+    """An index directory is missing, damaged, or written by an unknown format version."""
+
+    exit_code = 4
+
+
+class IndexLockedError(MmindexError):
+    """Another writer holds the index lock."""
+
+    exit_code = 5

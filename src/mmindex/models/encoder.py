@@ -1,0 +1,51 @@
+"""The encoder contract every model in mmindex fulfils (CLIP, the starter model, test models).
+
+Ingest, search, evaluation and fine-tuning only ever talk to this interface, so a new
+backbone is one new class plus one registry entry, never a branch in the callers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Protocol, Sequence
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class EncoderInfo:
+    spec: str  # canonical model spec string; the manifest records it and compares it
+    dim: int  # embedding dimension D
+    image_size: int  # square input side in pixels; the decoder drafts JPEGs just above it
+    fingerprint: str  # short hash of the weights, so two checkpoints with one name differ
+
+
+class Encoder(Protocol):
+    info: EncoderInfo
+
+    def preprocess(self, image) -> "torch.Tensor":  # noqa: F821  PIL RGB image -> (3, H, W)
+        ...
+
+    def encode_images(self, pixels) -> np.ndarray:  # (N, 3, H, W) -> (N, D) float32, L2-normalised
+        ...
+
+    def encode_texts(self, texts: Sequence[str]) -> np.ndarray:  # N strings -> (N, D), normalised
+        ...
+
+
+def fingerprint_state_dict(state_dict) -> str:
+    """A stable 16-hex digest of a module's weights (names, shapes and bytes)."""
+    digest = hashlib.sha256()
+    for name in sorted(state_dict):
+        tensor = state_dict[name].detach().cpu().contiguous()
+        digest.update(name.encode())
+        digest.update(str(tuple(tensor.shape)).encode())
+        digest.update(tensor.view(-1).view(dtype=__import__("torch").uint8).numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def l2_normalise(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float32)
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    return x / np.maximum(norms, 1e-12)
