@@ -1,0 +1,428 @@
+"""The synthetic shapes domain: images whose every caption and every answer is known.
+
+No pretrained weights reach our machines, so retrieval, fine-tuning and grounded answering
+are measured here. Each image holds one to three objects, one per cell of a 3×3 grid, so
+objects never overlap and "where" always has one exact answer. Within an image no two
+objects share both colour and shape, so "the red circle" always names one object.
+
+`render_image`, `make_caption` and `make_questions` are pure: tests and the shifted
+fine-tuning split reuse them; `write_shapes` only loops and writes files.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections import Counter
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from mmindex.errors import UserInputError
+
+SHAPES = ("circle", "square", "triangle", "star")
+COLORS = {
+    "red": (220, 40, 40),
+    "green": (40, 170, 60),
+    "blue": (40, 80, 220),
+    "yellow": (240, 220, 40),
+    "purple": (140, 60, 190),
+    "orange": (245, 140, 30),
+    "white": (245, 245, 245),
+    "black": (20, 20, 20),
+}
+SIZES = ("small", "large")
+# Row-major, so the grid cell of POSITIONS[i] is (row, col) = divmod(i, 3).
+POSITIONS = (
+    "top left", "top", "top right",
+    "left", "center", "right",
+    "bottom left", "bottom", "bottom right",
+)  # fmt: skip
+BACKGROUNDS = ("plain", "noisy", "gradient")
+QUESTION_KINDS = ("color", "shape", "count", "position", "exists", "absent")
+NONE_ANSWER = "there is none"
+NUMBER_WORDS = ("zero", "one", "two", "three")
+
+SUPERSAMPLE = 2  # draw at twice the size and shrink: anti-aliased edges at little cost
+RADIUS_OF_CELL = {"small": 0.2, "large": 0.38}  # object radius as a fraction of a grid cell
+NOISE_SIGMA = 5.0  # grey levels: "lightly noisy", never enough to hide a shape
+NOISE_GRAIN = 2  # pixels per noise cell; per-pixel noise made PNGs 5x larger (25 KB vs 5 KB)
+
+
+@dataclass(frozen=True)
+class ShapeObject:
+    shape: str
+    color: str
+    size: str
+    position: str
+
+
+@dataclass(frozen=True)
+class Question:
+    question: str
+    answer: str
+    kind: str
+
+
+@dataclass(frozen=True)
+class ShapesExample:
+    name: str  # image path relative to the output folder
+    image: Image.Image
+    objects: tuple[ShapeObject, ...]
+    caption: str
+    questions: tuple[Question, ...]
+
+
+@dataclass(frozen=True)
+class ShapesSummary:
+    out_dir: Path
+    n_images: int
+    n_pairs: int
+    n_questions: int
+    questions_by_kind: dict[str, int]
+    seed: int
+    size: int
+    background: str
+
+
+# ---------------------------------------------------------------- attributes
+
+
+def attributes_json(objects: Sequence[ShapeObject]) -> str:
+    return json.dumps([asdict(obj) for obj in objects])
+
+
+def parse_attributes(text: str) -> tuple[ShapeObject, ...]:
+    return tuple(ShapeObject(**item) for item in json.loads(text))
+
+
+def objects_key(objects: Sequence[ShapeObject]) -> tuple[tuple[str, str, str, str], ...]:
+    """Canonical key: two scenes with equal keys hold exactly the same described objects."""
+    return tuple(sorted((o.shape, o.color, o.size, o.position) for o in objects))
+
+
+def sample_objects(rng: np.random.Generator) -> tuple[ShapeObject, ...]:
+    count = int(rng.integers(1, 4))
+    cells = rng.choice(len(POSITIONS), size=count, replace=False)
+    colors = tuple(COLORS)
+    # Distinct (colour, shape) pairs, so every object is named by its colour and shape alone.
+    kinds = rng.choice(len(colors) * len(SHAPES), size=count, replace=False)
+    sizes = rng.integers(0, len(SIZES), size=count)
+    return tuple(
+        ShapeObject(
+            shape=SHAPES[kind % len(SHAPES)],
+            color=colors[kind // len(SHAPES)],
+            size=SIZES[size],
+            position=POSITIONS[cell],
+        )
+        for cell, kind, size in zip(cells, kinds, sizes)
+    )
+
+
+# ---------------------------------------------------------------- rendering
+
+
+def render_image(
+    objects: Sequence[ShapeObject],
+    size: int = 128,
+    background: str = "plain",
+    rng: np.random.Generator | None = None,
+) -> Image.Image:
+    """Draw the objects on a background; `rng` jitters placement, tint and noise.
+
+    Without an rng a fixed one is used, so the same call always gives the same pixels.
+    """
+    if background not in BACKGROUNDS:
+        raise UserInputError(f"unknown background {background!r}; choose from {BACKGROUNDS}")
+    rng = rng if rng is not None else np.random.default_rng(0)
+    canvas = _background(background, size, rng)  # (size, size, 3) float32
+    layer = _draw_objects(objects, size, rng)  # (size, size, 4) float32 in [0, 1]
+    alpha = layer[..., 3:]  # (size, size, 1)
+    pixels = canvas * (1.0 - alpha) + layer[..., :3] * 255.0 * alpha
+    return Image.fromarray(np.clip(pixels + 0.5, 0, 255).astype(np.uint8), "RGB")
+
+
+def _background(kind: str, size: int, rng: np.random.Generator) -> np.ndarray:
+    # Mid greys keep both white and black objects visible; a slight tint varies the scene.
+    base = rng.uniform(90, 165) + rng.uniform(-8, 8, size=3)  # (3,)
+    canvas = np.broadcast_to(base, (size, size, 3)).astype(np.float32)
+    if kind == "noisy":
+        cells = -(-size // NOISE_GRAIN)
+        noise = rng.normal(0.0, NOISE_SIGMA, size=(cells, cells, 1)).astype(np.float32)
+        grain = noise.repeat(NOISE_GRAIN, 0).repeat(NOISE_GRAIN, 1)[:size, :size]  # (size, size, 1)
+        canvas = canvas + grain
+    elif kind == "gradient":
+        other = rng.uniform(90, 165) + rng.uniform(-8, 8, size=3)  # (3,)
+        angle = rng.uniform(0, 2 * np.pi)
+        ramp = np.linspace(-0.5, 0.5, size, dtype=np.float32)
+        t = np.cos(angle) * ramp[None, :] + np.sin(angle) * ramp[:, None] + 0.5  # (size, size)
+        canvas = canvas + t[..., None] * (other - base).astype(np.float32)
+    return canvas
+
+
+def _draw_objects(objects: Sequence[ShapeObject], size: int, rng: np.random.Generator) -> np.ndarray:
+    big = size * SUPERSAMPLE
+    layer = Image.new("RGBA", (big, big), (0, 0, 0, 0))
+    draw = ImageDraw.Draw(layer)
+    cell = big / 3
+    for obj in objects:
+        row, col = divmod(POSITIONS.index(obj.position), 3)
+        radius = RADIUS_OF_CELL[obj.size] * cell * rng.uniform(0.9, 1.1)
+        slack = max(cell / 2 - radius - SUPERSAMPLE, 0.0)  # keep the object inside its cell
+        cx, cy = (np.array([col, row]) + 0.5) * cell + rng.uniform(-slack, slack, size=2)
+        jitter = rng.integers(-12, 13, size=3)  # (3,) so one colour name covers nearby hues
+        fill = tuple(int(v) for v in np.clip(np.array(COLORS[obj.color]) + jitter, 0, 255))
+        _draw_shape(draw, obj.shape, cx, cy, radius, fill + (255,))
+    small = layer.reduce(SUPERSAMPLE)
+    return np.asarray(small, dtype=np.float32) / 255.0  # (size, size, 4)
+
+
+def _draw_shape(draw: ImageDraw.ImageDraw, shape: str, cx: float, cy: float, r: float, fill):
+    if shape == "circle":
+        draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=fill)
+    elif shape == "square":
+        half = 0.85 * r  # a square of side 1.7r looks about as big as a circle of radius r
+        draw.rectangle([cx - half, cy - half, cx + half, cy + half], fill=fill)
+    elif shape == "triangle":
+        draw.polygon(_polygon(cx, cy + 0.15 * r, [1.15 * r] * 3), fill=fill)
+    elif shape == "star":
+        draw.polygon(_polygon(cx, cy + 0.05 * r, [1.1 * r, 0.45 * r] * 5), fill=fill)
+    else:
+        raise UserInputError(f"unknown shape {shape!r}; choose from {SHAPES}")
+
+
+def _polygon(cx: float, cy: float, radii: Sequence[float]) -> list[tuple[float, float]]:
+    """Vertices at equal angles starting straight up, with the given distance from the centre."""
+    angles = -np.pi / 2 + 2 * np.pi * np.arange(len(radii)) / len(radii)
+    return [(cx + r * np.cos(a), cy + r * np.sin(a)) for r, a in zip(radii, angles)]
+
+
+# ---------------------------------------------------------------- captions
+
+
+def where(position: str) -> str:
+    """'left' -> 'on the left', 'center' -> 'in the center', others 'at the …'."""
+    if position in ("left", "right"):
+        return f"on the {position}"
+    if position == "center":
+        return "in the center"
+    return f"at the {position}"
+
+
+def describe(obj: ShapeObject) -> str:
+    return f"a {obj.size} {obj.color} {obj.shape}"
+
+
+def a_or_an(word: str) -> str:
+    return f"an {word}" if word[0] in "aeiou" else f"a {word}"
+
+
+def _join(parts: Sequence[str]) -> str:
+    return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
+
+
+def _plain(objects):
+    return _join([f"{describe(o)} {where(o.position)}" for o in objects])
+
+
+def _counted(objects):
+    noun = "shape" if len(objects) == 1 else "shapes"
+    return f"{NUMBER_WORDS[len(objects)]} {noun}: {_plain(objects)}"
+
+
+def _picture(objects):
+    return f"a picture of {_plain(objects)}"
+
+
+def _there_is(objects):
+    return f"there is {_plain(objects)}"
+
+
+def _place_first(objects):
+    return "; ".join(f"{where(o.position)}: {describe(o)}" for o in objects)
+
+
+# Several sentence forms, so a model cannot learn one template instead of the scene.
+CAPTION_TEMPLATES: tuple[Callable[[Sequence[ShapeObject]], str], ...] = (
+    _plain, _counted, _picture, _there_is, _place_first,
+)  # fmt: skip
+
+
+def make_caption(objects: Sequence[ShapeObject], template: int = 0) -> str:
+    """A caption naming every object's size, colour, shape and position, in the given order."""
+    if not objects:
+        raise UserInputError("a caption needs at least one object")
+    return CAPTION_TEMPLATES[template % len(CAPTION_TEMPLATES)](objects)
+
+
+# ---------------------------------------------------------------- questions
+
+
+def make_questions(objects: Sequence[ShapeObject], rng: np.random.Generator) -> tuple[Question, ...]:
+    """One question of each kind, two for existence (one "yes", one "no")."""
+    return (
+        _color_question(objects, rng),
+        _shape_question(objects, rng),
+        Question("How many shapes are there?", NUMBER_WORDS[len(objects)], "count"),
+        _position_question(objects, rng),
+        _exists_question(objects, rng, present=True),
+        _exists_question(objects, rng, present=False),
+        _absent_question(objects, rng),
+    )
+
+
+def _pick(items: Sequence, rng: np.random.Generator):
+    return items[int(rng.integers(len(items)))]
+
+
+def _color_question(objects, rng) -> Question:
+    obj = _pick(objects, rng)
+    unique = sum(o.shape == obj.shape for o in objects) == 1
+    name = f"the {obj.shape}" if unique else f"the {obj.shape} {where(obj.position)}"
+    return Question(f"What color is {name}?", obj.color, "color")
+
+
+def _shape_question(objects, rng) -> Question:
+    obj = _pick(objects, rng)
+    unique = sum(o.color == obj.color for o in objects) == 1
+    subject = "Which shape" if unique else f"Which shape {where(obj.position)}"
+    return Question(f"{subject} is {obj.color}?", obj.shape, "shape")
+
+
+def _position_question(objects, rng) -> Question:
+    obj = _pick(objects, rng)
+    return Question(f"Where is the {obj.color} {obj.shape}?", obj.position, "position")
+
+
+def _absent_pairs(objects, near_miss: bool) -> list[tuple[str, str]]:
+    """(colour, shape) pairs not in the image; a near miss shares a colour or a shape with one."""
+    present = {(o.color, o.shape) for o in objects}
+    return [
+        (color, shape)
+        for color in COLORS
+        for shape in SHAPES
+        if (color, shape) not in present
+        and (not near_miss or any(o.color == color or o.shape == shape for o in objects))
+    ]
+
+
+def _exists_question(objects, rng, present: bool) -> Question:
+    if present:
+        obj = _pick(objects, rng)
+        color, shape, answer = obj.color, obj.shape, "yes"
+    else:
+        # Half are near misses (a red star beside a red circle): they test colour-shape binding.
+        color, shape = _pick(_absent_pairs(objects, near_miss=bool(rng.integers(2))), rng)
+        answer = "no"
+    return Question(f"Is there {a_or_an(color)} {shape}?", answer, "exists")
+
+
+def _absent_question(objects, rng) -> Question:
+    """A question that presumes an object the image lacks; the honest answer is none."""
+    missing_shapes = [s for s in SHAPES if all(o.shape != s for o in objects)]
+    missing_colors = [c for c in COLORS if all(o.color != c for o in objects)]
+    form = int(rng.integers(3))
+    if form == 0 and missing_shapes:
+        text = f"What color is the {_pick(missing_shapes, rng)}?"
+    elif form == 1:
+        text = f"Which shape is {_pick(missing_colors, rng)}?"
+    else:
+        color, shape = _pick(_absent_pairs(objects, near_miss=True), rng)
+        text = f"Where is the {color} {shape}?"
+    return Question(text, NONE_ANSWER, "absent")
+
+
+# ---------------------------------------------------------------- a whole split
+
+
+def image_name(seed: int, index: int) -> str:
+    # The seed is in the name, so files of two splits can share a folder without clashing.
+    return f"images/s{seed}_{index:06d}.png"
+
+
+def make_example(seed: int, index: int, size: int = 128, background: str = "mixed") -> ShapesExample:
+    """Example `index` of split `seed`; its own RNG, so any example is reproducible alone."""
+    rng = np.random.default_rng([seed, index])  # distinct (seed, index) -> independent streams
+    objects = sample_objects(rng)
+    if background == "mixed":
+        background = "noisy" if rng.random() < 0.5 else "plain"
+    image = render_image(objects, size, background, rng)
+    caption = make_caption(objects, int(rng.integers(len(CAPTION_TEMPLATES))))
+    questions = make_questions(objects, rng)
+    return ShapesExample(image_name(seed, index), image, objects, caption, questions)
+
+
+def write_shapes(
+    out_dir: str | Path,
+    n: int,
+    seed: int = 0,
+    size: int = 128,
+    background: str = "mixed",
+    overwrite: bool = False,
+) -> ShapesSummary:
+    """Write n images, pairs.parquet, questions.parquet and shapes.json under out_dir."""
+    _check_arguments(n, seed, size, background)
+    out = Path(out_dir)
+    _prepare_out_dir(out, overwrite)
+    pairs, questions = [], []
+    for index in range(n):
+        example = make_example(seed, index, size, background)
+        example.image.save(out / example.name, compress_level=9)
+        pairs.append((example.name, example.caption, attributes_json(example.objects)))
+        questions.extend((example.name, q.question, q.answer, q.kind) for q in example.questions)
+    _write_table(out / "pairs.parquet", ("image", "caption", "attributes"), pairs)
+    _write_table(out / "questions.parquet", ("image", "question", "answer", "kind"), questions)
+    counts = Counter(q[3] for q in questions)
+    summary = ShapesSummary(
+        out_dir=out,
+        n_images=n,
+        n_pairs=len(pairs),
+        n_questions=len(questions),
+        questions_by_kind={kind: counts[kind] for kind in QUESTION_KINDS},
+        seed=seed,
+        size=size,
+        background=background,
+    )
+    _write_meta(out / "shapes.json", summary)
+    return summary
+
+
+def _check_arguments(n: int, seed: int, size: int, background: str) -> None:
+    if n < 1:
+        raise UserInputError(f"--n must be at least 1, got {n}")
+    if seed < 0:
+        raise UserInputError(f"--seed must be zero or positive, got {seed}")
+    if size < 24:
+        raise UserInputError(f"--size must be at least 24 pixels so shapes stay legible, got {size}")
+    if background not in BACKGROUNDS + ("mixed",):
+        raise UserInputError(f"unknown background {background!r}; choose from mixed, {BACKGROUNDS}")
+
+
+def _prepare_out_dir(out: Path, overwrite: bool) -> None:
+    if out.exists() and not out.is_dir():
+        raise UserInputError(f"{out} exists and is not a folder")
+    if out.exists() and any(out.iterdir()):
+        if not overwrite:
+            raise UserInputError(f"{out} is not empty; choose a new folder or pass overwrite")
+        # Only what write_shapes itself writes, so a wrong path cannot lose other files.
+        shutil.rmtree(out / "images", ignore_errors=True)
+        for name in ("pairs.parquet", "questions.parquet", "shapes.json"):
+            (out / name).unlink(missing_ok=True)
+    (out / "images").mkdir(parents=True, exist_ok=True)
+
+
+def _write_table(path: Path, columns: Sequence[str], rows: list[tuple]) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    arrays = {name: pa.array([row[i] for row in rows], pa.string()) for i, name in enumerate(columns)}
+    pq.write_table(pa.table(arrays), path)
+
+
+def _write_meta(path: Path, summary: ShapesSummary) -> None:
+    fields = {k: v for k, v in asdict(summary).items() if k != "out_dir"}
+    meta = {"generator": "mmindex.data.shapes", "version": 1} | fields
+    path.write_text(json.dumps(meta, indent=2) + "\n")

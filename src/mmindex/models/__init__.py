@@ -1,0 +1,1 @@
+"""Encoders: the registry that turns a model spec string into an Encoder."""

@@ -1,0 +1,201 @@
+"""ClipEncoder: an open_clip model behind the Encoder contract, and mmindex checkpoints.
+
+A checkpoint directory written by mmindex is `config.json` (the open_clip model config plus
+preprocessing) and `model.safetensors`; it loads without pickle and without the hub.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import replace
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from mmindex.errors import ModelError
+from mmindex.models.encoder import EncoderInfo, fingerprint_state_dict
+
+CHECKPOINT_CONFIG = "config.json"
+CHECKPOINT_WEIGHTS = "model.safetensors"
+CHECKPOINT_FORMAT = "mmindex-clip-checkpoint/1"
+
+
+class ClipEncoder:
+    """Wraps an open_clip CLIP model: preprocessing, tokenizer and normalised embeddings."""
+
+    def __init__(self, model, preprocess, tokenizer, spec: str, model_cfg: dict, arch: str):
+        self.model = model.eval()
+        self._preprocess = preprocess
+        self.tokenizer = tokenizer
+        self.model_cfg = model_cfg  # kept so the encoder can be saved as a checkpoint
+        self.arch = arch
+        self.info = EncoderInfo(
+            spec=spec,
+            dim=int(model_cfg["embed_dim"]),
+            image_size=_side(model_cfg["vision_cfg"]["image_size"]),
+            fingerprint=fingerprint_state_dict(model.state_dict()),
+        )
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.model.parameters()).dtype
+
+    def preprocess(self, image) -> torch.Tensor:
+        return self._preprocess(image)  # (3, H, W) float32
+
+    @torch.inference_mode()
+    def encode_images(self, pixels: torch.Tensor) -> np.ndarray:
+        features = self.model.encode_image(pixels.to(self.dtype), normalize=True)  # (N, D)
+        return features.float().numpy()
+
+    @torch.inference_mode()
+    def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
+        tokens = self.tokenizer(list(texts))  # (N, context_length) int
+        features = self.model.encode_text(tokens, normalize=True)  # (N, D)
+        return features.float().numpy()
+
+    def with_spec(self, spec: str) -> "ClipEncoder":
+        self.info = replace(self.info, spec=spec)
+        return self
+
+
+def _side(image_size) -> int:
+    return int(image_size[0] if isinstance(image_size, (list, tuple)) else image_size)
+
+
+def build_from_config(model_cfg: dict, spec: str, arch: str, state_dict=None) -> ClipEncoder:
+    """Instantiate an open_clip CLIP from a config dict; random weights (seed 0) unless given."""
+    import open_clip
+
+    cfg = dict(model_cfg)
+    custom_text = cfg.pop("custom_text", False) or "hf_model_name" in cfg.get("text_cfg", {})
+    model_class = open_clip.CustomTextCLIP if custom_text else open_clip.CLIP
+    with torch.random.fork_rng():
+        torch.manual_seed(0)  # deterministic random weights for test and benchmark models
+        model = model_class(**cfg)
+    if state_dict is not None:
+        model.load_state_dict(state_dict)
+    return ClipEncoder(model, _eval_transform(model), _tokenizer(cfg), spec, model_cfg, arch)
+
+
+def _eval_transform(model):
+    import open_clip
+
+    return open_clip.image_transform(
+        model.visual.image_size,
+        is_train=False,
+        mean=getattr(model.visual, "image_mean", None),
+        std=getattr(model.visual, "image_std", None),
+    )
+
+
+def _tokenizer(model_cfg: dict):
+    import open_clip
+
+    text_cfg = model_cfg.get("text_cfg", {})
+    if "hf_tokenizer_name" in text_cfg:
+        return open_clip.tokenizer.HFTokenizer(text_cfg["hf_tokenizer_name"])
+    return open_clip.tokenizer.SimpleTokenizer(context_length=text_cfg.get("context_length", 77))
+
+
+def build_open_clip(arch: str, pretrained: str | None, spec: str) -> ClipEncoder:
+    """An open_clip architecture with a pretrained tag, a local weights file, or no weights."""
+    import open_clip
+
+    model_cfg = open_clip.get_model_config(arch)
+    if model_cfg is None:
+        raise ModelError(f"unknown architecture '{arch}'; `mmindex models` lists the known ones")
+    if pretrained is None:
+        return build_from_config(model_cfg, spec, arch)
+    from mmindex.models.registry import clip_weights_cached
+
+    offline = not Path(pretrained).is_file() and not clip_weights_cached(f"{arch}:{pretrained}")
+    if offline and not _hub_reachable():
+        raise _weights_error(spec, OSError("huggingface.co cannot be reached"))
+    try:
+        model, _, preprocess = open_clip.create_model_and_transforms(arch, pretrained=pretrained)
+    except Exception as exc:  # open_clip raises bare RuntimeError/HF errors on a failed fetch
+        raise _weights_error(spec, exc) from exc
+    tokenizer = open_clip.get_tokenizer(arch)
+    return ClipEncoder(model, preprocess, tokenizer, spec, model_cfg, arch)
+
+
+def build_hf_hub(spec: str) -> ClipEncoder:
+    import open_clip
+
+    if not _hub_reachable():
+        raise _weights_error(spec, OSError("huggingface.co cannot be reached"))
+    try:
+        model, _, preprocess = open_clip.create_model_and_transforms(spec)
+        tokenizer = open_clip.get_tokenizer(spec)
+    except Exception as exc:
+        raise _weights_error(spec, exc) from exc
+    arch = spec.removeprefix("hf-hub:")
+    return ClipEncoder(model, preprocess, tokenizer, spec, _model_cfg_of(model), arch)
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    """A fast probe, so an offline machine fails in seconds instead of a minute of retries.
+    The weights may still come from the local cache, which open_clip checks itself."""
+    import socket
+
+    if os.environ.get("HF_HUB_OFFLINE") == "1":
+        return True  # offline mode reads the cache only; let open_clip say what it lacks
+    try:
+        socket.create_connection(("huggingface.co", 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def _model_cfg_of(model) -> dict:
+    embed_dim = model.text_projection.shape[-1] if hasattr(model, "text_projection") else None
+    return {"embed_dim": embed_dim, "vision_cfg": {"image_size": model.visual.image_size}}
+
+
+def _weights_error(spec: str, exc: Exception) -> ModelError:
+    first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+    return ModelError(
+        f"cannot load the weights of '{spec}' (no internet and not in the local cache?): "
+        f"{first_line}. Alternatives: --model starter (works offline), "
+        "--model ARCH:/path/to/weights.pt, or an mmindex checkpoint directory"
+    )
+
+
+def save_checkpoint(encoder: ClipEncoder, out_dir: Path, extra: dict | None = None) -> Path:
+    """Write config.json + model.safetensors; `extra` lands in the config (metrics, base model)."""
+    from safetensors.torch import save_file
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().contiguous() for k, v in encoder.model.state_dict().items()}
+    save_file(state, str(out_dir / CHECKPOINT_WEIGHTS))
+    config = {"format": CHECKPOINT_FORMAT, "arch": encoder.arch, "model_cfg": encoder.model_cfg}
+    config.update(extra or {})
+    (out_dir / CHECKPOINT_CONFIG).write_text(json.dumps(config, indent=2))
+    return out_dir
+
+
+def is_checkpoint_dir(path: Path) -> bool:
+    return (path / CHECKPOINT_CONFIG).is_file() and (path / CHECKPOINT_WEIGHTS).is_file()
+
+
+def load_checkpoint(path: Path) -> ClipEncoder:
+    """Load an mmindex checkpoint directory (safetensors: no pickled code runs)."""
+    from safetensors.torch import load_file
+
+    path = Path(path).resolve()
+    try:
+        config = json.loads((path / CHECKPOINT_CONFIG).read_text())
+        state_dict = load_file(str(path / CHECKPOINT_WEIGHTS))
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"checkpoint {path} cannot be read: {exc}") from exc
+    if config.get("format") != CHECKPOINT_FORMAT:
+        raise ModelError(f"{path / CHECKPOINT_CONFIG} is not an mmindex checkpoint config")
+    try:
+        return build_from_config(config["model_cfg"], str(path), config["arch"], state_dict)
+    except (RuntimeError, KeyError) as exc:
+        raise ModelError(f"checkpoint {path} does not match its config: {exc}") from exc

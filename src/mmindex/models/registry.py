@@ -1,0 +1,144 @@
+"""Model spec string -> Encoder. One syntax names a model everywhere:
+
+    ARCH:TAG            open_clip architecture with a pretrained tag (fetched by open_clip)
+    ARCH:/path/w.pt     open_clip architecture with a local weights file
+    ARCH:random         open_clip architecture with deterministic random weights (benchmarks)
+    hf-hub:ORG/NAME     an open_clip model on the Hugging Face hub
+    /path/to/dir        a checkpoint directory written by mmindex (config.json + model.safetensors)
+    NAME                a named model: `starter` (offline, real weights), `test-tiny` (tests)
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from mmindex.errors import ModelError
+from mmindex.models.encoder import Encoder
+
+DEFAULT_CLIP = "ViT-B-32:laion2b_s34b_b79k"
+CONFIG_DIR = Path(__file__).parent / "configs"
+
+# Named models are data: spec name -> "module:function" building it (imported lazily, so the
+# CLI never pays for timm or transformers unless the model is used).
+NAMED_MODELS = {
+    "starter": ("mmindex.models.starter:build_starter", "offline zero-shot model (ImageNet "
+                "EfficientNet-Lite0 + MiniLM text bridge); needs mmindex[starter]"),
+    "test-tiny": ("mmindex.models.registry:build_test_tiny", "tiny random CLIP for tests"),
+}
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    spec: str
+    description: str
+
+
+def register_mmindex_configs() -> None:
+    """Make mmindex's own architecture configs (models/configs/*.json) known to open_clip."""
+    import open_clip
+
+    if open_clip.get_model_config("mmindex-tiny") is None:
+        open_clip.add_model_config(CONFIG_DIR)
+
+
+def canonical_spec(spec: str) -> str:
+    """The form the manifest records: paths made absolute, whitespace stripped."""
+    spec = spec.strip()
+    if not spec:
+        raise ModelError("empty model spec; `mmindex models` lists what can be named")
+    if spec in NAMED_MODELS or spec.startswith("hf-hub:"):
+        return spec
+    if _looks_like_path(spec):
+        return str(Path(spec).expanduser().resolve())
+    arch, sep, weights = spec.partition(":")
+    if sep and _looks_like_path(weights):
+        return f"{arch}:{Path(weights).expanduser().resolve()}"
+    return spec
+
+
+def _looks_like_path(text: str) -> bool:
+    return text.startswith(("/", "./", "../", "~")) or os.path.isdir(text)
+
+
+def load_encoder(spec: str) -> Encoder:
+    """Build the encoder a spec names. Raises ModelError with a one-line reason."""
+    from mmindex.models import clip
+
+    spec = canonical_spec(spec)
+    if spec in NAMED_MODELS:
+        return _build_named(spec)
+    if spec.startswith("hf-hub:"):
+        return clip.build_hf_hub(spec)
+    if _looks_like_path(spec):
+        if not clip.is_checkpoint_dir(Path(spec)):
+            raise ModelError(f"{spec} is not an mmindex checkpoint (config.json + model.safetensors)")
+        return clip.load_checkpoint(Path(spec))
+    register_mmindex_configs()
+    arch, sep, weights = spec.partition(":")
+    if not sep:
+        raise ModelError(
+            f"model '{spec}' names no weights; write ARCH:TAG, ARCH:/path/weights.pt or "
+            f"ARCH:random (see `mmindex models`)"
+        )
+    if _looks_like_path(weights) and not Path(weights).is_file():
+        raise ModelError(f"weights file {weights} does not exist")
+    return clip.build_open_clip(arch, None if weights == "random" else weights, spec)
+
+
+def _build_named(name: str) -> Encoder:
+    target = NAMED_MODELS[name][0]
+    module_name, function_name = target.split(":")
+    return getattr(importlib.import_module(module_name), function_name)()
+
+
+def build_test_tiny() -> Encoder:
+    """A ~1M-parameter CLIP with deterministic random weights: fast, and only for tests."""
+    from mmindex.models import clip
+
+    register_mmindex_configs()
+    import open_clip
+
+    return clip.build_from_config(open_clip.get_model_config("mmindex-tiny"), "test-tiny",
+                                  "mmindex-tiny")
+
+
+def default_model_spec() -> str:
+    """CLIP when its weights are in the local cache; otherwise the offline starter model."""
+    if clip_weights_cached(DEFAULT_CLIP):
+        return DEFAULT_CLIP
+    return "starter"
+
+
+def clip_weights_cached(spec: str) -> bool:
+    import open_clip
+
+    arch, _, tag = spec.partition(":")
+    cfg = open_clip.get_pretrained_cfg(arch, tag)
+    hub_id = cfg.get("hf_hub", "").rstrip("/")
+    if not hub_id:
+        return False
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:
+        return False
+    for filename in ("open_clip_model.safetensors", "open_clip_pytorch_model.bin"):
+        if isinstance(try_to_load_from_cache(hub_id, filename), str):
+            return True
+    return False
+
+
+def list_models() -> list[ModelEntry]:
+    """Everything `--model` can name: named models, then open_clip's architecture:tag pairs."""
+    import open_clip
+
+    register_mmindex_configs()
+    entries = [ModelEntry(name, desc) for name, (_, desc) in NAMED_MODELS.items()]
+    entries += [ModelEntry(f"{arch}:{tag}", "open_clip pretrained (needs the internet once)")
+                for arch, tag in open_clip.list_pretrained()]
+    entries.append(ModelEntry("ARCH:random", "any open_clip architecture, random weights"))
+    entries.append(ModelEntry("hf-hub:ORG/NAME", "an open_clip model on the Hugging Face hub"))
+    entries.append(ModelEntry("/path/to/checkpoint", "a directory written by mmindex finetune"))
+    return entries
