@@ -12,6 +12,7 @@ fine-tuning split reuse them; `write_shapes` only loops and writes files.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from collections import Counter
 from dataclasses import asdict, dataclass
@@ -256,6 +257,30 @@ def make_caption(objects: Sequence[ShapeObject], template: int = 0) -> str:
     if not objects:
         raise UserInputError("a caption needs at least one object")
     return CAPTION_TEMPLATES[template % len(CAPTION_TEMPLATES)](objects)
+
+
+def parse_caption(caption: str) -> tuple[ShapeObject, ...]:
+    """The objects a caption names, in order: the inverse of `make_caption`, for any template.
+
+    Reads vocabulary words only, so it does not depend on the templates' wording; tests and
+    the oracle encoder use it. Raises UserInputError when objects and positions do not pair.
+    """
+    found = _OBJECT_PHRASE.findall(caption)  # [(size, color, shape), ...]
+    places = _PLACE_PHRASE.findall(caption)  # [position, ...]
+    if not found or len(found) != len(places):
+        raise UserInputError(f"cannot read {len(found)} objects at {len(places)} places: {caption!r}")
+    return tuple(ShapeObject(sh, c, sz, p) for (sz, c, sh), p in zip(found, places))
+
+
+def _alternatives(words: Sequence[str]) -> str:
+    # Longest first, so "top left" is not read as "top".
+    return "|".join(sorted(words, key=len, reverse=True))
+
+
+_OBJECT_PHRASE = re.compile(
+    rf"\b({_alternatives(SIZES)}) ({_alternatives(tuple(COLORS))}) ({_alternatives(SHAPES)})\b"
+)
+_PLACE_PHRASE = re.compile(rf"\b(?:on|at|in) the ({_alternatives(POSITIONS)})\b")
 
 
 # ---------------------------------------------------------------- questions
