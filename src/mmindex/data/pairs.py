@@ -1,0 +1,201 @@
+"""(image, caption) pairs from a table file or a folder of images with sidecar captions.
+
+Evaluation and fine-tuning both start here. A bad row never stops loading: it is skipped and
+listed with its reason, so a user sees exactly what was left out; only a source with no
+usable row at all is an error.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Iterator
+
+from mmindex.errors import UserInputError
+
+IMAGE_COLUMNS = ("image", "path")
+CAPTION_COLUMNS = ("caption", "text")
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
+TABLE_SUFFIXES = {".parquet", ".csv", ".jsonl", ".ndjson"}
+
+
+@dataclass(frozen=True)
+class Pair:
+    image: Path  # absolute
+    caption: str
+    attributes: str | None = None  # JSON describing the image's content, when the source has it
+
+
+@dataclass(frozen=True)
+class SkippedRow:
+    row: str  # "row 12" in a table, or the image's path in a folder
+    reason: str
+
+
+@dataclass(frozen=True)
+class Pairs:
+    source: Path
+    rows: tuple[Pair, ...]
+    skipped: tuple[SkippedRow, ...]
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __iter__(self) -> Iterator[Pair]:
+        return iter(self.rows)
+
+
+def load_pairs(path: str | Path) -> Pairs:
+    """Read pairs from .parquet/.csv/.jsonl, or from a folder of images with .txt captions.
+
+    Relative image paths resolve against the pairs file's folder. Rows whose image is
+    missing or whose caption is empty are skipped and listed in `Pairs.skipped`.
+    """
+    source = Path(path).expanduser()
+    if not source.exists():
+        raise UserInputError(f"pairs file or folder not found: {source}")
+    if source.is_dir():
+        candidates = _folder_rows(source)
+    elif source.suffix.lower() in TABLE_SUFFIXES:
+        candidates = _table_rows(source)
+    else:
+        raise UserInputError(
+            f"{source}: unsupported pairs file; use {', '.join(sorted(TABLE_SUFFIXES))} or a folder"
+        )
+    return _collect(source, candidates)
+
+
+@dataclass(frozen=True)
+class _Candidate:
+    """A row as read, before it is checked."""
+
+    label: str
+    image: Path | None
+    caption: str | None = None
+    attributes: str | None = None
+    problem: str | None = None  # set when the row could not even be read
+
+
+def _collect(source: Path, candidates: Iterable[_Candidate]) -> Pairs:
+    rows, skipped = [], []
+    for row in candidates:
+        reason = row.problem or _problem(row.image, row.caption)
+        if reason:
+            skipped.append(SkippedRow(row.label, reason))
+        else:
+            rows.append(Pair(row.image, row.caption.strip(), row.attributes))
+    if not rows:
+        examples = "; ".join(f"{s.row}: {s.reason}" for s in skipped[:3])
+        detail = f" (skipped {len(skipped)}: {examples})" if skipped else ""
+        raise UserInputError(f"{source}: no usable (image, caption) rows{detail}")
+    return Pairs(source, tuple(rows), tuple(skipped))
+
+
+def _problem(image: Path | None, caption: str | None) -> str | None:
+    if image is None:
+        return "no image path"
+    if not caption or not caption.strip():
+        return "empty caption"
+    if not image.is_file():
+        return f"image not found: {image}"
+    return None
+
+
+# ---------------------------------------------------------------- tables
+
+
+def _table_rows(path: Path) -> Iterator[_Candidate]:
+    records = _read_records(path)
+    columns = set().union(*(r.keys() for r in records if isinstance(r, dict)))
+    if not columns:
+        return  # empty, or not one readable line: _collect reports no usable rows
+    image_col = _pick_column(path, columns, IMAGE_COLUMNS)
+    caption_col = _pick_column(path, columns, CAPTION_COLUMNS)
+    for number, record in enumerate(records, start=1):
+        label = f"row {number}"
+        if isinstance(record, _BadLine):
+            yield _Candidate(label, None, problem=record.reason)
+            continue
+        image, caption = record.get(image_col), record.get(caption_col)
+        yield _Candidate(
+            label,
+            (path.parent / str(image)).resolve() if image not in (None, "") else None,
+            None if caption is None else str(caption),
+            _attributes_text(record.get("attributes")),
+        )
+
+
+def _pick_column(path: Path, columns: set[str], choices: tuple[str, ...]) -> str:
+    for name in choices:
+        if name in columns:
+            return name
+    raise UserInputError(
+        f"{path}: needs a column named {' or '.join(choices)}; found {', '.join(sorted(columns))}"
+    )
+
+
+def _attributes_text(value) -> str | None:
+    # JSONL may hold attributes as a list rather than a string; store one form, JSON text.
+    if value is None or isinstance(value, str):
+        return value or None
+    return json.dumps(value)
+
+
+@dataclass(frozen=True)
+class _BadLine:
+    reason: str
+
+
+def _read_records(path: Path) -> list:
+    suffix = path.suffix.lower()
+    if suffix == ".parquet":
+        return _read_parquet(path)
+    if suffix == ".csv":
+        with path.open(newline="", encoding="utf-8") as handle:
+            return list(csv.DictReader(handle))
+    return _read_jsonl(path)
+
+
+def _read_parquet(path: Path) -> list[dict]:
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.read_table(path).to_pylist()
+    except Exception as exc:  # pyarrow raises several types for a damaged file
+        raise UserInputError(f"{path}: cannot read as Parquet ({exc})") from exc
+
+
+def _read_jsonl(path: Path) -> list[dict | _BadLine]:
+    records: list[dict | _BadLine] = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            records.append(_parse_line(line))
+    return records
+
+
+def _parse_line(line: str) -> dict | _BadLine:
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as exc:
+        return _BadLine(f"invalid JSON ({exc.msg})")
+    return record if isinstance(record, dict) else _BadLine("not a JSON object")
+
+
+# ---------------------------------------------------------------- folders
+
+
+def _folder_rows(folder: Path) -> Iterator[_Candidate]:
+    """Each image with a caption in the .txt file of the same name beside it."""
+    for image in sorted(folder.rglob("*")):
+        relative = image.relative_to(folder)
+        if any(part.startswith(".") for part in relative.parts):
+            continue
+        if image.suffix.lower() not in IMAGE_SUFFIXES or not image.is_file():
+            continue
+        sidecar = image.with_suffix(".txt")
+        if sidecar.is_file():
+            yield _Candidate(str(relative), image.resolve(), sidecar.read_text(encoding="utf-8"))
+        else:
+            yield _Candidate(str(relative), image.resolve(), problem=f"no caption file {sidecar.name}")
