@@ -1,0 +1,38 @@
+"""Frozen configuration of each stage. The CLI maps its flags onto these once, at the edge."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from mmindex.data.images import DEFAULT_MAX_PIXELS
+
+INDEX_ENV = "MMINDEX_INDEX"
+
+
+def default_index_dir() -> Path:
+    """MMINDEX_INDEX, else the user's data directory, so search works from any folder."""
+    if os.environ.get(INDEX_ENV):
+        return Path(os.environ[INDEX_ENV]).expanduser()
+    from platformdirs import user_data_dir
+
+    return Path(user_data_dir("mmindex")) / "index"
+
+
+@dataclass(frozen=True)
+class IngestConfig:
+    roots: tuple[Path, ...]
+    index_dir: Path
+    model: str | None = None  # None: the index's own model, or the default for a new index
+    executor: str = "auto"  # "local" | "ray" | "auto" (Ray from RAY_THRESHOLD files to encode)
+    ray_address: str | None = None  # an existing cluster; None starts a local Ray
+    batch_size: int = 32
+    commit_every: int = 2048  # rows; a killed ingest loses at most this much work
+    commit_seconds: float = 60.0  # ...or this much time
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    ray_threshold: int = 2000  # below this, Ray's start-up (~6 s) costs more than it saves
+
+    def __post_init__(self):
+        if self.executor not in ("local", "ray", "auto"):
+            raise ValueError(f"executor must be local, ray or auto, not {self.executor!r}")

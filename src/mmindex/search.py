@@ -1,0 +1,198 @@
+"""Index: a reader of one generation of an index directory, and its searches.
+
+query text / image / vector -> encoder -> FAISS top-k (restricted to the ids a --where
+filter admits) -> rows -> Hits. A reader reads the manifest once and keeps that generation
+in memory, so a writer committing meanwhile changes nothing it sees."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from mmindex import store
+from mmindex.config import default_index_dir
+from mmindex.errors import ModelMismatchError, UserInputError
+from mmindex.index import VectorIndex
+from mmindex.schema import VECTOR_TABLES
+
+
+@dataclass(frozen=True)
+class Hit:
+    rank: int
+    id: int
+    score: float
+    path: str
+    table: str
+    text: str | None = None  # texts only
+    key: str | None = None  # texts only: where in the file
+    width: int | None = None  # images only
+    height: int | None = None
+
+    def to_dict(self) -> dict:
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+
+@dataclass(frozen=True)
+class TableInfo:
+    rows: int
+    shards: int
+    bytes: int
+    index_kind: str | None
+
+
+@dataclass(frozen=True)
+class IndexInfo:
+    root: str
+    model: str
+    dim: int
+    fingerprint: str
+    generation: int
+    tables: dict[str, TableInfo]
+    errors: list[dict]
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def open_index(path: str | Path | None = None) -> "Index":
+    return Index(Path(path) if path else default_index_dir())
+
+
+class Index:
+    def __init__(self, root: Path, encoder=None):
+        self.root = Path(root)
+        self.manifest = store.read_manifest(self.root)
+        self._encoder = encoder
+        self._rows: dict[str, pa.Table] = {}
+        self._vectors: dict[str, VectorIndex] = {}
+
+    # -- lazily loaded parts of this generation --------------------------------------------
+    @property
+    def encoder(self):
+        """The index's own model, always: a search with another model would be meaningless."""
+        if self._encoder is None:
+            from mmindex.models.registry import load_encoder
+
+            self._encoder = load_encoder(self.manifest.model.spec)
+        if self._encoder.info.fingerprint != self.manifest.model.fingerprint:
+            raise ModelMismatchError(
+                f"index {self.root} was built with '{self.manifest.model.spec}' "
+                f"(fingerprint {self.manifest.model.fingerprint}) but the model loaded now has "
+                f"fingerprint {self._encoder.info.fingerprint}; the weights changed on disk")
+        return self._encoder
+
+    def rows(self, table: str) -> pa.Table:
+        """The table's rows at this generation, without the embeddings."""
+        if table not in self._rows:
+            full = store.read_table(self.root, self.manifest, table)
+            keep = [c for c in full.column_names if c != "embedding"]
+            self._rows[table] = full.select(keep)
+        return self._rows[table]
+
+    def vectors(self, table: str) -> VectorIndex:
+        if table not in self._vectors:
+            relative = self.manifest.tables[table].faiss
+            blob = (self.root / relative).read_bytes() if relative else None
+            self._vectors[table] = (VectorIndex.from_bytes(blob) if blob
+                                    else VectorIndex.empty(self.manifest.model.dim))
+        return self._vectors[table]
+
+    # -- queries -------------------------------------------------------------------------
+    def embed_text(self, text: str) -> np.ndarray:
+        if not text.strip():
+            raise UserInputError("the query text is empty")
+        return self.encoder.encode_texts([text])[0]  # (D,)
+
+    def embed_image(self, path: str | Path) -> np.ndarray:
+        import torch
+
+        from mmindex.data.images import DecodeError, decode_image
+
+        try:
+            decoded = decode_image(Path(path), self.encoder.info.image_size)
+        except (DecodeError, OSError) as exc:
+            raise UserInputError(f"cannot use {path} as a query image: {exc}") from None
+        pixels = torch.stack([self.encoder.preprocess(decoded.image)])  # (1, 3, H, W)
+        return self.encoder.encode_images(pixels)[0]  # (D,)
+
+    def search(self, query: str | None = None, *, image: str | Path | None = None,
+               vector: np.ndarray | None = None, k: int = 10, target: str = "images",
+               where: str | None = None, min_score: float | None = None) -> list[Hit]:
+        """Exactly one of query (text), image (a file) or vector; the top k of `target`."""
+        if target not in VECTOR_TABLES:
+            raise UserInputError(f"target must be one of {', '.join(VECTOR_TABLES)}, not {target!r}")
+        if k < 1:
+            raise UserInputError(f"k must be at least 1, not {k}")
+        vector = self._query_vector(query, image, vector)
+        allowed = self.filter_ids(target, where) if where else None
+        if allowed is not None and len(allowed) == 0:
+            return []
+        scores, ids = self.vectors(target).search(vector[None, :], k, allowed)  # (1, k) each
+        return self._hits(target, scores[0], ids[0], min_score)
+
+    def _query_vector(self, query, image, vector) -> np.ndarray:
+        given = [x is not None for x in (query, image, vector)]
+        if sum(given) != 1:
+            raise UserInputError("give exactly one of a query text, an image or a vector")
+        if query is not None:
+            return self.embed_text(query)
+        if image is not None:
+            return self.embed_image(image)
+        vector = np.asarray(vector, dtype=np.float32).reshape(-1)
+        if vector.shape[0] != self.manifest.model.dim:
+            raise UserInputError(f"vector has {vector.shape[0]} dimensions; the index has "
+                                 f"{self.manifest.model.dim}")
+        return vector / max(float(np.linalg.norm(vector)), 1e-12)
+
+    def filter_ids(self, target: str, where: str) -> np.ndarray:
+        """Ids of the rows a SQL predicate admits, run by DuckDB over this generation's rows.
+        The database sees only those in-memory rows: file access is switched off."""
+        import duckdb
+
+        if ";" in where:
+            raise UserInputError(f"--where takes one SQL predicate, without ';': {where!r}")
+        con = duckdb.connect(config={"enable_external_access": False})
+        try:
+            con.register(target, self.rows(target))
+            result = con.execute(f"SELECT id FROM {target} WHERE ({where})").fetchnumpy()
+        except duckdb.Error as exc:
+            columns = ", ".join(self.rows(target).column_names)
+            raise UserInputError(f"--where {where!r} is not a usable predicate: "
+                                 f"{str(exc).splitlines()[0]} (columns: {columns})") from None
+        finally:
+            con.close()
+        return result["id"].astype(np.int64)
+
+    def _hits(self, target: str, scores, ids, min_score) -> list[Hit]:
+        found = [(float(s), int(i)) for s, i in zip(scores, ids) if i >= 0]
+        if min_score is not None:
+            found = [(s, i) for s, i in found if s >= min_score]
+        rows = self._rows_by_id(target, [i for _, i in found])
+        hits = []
+        for rank, (score, row_id) in enumerate(found, start=1):
+            row = rows[row_id]
+            hits.append(Hit(rank, row_id, score, row["path"], target, text=row.get("text"),
+                            key=row.get("key"), width=row.get("width"), height=row.get("height")))
+        return hits
+
+    def _rows_by_id(self, target: str, ids: list[int]) -> dict[int, dict]:
+        import pyarrow.compute as pc
+
+        table = self.rows(target)
+        picked = table.filter(pc.is_in(table.column("id"), value_set=pa.array(ids, pa.int64())))
+        return {row["id"]: row for row in picked.to_pylist()}
+
+    # -- description ---------------------------------------------------------------------
+    def info(self, max_errors: int = 50) -> IndexInfo:
+        tables = {}
+        for name, state in self.manifest.tables.items():
+            size = sum((self.root / s).stat().st_size for s in state.shards)
+            kind = self.vectors(name).kind if name in VECTOR_TABLES else None
+            tables[name] = TableInfo(state.rows, len(state.shards), size, kind)
+        errors = self.rows("errors").select(["path", "table", "reason"]).to_pylist()[:max_errors]
+        model = self.manifest.model
+        return IndexInfo(str(self.root), model.spec, model.dim, model.fingerprint,
+                         self.manifest.generation, tables, errors)
