@@ -43,7 +43,8 @@ def decode_image(path: Path, min_side: int, max_pixels: int = DEFAULT_MAX_PIXELS
     except UnidentifiedImageError:
         raise DecodeError("not an image that Pillow can identify") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise DecodeError(f"decompression bomb refused: {exc}") from None
+        raise DecodeError(f"decompression bomb refused by Pillow ({exc}); if the file is "
+                          "genuine, raise --max-pixels and Pillow's Image.MAX_IMAGE_PIXELS") from None
     except (OSError, ValueError, SyntaxError, EOFError) as exc:  # truncated / corrupt data
         raise DecodeError(f"corrupt or truncated image: {exc}") from None
 

@@ -1,0 +1,193 @@
+"""The command line: parse flags -> a config -> one library call -> print.
+
+Imports of the heavy libraries happen inside the commands, so `mmindex --help` is instant.
+Library errors (MmindexError) become one line on stderr and an exit code; nothing else
+here decides anything."""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Search and question image and text collections with multimodal models.")
+
+IndexOption = typer.Option(None, "--index", help="Index directory [env MMINDEX_INDEX; "
+                           "default: the user data directory]")
+JsonOption = typer.Option(False, "--json", help="Print JSON instead of a table")
+
+
+def _fail_cleanly(command):
+    """Turn the library's typed errors into one line and an exit code, never a traceback."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        from mmindex.errors import MmindexError
+
+        try:
+            return command(*args, **kwargs)
+        except MmindexError as exc:
+            typer.secho(f"error: {exc}", err=True, fg="red")
+            raise typer.Exit(exc.exit_code)
+        except KeyboardInterrupt:
+            typer.secho("interrupted; what was committed is kept", err=True)
+            raise typer.Exit(130)
+
+    return wrapper
+
+
+def _index_dir(index: Optional[Path]) -> Path:
+    from mmindex.config import default_index_dir
+
+    return index or default_index_dir()
+
+
+def _print_json(data) -> None:
+    typer.echo(json.dumps(data, indent=2, default=str))
+
+
+@app.command()
+@_fail_cleanly
+def ingest(
+    paths: List[Path] = typer.Argument(..., help="Folders or files: images and text corpora"),
+    index: Optional[Path] = IndexOption,
+    model: Optional[str] = typer.Option(None, "--model", help="Model spec (see `mmindex "
+                                        "models`); default: the index's, else CLIP or starter"),
+    executor: str = typer.Option("auto", "--executor", help="local | ray | auto"),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address",
+                                              help="Existing Ray cluster (implies Ray)"),
+    batch_size: int = typer.Option(32, "--batch-size", min=1),
+    max_pixels: Optional[int] = typer.Option(None, "--max-pixels",
+                                             help="Refuse larger images (bomb guard)"),
+    as_json: bool = JsonOption,
+):
+    """Index images and texts; re-running encodes only new or changed files."""
+    from mmindex.config import IngestConfig
+    from mmindex.ingest import ingest as run_ingest
+
+    config = IngestConfig(roots=tuple(paths), index_dir=_index_dir(index), model=model,
+                          executor=executor, ray_address=ray_address, batch_size=batch_size,
+                          **({"max_pixels": max_pixels} if max_pixels else {}))
+    with _progress(enabled=not as_json) as progress:
+        summary = run_ingest(config, progress)
+    if as_json:
+        _print_json(summary.to_dict())
+        return
+    _print_ingest_summary(summary, config.index_dir)
+
+
+def _print_ingest_summary(summary, index_dir: Path) -> None:
+    typer.echo(f"{summary.added} added, {summary.updated} updated, {summary.removed} removed, "
+               f"{summary.unchanged} unchanged, {summary.failed} failed "
+               f"in {summary.seconds:.1f}s ({summary.executor}) -> {index_dir}")
+    for error in summary.errors:
+        typer.secho(f"  skipped {error.path}: {error.reason}", err=True, fg="yellow")
+
+
+class _progress:
+    """A rich progress bar on a terminal; silent when piped or printing JSON."""
+
+    def __init__(self, enabled: bool):
+        self.enabled = enabled and sys.stderr.isatty()
+        self.bar = None
+        self.tasks = {}
+
+    def __enter__(self):
+        if self.enabled:
+            from rich.progress import Progress
+
+            self.bar = Progress(transient=True)
+            self.bar.start()
+        return self
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        if self.bar is None:
+            return
+        if stage not in self.tasks:
+            self.tasks[stage] = self.bar.add_task(stage, total=total or None)
+        self.bar.update(self.tasks[stage], completed=done, total=total or None)
+
+    def __exit__(self, *exc):
+        if self.bar is not None:
+            self.bar.stop()
+
+
+@app.command()
+@_fail_cleanly
+def search(
+    query: Optional[str] = typer.Argument(None, help="Text to search for"),
+    image: Optional[Path] = typer.Option(None, "--image", help="Search by this image instead"),
+    k: int = typer.Option(10, "-k", "--k", min=1, help="Number of results"),
+    target: str = typer.Option("images", "--target", help="images | texts"),
+    where: Optional[str] = typer.Option(None, "--where", help="SQL predicate on metadata, "
+                                        "e.g. \"width > 1000 AND path LIKE '%/2024/%'\""),
+    min_score: Optional[float] = typer.Option(None, "--min-score"),
+    index: Optional[Path] = IndexOption,
+    as_json: bool = JsonOption,
+):
+    """Search the index by text or by image."""
+    from mmindex.search import open_index
+
+    hits = open_index(_index_dir(index)).search(query, image=image, k=k, target=target,
+                                                where=where, min_score=min_score)
+    if as_json:
+        _print_json([h.to_dict() for h in hits])
+        return
+    _print_hits(hits)
+
+
+def _print_hits(hits) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    if not hits:
+        typer.echo("no results")
+        return
+    table = Table("rank", "score", "path" if hits[0].table == "images" else "text")
+    for hit in hits:
+        shown = hit.path if hit.table == "images" else f"{(hit.text or '')[:80]}  ({hit.path})"
+        table.add_row(str(hit.rank), f"{hit.score:.3f}", shown)
+    Console().print(table)
+
+
+@app.command()
+@_fail_cleanly
+def info(index: Optional[Path] = IndexOption, as_json: bool = JsonOption):
+    """Show the index's model, row counts, sizes and errors."""
+    from mmindex.search import open_index
+
+    details = open_index(_index_dir(index)).info()
+    if as_json:
+        _print_json(details.to_dict())
+        return
+    typer.echo(f"index      {details.root} (generation {details.generation})")
+    typer.echo(f"model      {details.model} (dim {details.dim}, weights {details.fingerprint})")
+    for name, table in details.tables.items():
+        kind = f", {table.index_kind} index" if table.index_kind else ""
+        typer.echo(f"{name:<10} {table.rows} rows in {table.shards} shards, "
+                   f"{table.bytes / 1e6:.1f} MB{kind}")
+    for error in details.errors:
+        typer.echo(f"  error    {error['path']}: {error['reason']}")
+
+
+@app.command()
+@_fail_cleanly
+def models(as_json: bool = JsonOption):
+    """List what --model can name."""
+    from mmindex.models.registry import list_models
+
+    entries = list_models()
+    if as_json:
+        _print_json([{"spec": e.spec, "description": e.description} for e in entries])
+        return
+    for entry in entries:
+        typer.echo(f"{entry.spec:<45} {entry.description}")
+
+
+if __name__ == "__main__":
+    app()

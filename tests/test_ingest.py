@@ -1,0 +1,174 @@
+import os
+import sys
+import shutil
+import time
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from conftest import TINY, _photo
+from mmindex import IngestConfig, ingest, open_index
+from mmindex.errors import ModelMismatchError, UserInputError
+from mmindex.models import registry
+
+
+def run(folder, index_dir, **kwargs):
+    kwargs.setdefault("model", TINY)
+    return ingest(IngestConfig(roots=(folder,), index_dir=index_dir, **kwargs))
+
+
+def count_encoded(monkeypatch):
+    """Count images that reach the model, to prove what incremental ingest skips."""
+    from mmindex.encode import ImageBatchEncoder
+
+    calls = {"images": 0}
+    original = ImageBatchEncoder.encode
+
+    def counting(self, prepared):
+        calls["images"] += sum(prepared["ok"])
+        return original(self, prepared)
+
+    monkeypatch.setattr(ImageBatchEncoder, "encode", counting)
+    return calls
+
+
+def test_awkward_folder_indexes_every_decodable_image_and_reports_the_rest(awkward_folder,
+                                                                           tmp_path):
+    folder, expected = awkward_folder
+    summary = run(folder, tmp_path / "idx")
+    index = open_index(tmp_path / "idx")
+    indexed = set(index.rows("images").column("path").to_pylist())
+    failed = {e["path"]: e["reason"] for e in index.rows("errors").to_pylist()}
+    assert indexed == set(expected["good"])
+    assert set(failed) == set(expected["bad"])
+    assert summary.added == len(expected["good"]) and summary.failed == len(expected["bad"])
+    assert index.vectors("images").count == len(expected["good"])
+    [rotated] = [r for r in index.rows("images").to_pylist() if r["path"].endswith("rotated.jpg")]
+    assert (rotated["width"], rotated["height"]) == (40, 80)
+
+
+def test_unchanged_reingest_does_not_load_the_model(photo_folder, tmp_path, monkeypatch):
+    run(photo_folder, tmp_path / "idx")
+
+    def refuse(spec):
+        raise AssertionError("the model was loaded for an unchanged folder")
+
+    monkeypatch.setattr(sys.modules["mmindex.ingest"], "load_encoder", refuse)
+    summary = run(photo_folder, tmp_path / "idx")
+    assert (summary.unchanged, summary.added, summary.executor) == (6, 0, "none")
+
+
+def test_incremental_add_modify_delete(photo_folder, tmp_path, monkeypatch):
+    index_dir = tmp_path / "idx"
+    run(photo_folder, index_dir)
+    before = {r["path"]: r["id"] for r in open_index(index_dir).rows("images").to_pylist()}
+    calls = count_encoded(monkeypatch)
+    new = photo_folder / "2024" / "new.jpg"
+    _photo(70, 70, 999).save(new)
+    modified = photo_folder / "2023" / "photo0.jpg"
+    _photo(90, 30, 555).save(modified)
+    deleted = photo_folder / "2024" / "photo1.jpg"
+    deleted.unlink()
+    touched = photo_folder / "2023" / "photo2.jpg"
+    os.utime(touched, ns=(time.time_ns(), time.time_ns() + 10**9))  # same bytes, new mtime
+
+    summary = run(photo_folder, index_dir)
+    assert (summary.added, summary.updated, summary.removed) == (1, 2, 1)
+    assert calls["images"] == 2  # the new and the modified file; the touched one is reused
+    index = open_index(index_dir)
+    after = {r["path"]: r for r in index.rows("images").to_pylist()}
+    assert str(deleted) not in after and str(new) in after
+    assert after[str(modified)]["id"] == before[str(modified)]  # ids are stable
+    assert after[str(modified)]["width"] == 90
+    assert index.vectors("images").count == len(after) == 6
+    hit = index.search(image=modified, k=1)[0]
+    assert hit.path == str(modified) and hit.score > 0.99
+
+
+def test_identical_files_are_encoded_once_and_both_findable(photo_folder, tmp_path, monkeypatch):
+    shutil.copy(photo_folder / "2023" / "photo0.jpg", photo_folder / "2024" / "copy.jpg")
+    calls = count_encoded(monkeypatch)
+    run(photo_folder, tmp_path / "idx")
+    assert calls["images"] == 6
+    hits = open_index(tmp_path / "idx").search(image=photo_folder / "2024" / "copy.jpg", k=2)
+    assert {h.path for h in hits} == {str(photo_folder / "2023" / "photo0.jpg"),
+                                      str(photo_folder / "2024" / "copy.jpg")}
+
+
+def test_ingesting_another_folder_keeps_the_first(photo_folder, tmp_path, awkward_folder):
+    run(photo_folder, tmp_path / "idx")
+    run(awkward_folder[0], tmp_path / "idx")
+    paths = open_index(tmp_path / "idx").rows("images").column("path").to_pylist()
+    assert sum(str(photo_folder) in p for p in paths) == 6
+
+
+def test_fixed_broken_file_leaves_the_errors_table(tmp_path):
+    folder = tmp_path / "f"
+    folder.mkdir()
+    (folder / "later.png").write_bytes(b"")
+    run(folder, tmp_path / "idx")
+    assert open_index(tmp_path / "idx").rows("errors").num_rows == 1
+    _photo(20, 20, 3).save(folder / "later.png")
+    summary = run(folder, tmp_path / "idx")
+    index = open_index(tmp_path / "idx")
+    assert summary.updated == 1 and index.rows("errors").num_rows == 0
+    assert index.rows("images").num_rows == 1
+
+
+def test_other_model_is_refused_naming_both(photo_folder, tmp_path):
+    run(photo_folder, tmp_path / "idx")
+    with pytest.raises(ModelMismatchError, match="test-tiny.*mmindex-tiny:random"):
+        run(photo_folder, tmp_path / "idx", model="mmindex-tiny:random")
+
+
+def test_missing_root_is_a_user_error(tmp_path):
+    with pytest.raises(UserInputError, match="no such file"):
+        run(tmp_path / "nope", tmp_path / "idx")
+
+
+def test_embeddings_are_fixed_size_lists_readable_by_duckdb(photo_folder, tmp_path):
+    import duckdb
+
+    run(photo_folder, tmp_path / "idx")
+    shards = list((tmp_path / "idx" / "images").glob("*.parquet"))
+    assert str(pq.read_schema(shards[0]).field("embedding").type) == "fixed_size_list<element: float>[64]"
+    norms = duckdb.sql(f"SELECT list_dot_product(embedding::FLOAT[], embedding::FLOAT[]) AS n "
+                       f"FROM read_parquet('{shards[0]}')").fetchnumpy()["n"]
+    assert np.allclose(norms, 1.0, atol=1e-4)
+
+
+def test_texts_are_searchable_from_text_and_image(tmp_path, photo_folder):
+    corpus = photo_folder / "notes"
+    corpus.mkdir()
+    (corpus / "a.txt").write_text("a red bicycle by the canal")
+    (corpus / "b.jsonl").write_text('{"text": "mountains at dawn"}\n{"text": "a cat asleep"}\n')
+    summary = run(photo_folder, tmp_path / "idx")
+    assert summary.documents == 3
+    index = open_index(tmp_path / "idx")
+    hit = index.search("a cat asleep", target="texts", k=1)[0]
+    assert hit.text == "a cat asleep" and hit.key == "row 1" and hit.score > 0.99
+    assert len(index.search(image=photo_folder / "2023" / "photo0.jpg", target="texts", k=5)) == 3
+    (corpus / "b.jsonl").write_text('{"text": "a cat asleep"}\n')
+    run(photo_folder, tmp_path / "idx")
+    texts = open_index(tmp_path / "idx").rows("texts").column("text").to_pylist()
+    assert sorted(texts) == ["a cat asleep", "a red bicycle by the canal"]
+
+
+def test_commits_in_chunks_so_a_killed_run_keeps_its_work(photo_folder, tmp_path):
+    summary = run(photo_folder, tmp_path / "idx", commit_every=2, batch_size=2)
+    assert summary.generation >= 3
+    assert open_index(tmp_path / "idx").rows("images").num_rows == 6
+
+
+@pytest.mark.slow
+def test_ray_executor_gives_the_same_embeddings_as_local(photo_folder, tmp_path):
+    local = run(photo_folder, tmp_path / "local", executor="local")
+    distributed = run(photo_folder, tmp_path / "ray", executor="ray")
+    assert (local.executor, distributed.executor) == ("local", "ray")
+    a, b = open_index(tmp_path / "local"), open_index(tmp_path / "ray")
+    assert b.rows("images").num_rows == 6
+    for row in a.rows("images").to_pylist():
+        vector = a.vectors("images").index.reconstruct(row["id"])
+        hit = b.search(vector=vector, k=1)[0]
+        assert hit.path == row["path"] and hit.score > 0.999

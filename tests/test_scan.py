@@ -1,0 +1,58 @@
+import json
+import os
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from mmindex.data.scan import (IMAGE_EXTENSIONS, CorpusError, read_text_documents,
+                               walk_files)
+
+
+def test_walk_skips_hidden_and_other_files_and_matches_any_case(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / ".git").mkdir()
+    for name in ["a/x.JPG", "a/y.jpeg", "a/z.TIFF", "a/readme.md", ".git/k.png", "a/.dot.png"]:
+        (tmp_path / name).write_bytes(b"x")
+    found = sorted(os.path.basename(f.path) for f in walk_files([tmp_path], IMAGE_EXTENSIONS))
+    assert found == ["x.JPG", "y.jpeg", "z.TIFF"]
+
+
+def test_walk_survives_symlink_loops(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "p.png").write_bytes(b"x")
+    os.symlink(tmp_path, tmp_path / "a" / "loop")
+    found = list(walk_files([tmp_path], IMAGE_EXTENSIONS))
+    assert [os.path.basename(f.path) for f in found] == ["p.png"]
+
+
+def test_walk_accepts_single_files_and_reports_stat(tmp_path):
+    (tmp_path / "one.png").write_bytes(b"12345")
+    [stat] = walk_files([tmp_path / "one.png"], IMAGE_EXTENSIONS)
+    assert stat.size == 5 and stat.path == str(tmp_path / "one.png")
+
+
+def test_text_corpora_in_every_format(tmp_path):
+    (tmp_path / "a.txt").write_text("  a whole document  ")
+    (tmp_path / "b.jsonl").write_text("\n".join([
+        json.dumps({"text": "first"}), "not json", json.dumps({"text": 3}),
+        json.dumps({"other": "x"}), json.dumps({"text": "second"})]))
+    (tmp_path / "c.csv").write_text('text,n\n"one, with comma",1\n,2\nthree,3\n')
+    pq.write_table(pa.table({"text": ["p1", None, "p2"]}), tmp_path / "d.parquet")
+    assert [d.text for d in read_text_documents(str(tmp_path / "a.txt"))] == ["a whole document"]
+    assert [d.text for d in read_text_documents(str(tmp_path / "b.jsonl"))] == ["first", "second"]
+    assert [d.key for d in read_text_documents(str(tmp_path / "b.jsonl"))] == ["row 0", "row 4"]
+    assert [d.text for d in read_text_documents(str(tmp_path / "c.csv"))] == ["one, with comma",
+                                                                              "three"]
+    assert [d.text for d in read_text_documents(str(tmp_path / "d.parquet"))] == ["p1", "p2"]
+
+
+def test_broken_encoding_still_reads(tmp_path):
+    (tmp_path / "latin.txt").write_bytes("café".encode("latin-1"))
+    assert read_text_documents(str(tmp_path / "latin.txt"))[0].text == "café"
+
+
+def test_table_without_text_column_is_a_corpus_error(tmp_path):
+    (tmp_path / "x.csv").write_text("caption\nhello\n")
+    with pytest.raises(CorpusError, match="no 'text' column"):
+        read_text_documents(str(tmp_path / "x.csv"))
