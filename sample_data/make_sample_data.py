@@ -53,7 +53,9 @@ def skimage_photos() -> dict[str, Image.Image]:
     import skimage.data
 
     # Greyscale sources (camera, coins, clock) stay greyscale: the decoder must handle "L".
-    return {name: Image.fromarray(getattr(skimage.data, fn)()) for fn, name in SKIMAGE_PHOTOS.items()}
+    return {
+        name: Image.fromarray(getattr(skimage.data, fn)()) for fn, name in SKIMAGE_PHOTOS.items()
+    }
 
 
 def sklearn_photos() -> dict[str, Image.Image]:

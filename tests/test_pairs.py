@@ -31,7 +31,10 @@ ROWS = [
 
 
 def write_rows(path: Path, rows: list[dict], image_col="image", caption_col="caption") -> Path:
-    renamed = [{image_col: r["image"], caption_col: r["caption"], "attributes": r["attributes"]} for r in rows]
+    renamed = [
+        {image_col: r["image"], caption_col: r["caption"], "attributes": r["attributes"]}
+        for r in rows
+    ]
     if path.suffix == ".parquet":
         pq.write_table(pa.Table.from_pylist(renamed), path)
     elif path.suffix == ".csv":

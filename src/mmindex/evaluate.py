@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Hashable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Hashable, Iterator, Sequence
 
 import numpy as np
 
@@ -94,7 +94,9 @@ def _scores(images, texts, text_image, image_group) -> RetrievalScores:
     """Ranks where a hit is any candidate in the query's group (one image, or equal keys)."""
     has_text = np.zeros(len(images), dtype=bool)
     has_text[text_image] = True
-    image_to_text = hit_ranks(images[has_text], texts, image_group[has_text], image_group[text_image])
+    image_to_text = hit_ranks(
+        images[has_text], texts, image_group[has_text], image_group[text_image]
+    )
     text_to_image = hit_ranks(texts, images, image_group[text_image], image_group)
     return RetrievalScores(_summary(image_to_text), _summary(text_to_image))
 

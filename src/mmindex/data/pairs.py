@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import csv
 import json
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator
 
 from mmindex.errors import UserInputError
 
@@ -198,4 +198,6 @@ def _folder_rows(folder: Path) -> Iterator[_Candidate]:
         if sidecar.is_file():
             yield _Candidate(str(relative), image.resolve(), sidecar.read_text(encoding="utf-8"))
         else:
-            yield _Candidate(str(relative), image.resolve(), problem=f"no caption file {sidecar.name}")
+            yield _Candidate(
+                str(relative), image.resolve(), problem=f"no caption file {sidecar.name}"
+            )

@@ -15,9 +15,9 @@ import json
 import re
 import shutil
 from collections import Counter
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -164,7 +164,9 @@ def _background(kind: str, size: int, rng: np.random.Generator) -> np.ndarray:
     return canvas
 
 
-def _draw_objects(objects: Sequence[ShapeObject], size: int, rng: np.random.Generator) -> np.ndarray:
+def _draw_objects(
+    objects: Sequence[ShapeObject], size: int, rng: np.random.Generator
+) -> np.ndarray:
     big = size * SUPERSAMPLE
     layer = Image.new("RGBA", (big, big), (0, 0, 0, 0))
     draw = ImageDraw.Draw(layer)
@@ -268,7 +270,9 @@ def parse_caption(caption: str) -> tuple[ShapeObject, ...]:
     found = _OBJECT_PHRASE.findall(caption)  # [(size, color, shape), ...]
     places = _PLACE_PHRASE.findall(caption)  # [position, ...]
     if not found or len(found) != len(places):
-        raise UserInputError(f"cannot read {len(found)} objects at {len(places)} places: {caption!r}")
+        raise UserInputError(
+            f"cannot read {len(found)} objects at {len(places)} places: {caption!r}"
+        )
     return tuple(ShapeObject(sh, c, sz, p) for (sz, c, sh), p in zip(found, places))
 
 
@@ -286,7 +290,9 @@ _PLACE_PHRASE = re.compile(rf"\b(?:on|at|in) the ({_alternatives(POSITIONS)})\b"
 # ---------------------------------------------------------------- questions
 
 
-def make_questions(objects: Sequence[ShapeObject], rng: np.random.Generator) -> tuple[Question, ...]:
+def make_questions(
+    objects: Sequence[ShapeObject], rng: np.random.Generator
+) -> tuple[Question, ...]:
     """One question of each kind, two for existence (one "yes", one "no")."""
     return (
         _color_question(objects, rng),
@@ -368,7 +374,9 @@ def image_name(seed: int, index: int) -> str:
     return f"images/s{seed}_{index:06d}.png"
 
 
-def make_example(seed: int, index: int, size: int = 128, background: str = "mixed") -> ShapesExample:
+def make_example(
+    seed: int, index: int, size: int = 128, background: str = "mixed"
+) -> ShapesExample:
     """Example `index` of split `seed`; its own RNG, so any example is reproducible alone."""
     rng = np.random.default_rng([seed, index])  # distinct (seed, index) -> independent streams
     objects = sample_objects(rng)
@@ -395,7 +403,7 @@ def write_shapes(
     pairs, questions = [], []
     for index in range(n):
         example = make_example(seed, index, size, background)
-        example.image.save(out / example.name, compress_level=9)
+        example.image.save(out / example.name, compress_level=6)  # 9: 4x slower, 4% smaller
         pairs.append((example.name, example.caption, attributes_json(example.objects)))
         questions.extend((example.name, q.question, q.answer, q.kind) for q in example.questions)
     _write_table(out / "pairs.parquet", ("image", "caption", "attributes"), pairs)
@@ -421,7 +429,9 @@ def _check_arguments(n: int, seed: int, size: int, background: str) -> None:
     if seed < 0:
         raise UserInputError(f"--seed must be zero or positive, got {seed}")
     if size < 24:
-        raise UserInputError(f"--size must be at least 24 pixels so shapes stay legible, got {size}")
+        raise UserInputError(
+            f"--size must be at least 24 pixels so shapes stay legible, got {size}"
+        )
     if background not in BACKGROUNDS + ("mixed",):
         raise UserInputError(f"unknown background {background!r}; choose from mixed, {BACKGROUNDS}")
 
@@ -443,7 +453,9 @@ def _write_table(path: Path, columns: Sequence[str], rows: list[tuple]) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    arrays = {name: pa.array([row[i] for row in rows], pa.string()) for i, name in enumerate(columns)}
+    arrays = {
+        name: pa.array([row[i] for row in rows], pa.string()) for i, name in enumerate(columns)
+    }
     pq.write_table(pa.table(arrays), path)
 
 
