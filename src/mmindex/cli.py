@@ -148,7 +148,8 @@ def _print_hits(hits) -> None:
     if not hits:
         typer.echo("no results")
         return
-    table = Table("rank", "score", "path" if hits[0].table == "images" else "text")
+    table = Table("rank", "score")
+    table.add_column("path" if hits[0].table == "images" else "text", overflow="fold")
     for hit in hits:
         shown = hit.path if hit.table == "images" else f"{(hit.text or '')[:80]}  ({hit.path})"
         table.add_row(str(hit.rank), f"{hit.score:.3f}", shown)

@@ -16,7 +16,7 @@ from mmindex import store
 from mmindex.config import default_index_dir
 from mmindex.errors import ModelMismatchError, UserInputError
 from mmindex.index import VectorIndex
-from mmindex.schema import VECTOR_TABLES
+from mmindex.schema import VECTOR_TABLES, table_schema
 
 
 @dataclass(frozen=True)
@@ -64,10 +64,26 @@ def open_index(path: str | Path | None = None) -> "Index":
 class Index:
     def __init__(self, root: Path, encoder=None):
         self.root = Path(root)
-        self.manifest = store.read_manifest(self.root)
         self._encoder = encoder
-        self._rows: dict[str, pa.Table] = {}
-        self._vectors: dict[str, VectorIndex] = {}
+        self._load_generation()
+
+    def _load_generation(self, attempts: int = 3) -> None:
+        """Read the manifest and everything it names into memory: a snapshot that a writer's
+        next commit (which deletes unreferenced files) cannot pull from under us. A file
+        vanishing between reading the manifest and the shards means a commit landed: retry."""
+        for attempt in range(attempts):
+            self.manifest = store.read_manifest(self.root)
+            self._rows: dict[str, pa.Table] = {}
+            self._vectors: dict[str, VectorIndex] = {}
+            try:
+                for table in self.manifest.tables:
+                    self.rows(table)
+                    if table in VECTOR_TABLES:
+                        self.vectors(table)
+                return
+            except FileNotFoundError:
+                if attempt == attempts - 1:
+                    raise
 
     # -- lazily loaded parts of this generation --------------------------------------------
     @property
@@ -87,9 +103,9 @@ class Index:
     def rows(self, table: str) -> pa.Table:
         """The table's rows at this generation, without the embeddings."""
         if table not in self._rows:
-            full = store.read_table(self.root, self.manifest, table)
-            keep = [c for c in full.column_names if c != "embedding"]
-            self._rows[table] = full.select(keep)
+            schema = table_schema(table, self.manifest.model.dim)
+            keep = [c for c in schema.names if c != "embedding"]
+            self._rows[table] = store.read_table(self.root, self.manifest, table, columns=keep)
         return self._rows[table]
 
     def vectors(self, table: str) -> VectorIndex:

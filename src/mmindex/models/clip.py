@@ -191,7 +191,7 @@ def load_checkpoint(path: Path) -> ClipEncoder:
     try:
         config = json.loads((path / CHECKPOINT_CONFIG).read_text())
         state_dict = load_file(str(path / CHECKPOINT_WEIGHTS))
-    except (OSError, ValueError) as exc:
+    except Exception as exc:  # safetensors raises its own SafetensorError on damaged files
         raise ModelError(f"checkpoint {path} cannot be read: {exc}") from exc
     if config.get("format") != CHECKPOINT_FORMAT:
         raise ModelError(f"{path / CHECKPOINT_CONFIG} is not an mmindex checkpoint config")

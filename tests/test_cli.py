@@ -1,0 +1,46 @@
+import json
+
+from typer.testing import CliRunner
+
+from mmindex.cli import app
+
+runner = CliRunner()
+
+
+def invoke(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def test_ingest_search_info_round_trip(photo_folder, tmp_path):
+    index = tmp_path / "idx"
+    result = invoke("ingest", photo_folder, "--index", index, "--model", "test-tiny", "--json")
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.output)
+    assert {"added", "updated", "removed", "unchanged", "failed", "seconds"} <= set(summary)
+    assert summary["added"] == 6
+    result = invoke("search", "a photo", "--index", index, "-k", "2", "--json")
+    hits = json.loads(result.output)
+    assert len(hits) == 2 and {"id", "path", "score"} <= set(hits[0])
+    result = invoke("search", "--image", photo_folder / "2023" / "photo0.jpg", "--index", index)
+    assert result.exit_code == 0 and "photo0.jpg" in result.output
+    info = json.loads(invoke("info", "--index", index, "--json").output)
+    assert info["tables"]["images"]["rows"] == 6 and info["model"] == "test-tiny"
+
+
+def test_index_from_environment(photo_folder, tmp_path, monkeypatch):
+    monkeypatch.setenv("MMINDEX_INDEX", str(tmp_path / "env-idx"))
+    assert invoke("ingest", photo_folder, "--model", "test-tiny").exit_code == 0
+    assert (tmp_path / "env-idx" / "manifest.json").exists()
+
+
+def test_errors_are_one_line_with_an_exit_code(tmp_path):
+    result = invoke("search", "x", "--index", tmp_path / "none")
+    assert result.exit_code == 4 and "mmindex ingest" in result.output
+    assert "Traceback" not in result.output
+    result = invoke("ingest", tmp_path / "missing", "--index", tmp_path / "i", "--model", "test-tiny")
+    assert result.exit_code == 2 and "no such file" in result.output
+
+
+def test_models_lists_named_models():
+    result = invoke("models")
+    assert result.exit_code == 0 and "starter" in result.output

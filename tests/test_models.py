@@ -1,0 +1,68 @@
+import numpy as np
+import pytest
+import torch
+
+from mmindex.errors import ModelError
+from mmindex.models import clip, registry
+
+
+def test_tiny_model_is_deterministic_and_normalised(tiny_encoder):
+    again = registry.load_encoder("test-tiny")
+    assert again.info.fingerprint == tiny_encoder.info.fingerprint
+    texts = tiny_encoder.encode_texts(["a red square", "a blue star"])
+    assert texts.shape == (2, 64) and np.allclose(np.linalg.norm(texts, axis=1), 1, atol=1e-5)
+
+
+def test_checkpoint_directory_round_trip(tiny_encoder, tmp_path):
+    with torch.no_grad():
+        for p in tiny_encoder.model.parameters():
+            p.add_(0)  # untouched weights; the point is the file format
+    clip.save_checkpoint(tiny_encoder, tmp_path / "ckpt", extra={"note": "test"})
+    loaded = registry.load_encoder(str(tmp_path / "ckpt"))
+    assert loaded.info.fingerprint == tiny_encoder.info.fingerprint
+    assert loaded.info.spec == str((tmp_path / "ckpt").resolve())
+    words = ["a photo of a cat"]
+    assert np.allclose(loaded.encode_texts(words), tiny_encoder.encode_texts(words), atol=1e-6)
+
+
+def test_arch_with_local_weights_file(tmp_path):
+    registry.register_mmindex_configs()
+    import open_clip
+
+    model = open_clip.create_model("mmindex-tiny")
+    with torch.no_grad():
+        model.logit_scale.fill_(1.234)
+    torch.save(model.state_dict(), tmp_path / "weights.pt")
+    loaded = registry.load_encoder(f"mmindex-tiny:{tmp_path / 'weights.pt'}")
+    assert loaded.model.logit_scale.item() == pytest.approx(1.234)
+
+
+def test_unreachable_hub_is_one_line_with_alternatives(monkeypatch):
+    monkeypatch.setattr(clip, "_hub_reachable", lambda timeout=3.0: False)
+    with pytest.raises(ModelError) as info:
+        registry.load_encoder("ViT-B-32:laion2b_s34b_b79k")
+    message = str(info.value)
+    assert "\n" not in message and "starter" in message and "ViT-B-32:laion2b_s34b_b79k" in message
+
+
+@pytest.mark.parametrize("spec, words", [
+    ("NoSuchArch:random", "unknown architecture"), ("ViT-B-32", "names no weights"),
+    ("/no/such/dir/", "not an mmindex checkpoint"), ("mmindex-tiny:/no/file.pt", "does not exist"),
+    ("  ", "empty model spec"),
+])
+def test_bad_specs_are_explained(spec, words):
+    with pytest.raises(ModelError, match=words):
+        registry.load_encoder(spec)
+
+
+def test_broken_checkpoint_is_reported(tmp_path, tiny_encoder):
+    clip.save_checkpoint(tiny_encoder, tmp_path / "ckpt")
+    (tmp_path / "ckpt" / "model.safetensors").write_bytes(b"garbage")
+    with pytest.raises(ModelError, match="cannot be read"):
+        registry.load_encoder(str(tmp_path / "ckpt"))
+
+
+def test_list_models_names_every_kind():
+    specs = [e.spec for e in registry.list_models()]
+    assert "starter" in specs and "ViT-B-32:laion2b_s34b_b79k" in specs
+    assert any(s.startswith("hf-hub:") for s in specs)
