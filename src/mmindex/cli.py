@@ -190,5 +190,61 @@ def models(as_json: bool = JsonOption):
         typer.echo(f"{entry.spec:<45} {entry.description}")
 
 
+@app.command("make-shapes")
+@_fail_cleanly
+def make_shapes(
+    out: Path = typer.Argument(..., help="Output folder (must be empty unless --overwrite)"),
+    n: int = typer.Option(5000, "--n", min=1, help="Number of images"),
+    seed: int = typer.Option(0, "--seed", help="Split seed: different seeds never share images"),
+    size: int = typer.Option(128, "--size", min=32, help="Image side in pixels"),
+    background: str = typer.Option("mixed", "--background", help="plain | noisy | gradient | mixed"),
+    overwrite: bool = typer.Option(False, "--overwrite"),
+    as_json: bool = JsonOption,
+):
+    """Write a synthetic shapes split: PNGs, pairs.parquet and questions.parquet."""
+    from dataclasses import asdict
+
+    from mmindex.data.shapes import write_shapes
+
+    summary = write_shapes(out, n, seed=seed, size=size, background=background,
+                           overwrite=overwrite)
+    if as_json:
+        _print_json(asdict(summary))
+        return
+    typer.echo(f"{summary.n_images} images, {summary.n_questions} questions -> {out}")
+
+
+eval_app = typer.Typer(no_args_is_help=True, help="Measure models on labelled data.")
+app.add_typer(eval_app, name="eval")
+
+
+@eval_app.command("retrieval")
+@_fail_cleanly
+def eval_retrieval(
+    pairs: Path = typer.Option(..., "--pairs", help="Pairs file (Parquet/CSV/JSONL) or folder"),
+    model: str = typer.Option(..., "--model", help="Model spec (see `mmindex models`)"),
+    as_json: bool = JsonOption,
+):
+    """Image<->text recall@1/5/10 and median rank, strict and attribute-matched."""
+    from mmindex.evaluate import evaluate_retrieval
+    from mmindex.models.registry import load_encoder
+
+    report = evaluate_retrieval(load_encoder(model), pairs)
+    if as_json:
+        _print_json(report.to_dict())
+        return
+    _print_retrieval(report.to_dict())
+
+
+def _print_retrieval(report: dict) -> None:
+    typer.echo(f"{report['model']}: {report['n_images']} images, {report['n_texts']} texts")
+    for match, directions in report["metrics"].items():
+        for direction, m in (directions or {}).items():
+            if isinstance(m, dict) and "recall_at_1" in m:
+                typer.echo(f"  {match:<8} {direction:<14} R@1 {m['recall_at_1']:.3f}  "
+                           f"R@5 {m['recall_at_5']:.3f}  R@10 {m['recall_at_10']:.3f}  "
+                           f"median rank {m['median_rank']}")
+
+
 if __name__ == "__main__":
     app()

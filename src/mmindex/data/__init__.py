@@ -1,0 +1,1 @@
+"""Data sources: folder scanning, image decoding, pairs files, the synthetic shapes domain."""
