@@ -66,3 +66,13 @@ def test_list_models_names_every_kind():
     specs = [e.spec for e in registry.list_models()]
     assert "starter" in specs and "ViT-B-32:laion2b_s34b_b79k" in specs
     assert any(s.startswith("hf-hub:") for s in specs)
+
+
+def test_default_falls_back_to_starter_with_a_warning(monkeypatch):
+    from mmindex.errors import MmindexWarning
+
+    monkeypatch.setattr(registry, "clip_weights_cached", lambda spec: False)
+    with pytest.warns(MmindexWarning, match="--model ViT-B-32"):
+        assert registry.default_model_spec() == "starter"
+    monkeypatch.setattr(registry, "clip_weights_cached", lambda spec: True)
+    assert registry.default_model_spec() == registry.DEFAULT_CLIP

@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import json
 import sys
+import warnings
 from pathlib import Path
 from typing import List, Optional
 
@@ -22,6 +23,11 @@ IndexOption = typer.Option(None, "--index", help="Index directory [env MMINDEX_I
 JsonOption = typer.Option(False, "--json", help="Print JSON instead of a table")
 
 
+def _show_warning(message, category, *args, **kwargs) -> None:
+    """The library's warnings (e.g. a fallback model) as one line on stderr, at the edge."""
+    typer.secho(f"warning: {message}", err=True, fg="yellow")
+
+
 def _fail_cleanly(command):
     """Turn the library's typed errors into one line and an exit code, never a traceback."""
 
@@ -29,6 +35,7 @@ def _fail_cleanly(command):
     def wrapper(*args, **kwargs):
         from mmindex.errors import MmindexError
 
+        warnings.showwarning = _show_warning
         try:
             return command(*args, **kwargs)
         except MmindexError as exc:

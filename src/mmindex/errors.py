@@ -33,3 +33,7 @@ class IndexLockedError(MmindexError):
     """Another writer holds the index lock."""
 
     exit_code = 5
+
+
+class MmindexWarning(UserWarning):
+    """Something a person should know that does not stop the work (e.g. a fallback model)."""

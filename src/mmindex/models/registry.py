@@ -109,6 +109,13 @@ def default_model_spec() -> str:
     """CLIP when its weights are in the local cache; otherwise the offline starter model."""
     if clip_weights_cached(DEFAULT_CLIP):
         return DEFAULT_CLIP
+    import warnings
+
+    from mmindex.errors import MmindexWarning
+
+    warnings.warn(f"CLIP weights ({DEFAULT_CLIP}) are not in the local cache; using the offline "
+                  f"'starter' model. For better search, run once with the internet: "
+                  f"--model {DEFAULT_CLIP}", MmindexWarning, stacklevel=2)
     return "starter"
 
 
