@@ -136,14 +136,20 @@ class _IngestRun:
         errors = errors_for(store.read_table(self.writer.root, manifest, "errors"), table)
         return plan_changes(scanned, known, errors, roots)
 
+    def _start_table(self, table: str, plan: ChangePlan) -> bool:
+        """Queue the removal of deleted files; False when the table has nothing to do."""
+        if not plan.candidates and not plan.gone_ids and not plan.gone_error_ids:
+            return False
+        self._ensure_ready()
+        self.commits.remove(table, plan.gone_ids)
+        self.commits.remove("errors", plan.gone_error_ids)
+        return True
+
     # -- images --------------------------------------------------------------------------
     def process_images(self) -> None:
         plan = self.image_plan
-        if not plan.candidates and not plan.gone_ids and not plan.gone_error_ids:
+        if not self._start_table("images", plan):
             return
-        self._ensure_ready()
-        self.commits.remove("images", plan.gone_ids)
-        self.commits.remove("errors", plan.gone_error_ids)
         groups = _group_by_sha(plan.candidates)  # identical files are encoded once
         stored = self._stored_embeddings("images", "sha256", set(groups))
         for sha in [s for s in groups if s in stored]:
@@ -181,11 +187,8 @@ class _IngestRun:
     # -- texts ---------------------------------------------------------------------------
     def process_texts(self) -> None:
         plan = self.text_plan
-        if not plan.candidates and not plan.gone_ids and not plan.gone_error_ids:
+        if not self._start_table("texts", plan):
             return
-        self._ensure_ready()
-        self.commits.remove("texts", plan.gone_ids)
-        self.commits.remove("errors", plan.gone_error_ids)
         documents = self._parse_text_files(plan.candidates)
         wanted = {text_sha256(d.text): d.text for _, docs in documents for d in docs}
         embeddings = self._stored_embeddings("texts", "text_sha256", set(wanted))
