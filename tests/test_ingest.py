@@ -15,6 +15,7 @@ from mmindex.models import registry
 
 def run(folder, index_dir, **kwargs):
     kwargs.setdefault("model", TINY)
+    kwargs.setdefault("precision", "fp32")  # exact scores; bf16 is covered in test_models
     return ingest(IngestConfig(roots=(folder,), index_dir=index_dir, **kwargs))
 
 

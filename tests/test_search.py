@@ -7,7 +7,8 @@ from mmindex.errors import UserInputError
 
 @pytest.fixture
 def index(photo_folder, tmp_path):
-    ingest(IngestConfig(roots=(photo_folder,), index_dir=tmp_path / "idx", model=TINY))
+    ingest(IngestConfig(roots=(photo_folder,), index_dir=tmp_path / "idx", model=TINY,
+                        precision="fp32"))
     return open_index(tmp_path / "idx")
 
 

@@ -31,6 +31,8 @@ class IngestConfig:
     commit_every: int = 2048  # rows; a killed ingest loses at most this much work
     commit_seconds: float = 60.0  # ...or this much time
     max_pixels: int = DEFAULT_MAX_PIXELS
+    precision: str = "auto"  # "fp32" | "bf16" | "auto" (bf16 where the hardware has it)
+    decode_threads: int = 2  # Pillow releases the GIL: decoding overlaps with encoding
     ray_threshold: int = 2000  # below this, Ray's start-up (~6 s) costs more than it saves
 
     def __post_init__(self):

@@ -4,6 +4,7 @@ the worker, so no heavy object is pickled across processes."""
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -16,9 +17,11 @@ Batch = dict[str, np.ndarray]  # Ray Data's numpy batch format: column name -> a
 class ImageBatchEncoder:
     """{"path"} -> {"path", "ok", "reason", "width", "height", "format", "embedding"}."""
 
-    def __init__(self, spec: str, max_pixels: int, threads: int | None = None, encoder=None):
-        self.encoder = encoder or _build(spec, threads)
+    def __init__(self, spec: str, max_pixels: int, threads: int | None = None, encoder=None,
+                 precision: str = "auto", decode_threads: int = 2):
+        self.encoder = encoder or _build(spec, threads, precision)
         self.max_pixels = max_pixels
+        self.decoders = ThreadPoolExecutor(max(1, decode_threads), thread_name_prefix="decode")
 
     def __call__(self, batch: Batch) -> Batch:
         return self.encode(self.prepare(batch))
@@ -29,9 +32,9 @@ class ImageBatchEncoder:
 
         rows = {"path": [], "ok": [], "reason": [], "width": [], "height": [], "format": []}
         tensors = []
-        for path in batch["path"]:
-            decoded, reason = self._decode(str(path))
-            rows["path"].append(str(path))
+        paths = [str(p) for p in batch["path"]]
+        for path, (decoded, reason) in zip(paths, self.decoders.map(self._decode, paths)):
+            rows["path"].append(path)
             rows["ok"].append(decoded is not None)
             rows["reason"].append(reason)
             rows["width"].append(decoded.width if decoded else 0)
@@ -43,8 +46,10 @@ class ImageBatchEncoder:
         return rows
 
     def _decode(self, path: str):
+        """Decode and preprocess one file; (None, reason) when it cannot be used."""
         try:
-            return decode_image(Path(path), self.encoder.info.image_size, self.max_pixels), ""
+            decoded = decode_image(Path(path), self.encoder.info.image_size, self.max_pixels)
+            return decoded, ""
         except DecodeError as exc:
             return None, str(exc)
         except OSError as exc:  # unreadable or vanished since the scan
@@ -64,19 +69,20 @@ class ImageBatchEncoder:
 class TextBatchEncoder:
     """{"text"} -> {"text", "embedding"}."""
 
-    def __init__(self, spec: str, threads: int | None = None, encoder=None):
-        self.encoder = encoder or _build(spec, threads)
+    def __init__(self, spec: str, threads: int | None = None, encoder=None,
+                 precision: str = "auto"):
+        self.encoder = encoder or _build(spec, threads, precision)
 
     def __call__(self, batch: Batch) -> Batch:
         texts = [str(t) for t in batch["text"]]
         return {**batch, "embedding": self.encoder.encode_texts(texts)}  # (N, D)
 
 
-def _build(spec: str, threads: int | None):
+def _build(spec: str, threads: int | None, precision: str):
     import torch
 
     from mmindex.models.registry import load_encoder
 
     if threads:
         torch.set_num_threads(threads)  # one worker must not oversubscribe the cores it holds
-    return load_encoder(spec)
+    return load_encoder(spec, precision)
