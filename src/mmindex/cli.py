@@ -253,5 +253,24 @@ def _print_retrieval(report: dict) -> None:
                            f"median rank {m['median_rank']}")
 
 
+@app.command()
+@_fail_cleanly
+def serve(
+    index: Optional[Path] = IndexOption,
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to bind; loopback keeps "
+                             "the collection to this machine"),
+    port: int = typer.Option(8765, "--port", min=1, max=65535),
+    token: Optional[str] = typer.Option(None, "--token", envvar="MMINDEX_TOKEN",
+                                        help="Require 'Authorization: Bearer TOKEN' on /api"),
+    ingest_roots: List[Path] = typer.Option([], "--ingest-root", help="A folder that POST "
+                                            "/api/ingest may index (repeatable)"),
+):
+    """Serve the HTTP API (/openapi.json) and the web page (needs the `serve` extra)."""
+    from mmindex.serve.run import serve as run_server
+
+    run_server(_index_dir(index), host=host, port=port, token=token,
+               ingest_roots=tuple(ingest_roots))
+
+
 if __name__ == "__main__":
     app()

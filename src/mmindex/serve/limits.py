@@ -1,0 +1,66 @@
+"""Request-size limit and response headers: ASGI plumbing kept out of the routes."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from starlette.exceptions import HTTPException
+from starlette.responses import Response
+
+_BODY_METHODS = {"POST", "PUT", "PATCH"}
+
+# The page loads nothing from elsewhere; blob: is for thumbnails fetched with a token.
+_CSP = ("default-src 'self'; img-src 'self' blob: data:; object-src 'none'; "
+        "base-uri 'none'; frame-ancestors 'none'; form-action 'self'")
+
+
+class _BodyTooLarge(HTTPException):
+    """Raised from inside the body stream. An HTTPException, because FastAPI re-raises those
+    while it turns any other error met reading a body into a 400."""
+
+    def __init__(self, max_bytes: int):
+        super().__init__(413, f"the request is larger than {max_bytes} bytes")
+        self.code = "too_large"
+
+
+class BodySizeLimit:
+    """Refuse bodies over max_bytes with 413 before they are parsed or spooled to disk:
+    at once from Content-Length, or mid-stream for a chunked body that grows too big."""
+
+    def __init__(self, app, max_bytes: int, refuse: Callable[[], Response]):
+        self.app, self.max_bytes, self.refuse = app, max_bytes, refuse
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope["method"] not in _BODY_METHODS:
+            return await self.app(scope, receive, send)
+        if self._declared_length(scope) > self.max_bytes:
+            return await self.refuse()(scope, receive, send)
+        received = 0
+
+        async def counted_receive():
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > self.max_bytes:
+                raise _BodyTooLarge(self.max_bytes)
+            return message
+
+        await self.app(scope, counted_receive, send)
+
+    @staticmethod
+    def _declared_length(scope) -> int:
+        for name, value in scope.get("headers", ()):
+            if name == b"content-length":
+                try:
+                    return int(value)
+                except ValueError:
+                    return 0
+        return 0
+
+
+async def security_headers(request, call_next):
+    response = await call_next(request)
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    response.headers.setdefault("Content-Security-Policy", _CSP)
+    response.headers.setdefault("Referrer-Policy", "no-referrer")
+    return response

@@ -1,0 +1,44 @@
+"""Run the app with uvicorn: the entry point of `mmindex serve`."""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+from mmindex.errors import UserInputError
+
+log = logging.getLogger("mmindex.serve")
+
+LOOPBACK_NAMES = ("127.0.0.1", "localhost")
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def serve(index_dir: Path, host: str = "127.0.0.1", port: int = 8765, token: str | None = None,
+          ingest_roots: Sequence[Path] = ()) -> None:
+    try:
+        import uvicorn
+
+        from mmindex.serve.app import create_app
+    except ImportError as exc:
+        raise UserInputError(f"serving needs the serve extra ({exc.name} is missing): "
+                             "pip install 'mmindex[serve]'") from None
+    loopback = is_loopback(host)
+    if not loopback and token is None:
+        log.warning("serving %s on %s without --token: anyone who can reach it can search "
+                    "the collection and read its images", index_dir, host)
+    # On loopback, refuse other Host headers: a web page that rebinds its DNS name to
+    # 127.0.0.1 could otherwise read the API from the user's own browser.
+    # (Starlette's host check cannot parse IPv6 literals, so ::1 goes without it.)
+    allowed = list(LOOPBACK_NAMES) if loopback and ":" not in host else None
+    app = create_app(index_dir, token=token, ingest_roots=ingest_roots, allowed_hosts=allowed)
+    uvicorn.run(app, host=host, port=port, log_level="info")

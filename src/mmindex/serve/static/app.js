@@ -1,0 +1,211 @@
+// The mmindex page: calls the JSON API of the same server; no framework, no external assets.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+let token = sessionStorage.getItem("mmindex-token") || "";
+let statusTimer = null;
+
+// -- talking to the API ---------------------------------------------------------------------
+async function api(path, options = {}) {
+  const headers = new Headers(options.headers || {});
+  if (token) headers.set("Authorization", `Bearer ${token}`);
+  const response = await fetch(path, { ...options, headers });
+  if (response.status === 401) $("token-form").hidden = false;
+  const body = response.headers.get("content-type")?.includes("json") ? await response.json() : null;
+  if (!response.ok) throw new Error(body?.message || `${response.status} ${response.statusText}`);
+  return body;
+}
+
+// Thumbnails: a plain <img src> unless a token is needed, since <img> cannot send headers.
+async function showImage(img, url) {
+  if (!token) { img.src = url; return; }
+  try {
+    const response = await fetch(url, { headers: { Authorization: `Bearer ${token}` } });
+    if (response.ok) img.src = URL.createObjectURL(await response.blob());
+  } catch (_) { /* the alt text stays */ }
+}
+
+function say(text, isError = false) {
+  $("message").textContent = text;
+  $("message").classList.toggle("error", isError);
+}
+
+const baseName = (path) => path.split(/[\\/]/).pop();
+
+// -- searching ------------------------------------------------------------------------------
+function commonParams() {
+  const params = new URLSearchParams({ k: $("k").value || "12", target: $("target").value });
+  for (const f of $("filters").value.split(/\s+/).filter(Boolean)) params.append("filter", f);
+  return params;
+}
+
+async function searchText(query) {
+  const params = commonParams();
+  params.set("q", query);
+  await run(`“${query}”`, () => api(`/api/search?${params}`));
+}
+
+async function searchLike(hit) {
+  const params = commonParams();
+  params.set("like", hit.id);
+  await run(`images like ${baseName(hit.path)}`, () => api(`/api/search?${params}`));
+}
+
+async function searchUpload(file) {
+  if (!file) return;
+  const form = new FormData();
+  form.append("image", file);
+  await run(`images like ${file.name}`,
+            () => api(`/api/search?${commonParams()}`, { method: "POST", body: form }));
+}
+
+async function run(what, call) {
+  say(`Searching for ${what}…`);
+  try {
+    const result = await call();
+    renderHits($("results"), result.hits);
+    say(`${result.hits.length} result${result.hits.length === 1 ? "" : "s"} for ${what}`);
+  } catch (error) {
+    say(error.message, true);
+  }
+}
+
+// -- rendering ------------------------------------------------------------------------------
+function renderHits(list, hits) {
+  list.replaceChildren(...hits.map((hit) => (hit.table === "texts" ? textItem(hit) : imageItem(hit))));
+}
+
+function imageItem(hit) {
+  const item = document.createElement("li");
+  const button = document.createElement("button");
+  button.type = "button";
+  button.className = "hit";
+  button.dataset.id = hit.id;
+  button.setAttribute("aria-label", `${baseName(hit.path)}, score ${hit.score.toFixed(3)}: find similar images`);
+  const img = document.createElement("img");
+  img.alt = baseName(hit.path);
+  img.loading = "lazy";
+  img.decoding = "async";
+  showImage(img, hit.thumb_url || `/api/images/${hit.id}/thumb`);
+  button.append(img, span("score", hit.score.toFixed(3)), span("name", baseName(hit.path)));
+  button.title = hit.path;
+  button.addEventListener("click", () => searchLike(hit));
+  item.append(button);
+  return item;
+}
+
+function textItem(hit) {
+  const item = document.createElement("li");
+  item.className = "text-hit";
+  const text = document.createElement("p");
+  text.textContent = hit.text || "";
+  item.append(span("score", hit.score.toFixed(3)), text,
+              span("name", `${hit.path}${hit.key ? ` (${hit.key})` : ""}`));
+  return item;
+}
+
+function span(className, text) {
+  const element = document.createElement("span");
+  element.className = className;
+  element.textContent = text;
+  return element;
+}
+
+// -- index status ---------------------------------------------------------------------------
+async function loadStatus() {
+  clearTimeout(statusTimer);
+  let busy = false;
+  try {
+    const status = await api("/api/status");
+    busy = status.jobs.some((job) => job.state === "running" || job.state === "queued");
+    $("status").textContent = describeStatus(status);
+    $("ask").hidden = false;
+  } catch (error) {
+    $("status").textContent = `Status unavailable: ${error.message}`;
+  }
+  statusTimer = setTimeout(loadStatus, busy ? 1500 : 15000);
+}
+
+function describeStatus(status) {
+  if (!status.ready) return status.message || "No index yet.";
+  const { model, generation, tables } = status.index;
+  const parts = [`${model}`, `${tables.images?.rows ?? 0} images`, `${tables.texts?.rows ?? 0} texts`,
+                 `generation ${generation}`];
+  const job = status.jobs[0];
+  if (job && (job.state === "running" || job.state === "queued")) {
+    parts.push(`ingesting: ${job.stage || job.state}${job.total ? ` ${job.done}/${job.total}` : ""}`);
+  } else if (job?.state === "failed") {
+    parts.push(`last ingest failed: ${job.error}`);
+  }
+  return parts.join(" · ");
+}
+
+// -- asking (answers need issue 5's generator; the server says so with a 501) -------------------
+async function ask(question) {
+  const answer = $("answer");
+  answer.classList.remove("error");
+  answer.textContent = "Thinking…";
+  $("citations").replaceChildren();
+  try {
+    const result = await api("/api/ask", {
+      method: "POST", headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ question, k: 3 }),
+    });
+    answer.textContent = result.answer ?? "";
+    const cited = (result.citations || []).map((c) => ({ table: "images", score: c.score ?? 0, ...c }));
+    renderHits($("citations"), cited);
+  } catch (error) {
+    answer.textContent = error.message;
+    answer.classList.add("error");
+  }
+}
+
+// -- wiring ---------------------------------------------------------------------------------
+function wireDragAndDrop() {
+  const overlay = $("drop-overlay");
+  const hasFiles = (event) => [...(event.dataTransfer?.types || [])].includes("Files");
+  window.addEventListener("dragover", (event) => {
+    if (!hasFiles(event)) return;
+    event.preventDefault();
+    overlay.hidden = false;
+  });
+  window.addEventListener("dragleave", (event) => {
+    if (event.relatedTarget === null) overlay.hidden = true;
+  });
+  window.addEventListener("drop", (event) => {
+    if (!hasFiles(event)) return;
+    event.preventDefault();
+    overlay.hidden = true;
+    searchUpload(event.dataTransfer.files[0]);
+  });
+}
+
+function wire() {
+  $("search-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    const query = $("q").value.trim();
+    if (query) searchText(query);
+    else say("Type something to search for, or choose an image.", true);
+  });
+  $("upload-button").addEventListener("click", () => $("upload").click());
+  $("upload").addEventListener("change", () => {
+    searchUpload($("upload").files[0]);
+    $("upload").value = "";
+  });
+  $("ask-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    const question = $("question").value.trim();
+    if (question) ask(question);
+  });
+  $("token-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    token = $("token").value;
+    sessionStorage.setItem("mmindex-token", token);
+    $("token-form").hidden = true;
+    loadStatus();
+  });
+  wireDragAndDrop();
+  loadStatus();
+}
+
+wire();
