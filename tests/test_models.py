@@ -76,3 +76,27 @@ def test_default_falls_back_to_starter_with_a_warning(monkeypatch):
         assert registry.default_model_spec() == "starter"
     monkeypatch.setattr(registry, "clip_weights_cached", lambda spec: True)
     assert registry.default_model_spec() == registry.DEFAULT_CLIP
+
+
+def test_bf16_keeps_the_fingerprint_and_stays_close_to_fp32():
+    full = registry.load_encoder("test-tiny", "fp32")
+    half = registry.load_encoder("test-tiny", "bf16")
+    assert half.info.fingerprint == full.info.fingerprint
+    assert half.dtype == torch.bfloat16
+    pixels = torch.rand(4, 3, 32, 32)
+    a, b = full.encode_images(pixels), half.encode_images(pixels)
+    assert np.allclose(np.linalg.norm(b, axis=1), 1, atol=1e-5)  # normalised in float32
+    assert (a * b).sum(1).min() > 0.98
+
+
+def test_precision_is_checked():
+    with pytest.raises(ModelError, match="precision"):
+        registry.resolve_precision("fp8")
+
+
+def test_trimmed_text_padding_gives_the_untrimmed_embeddings(tiny_encoder):
+    texts = ["a cat", "a much longer sentence about a red bicycle by the canal"]
+    with torch.no_grad():
+        full = tiny_encoder.model.encode_text(tiny_encoder.tokenizer(texts), normalize=True)
+    assert clip._can_trim_padding(tiny_encoder.model)
+    assert np.allclose(tiny_encoder.encode_texts(texts), full.numpy(), atol=1e-5)

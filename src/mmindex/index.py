@@ -30,9 +30,10 @@ class VectorIndex:
         return cls(faiss.IndexIDMap2(faiss.IndexFlatIP(dim)))
 
     @classmethod
-    def build(cls, ids: np.ndarray, vectors: np.ndarray, dim: int) -> "VectorIndex":
-        """A fresh index of the kind the count calls for."""
-        if choose_kind(len(ids)) == "flat":
+    def build(cls, ids: np.ndarray, vectors: np.ndarray, dim: int,
+              kind: str | None = None) -> "VectorIndex":
+        """A fresh index of the kind the count calls for (or the kind asked for)."""
+        if (kind or choose_kind(len(ids))) == "flat":
             built = cls.empty(dim)
         else:
             built = cls(_trained_ivf(vectors, dim))

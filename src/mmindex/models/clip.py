@@ -48,18 +48,86 @@ class ClipEncoder:
 
     @torch.inference_mode()
     def encode_images(self, pixels: torch.Tensor) -> np.ndarray:
-        features = self.model.encode_image(pixels.to(self.dtype), normalize=True)  # (N, D)
-        return features.float().numpy()
+        features = self.model.encode_image(pixels.to(self.dtype))  # (N, D)
+        return _normalised(features)
 
     @torch.inference_mode()
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
         tokens = self.tokenizer(list(texts))  # (N, context_length) int
-        features = self.model.encode_text(tokens, normalize=True)  # (N, D)
-        return features.float().numpy()
+        if _can_trim_padding(self.model):
+            return _normalised(_encode_text_trimmed(self.model, tokens))
+        return _normalised(self.model.encode_text(tokens))  # (N, D)
+
+    @torch.inference_mode()
+    def patch_tokens(self, pixels: torch.Tensor, tokens: int | None = None) -> torch.Tensor:
+        """The vision tower's tokens before its pooling, (N, T, C) float32; `tokens` average-
+        pools them to fewer (the generator's resolution cost). ViT: the patch tokens after
+        ln_post. ModifiedResNet has no token output: its last feature map, flattened, plus the
+        attention pool's position embeddings (without them the tokens do not say where)."""
+        visual, x = self.model.visual, pixels.to(self.dtype)
+        if hasattr(visual, "attnpool"):
+            for stage in (visual.stem, visual.layer1, visual.layer2, visual.layer3, visual.layer4):
+                x = stage(x)  # ends (N, C, h, w)
+            x = x.flatten(2).transpose(1, 2)  # (N, h*w, C)
+            x = x + visual.attnpool.positional_embedding[1:].to(x.dtype)  # (N, h*w, C)
+        else:
+            _, x = visual._pool(visual.transformer(visual._embeds(x)))  # (N, T, C)
+        x = x.float()
+        if tokens and tokens < x.shape[1]:
+            x = _pool_tokens(x, tokens)  # (N, tokens, C)
+        return x
+
+    def set_precision(self, precision: str) -> "ClipEncoder":
+        """Cast the weights for speed; the fingerprint stays that of the stored weights, so an
+        index built in bf16 and searched in fp32 is the same model (cosine >= 0.99)."""
+        self.model.to({"fp32": torch.float32, "bf16": torch.bfloat16}[precision])
+        return self
 
     def with_spec(self, spec: str) -> "ClipEncoder":
         self.info = replace(self.info, spec=spec)
         return self
+
+
+def _pool_tokens(x: torch.Tensor, tokens: int) -> torch.Tensor:
+    """(N, T, C) -> (N, tokens, C): on the 2-D grid when both counts are squares, so pooled
+    tokens stay regions of the image; else along the raster order."""
+    from torch.nn import functional as F
+
+    side, out_side = round(x.shape[1] ** 0.5), round(tokens ** 0.5)
+    if side * side == x.shape[1] and out_side * out_side == tokens:
+        grid = x.transpose(1, 2).unflatten(2, (side, side))  # (N, C, side, side)
+        return F.adaptive_avg_pool2d(grid, out_side).flatten(2).transpose(1, 2)
+    return F.adaptive_avg_pool1d(x.transpose(1, 2), tokens).transpose(1, 2)
+
+
+def _can_trim_padding(model) -> bool:
+    """Causal attention pooled at the end-of-text token: positions after the longest text
+    change nothing, so they need not be computed (a short query is ~10x cheaper than 77)."""
+    import open_clip
+
+    return (type(model) is open_clip.CLIP and getattr(model, "attn_mask", None) is not None
+            and model.text_pool_type in ("argmax", "eos"))
+
+
+def _encode_text_trimmed(model, tokens: torch.Tensor) -> torch.Tensor:
+    """open_clip's CLIP.encode_text over the first `length` positions only; a test checks it
+    equals the untrimmed call."""
+    from open_clip.transformer import text_global_pool
+
+    length = int((tokens != 0).sum(dim=1).max())  # 0 is the pad id of open_clip's tokenizers
+    tokens = tokens[:, :length]  # (N, L)
+    cast = model.transformer.get_cast_dtype()
+    x = model.token_embedding(tokens).to(cast) + model.positional_embedding[:length].to(cast)
+    x = model.ln_final(model.transformer(x, attn_mask=model.attn_mask[:length, :length]))
+    x = text_global_pool(x, tokens, model.text_pool_type, getattr(model, "text_eos_id", None))
+    if isinstance(model.text_projection, torch.nn.Linear):
+        return model.text_projection(x)
+    return x @ model.text_projection  # (N, D)
+
+
+def _normalised(features: torch.Tensor) -> np.ndarray:
+    """L2-normalise in float32: a bf16 norm is off by ~0.5%, enough to blur close scores."""
+    return torch.nn.functional.normalize(features.float(), dim=-1).numpy()
 
 
 def _side(image_size) -> int:
