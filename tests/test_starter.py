@@ -108,6 +108,15 @@ def test_text_embeddings_are_unit_float32_and_deterministic(encoder):
     assert encoder.encode_texts([]).shape == (0, 2280)
 
 
+@needs_extra
+def test_patch_tokens_are_the_feature_grid_pooled_to_a_square(encoder, gallery):
+    pixels = encoder.preprocess(gallery["cat"])[None]
+    assert tuple(encoder.patch_tokens(pixels).shape) == (1, 64, 1280)
+    assert tuple(encoder.patch_tokens(pixels, tokens=16).shape) == (1, 16, 1280)
+    with pytest.raises(ModelError, match="square"):
+        encoder.patch_tokens(pixels, tokens=10)
+
+
 # --- retrieval quality -------------------------------------------------------------------
 
 @needs_extra

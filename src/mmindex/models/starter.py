@@ -83,7 +83,9 @@ class Bridge:
 
 
 class StarterEncoder:
-    """The encoder contract (models/encoder.py) over EfficientNet-Lite0 + MiniLM + a bridge."""
+    """The encoder contract (models/encoder.py) over EfficientNet-Lite0 + MiniLM + a bridge,
+    plus `patch_tokens` for the generator. fp32 only: no `set_precision`, so a bf16 request
+    leaves it as it is."""
 
     def __init__(self, image_net, text_model, bridge: Bridge, config: StarterConfig, device: str):
         self.image_net = image_net
@@ -128,6 +130,22 @@ class StarterEncoder:
         mapped = sentences @ self.bridge.ridge_map  # (N, 1280)
         classes = _softmax(sentences @ self.bridge.class_text.T / self.config.text_temperature)
         return self._join(mapped, _keep_top_k(classes, self.config.text_top_k))
+
+    def patch_tokens(self, pixels, tokens: int | None = None):
+        """(N, 3, S, S) -> (N, T, 1280) float32: the last feature map's cells as vision tokens
+        for the generator (8×8 = 64 at 256 px); `tokens` (a square) average-pools the grid."""
+        import torch
+        from torch.nn import functional as F
+
+        with torch.inference_mode():
+            fmap = self.image_net.forward_features(pixels.to(self.device))  # (N, 1280, h, w)
+            side = round(tokens ** 0.5) if tokens else 0
+            if tokens and side * side == tokens and side < fmap.shape[-1]:
+                fmap = F.adaptive_avg_pool2d(fmap, side)  # (N, 1280, side, side)
+            elif tokens and tokens < fmap.shape[-2] * fmap.shape[-1]:
+                raise ModelError(f"the starter model pools its {fmap.shape[-2]}x"
+                                 f"{fmap.shape[-1]} grid to square token counts, not {tokens}")
+            return fmap.flatten(2).transpose(1, 2).float()  # (N, T, 1280)
 
     def _join(self, features: np.ndarray, distribution: np.ndarray) -> np.ndarray:
         weight = self.config.feature_weight
