@@ -1,0 +1,43 @@
+"""Each benchmark script runs on a tiny setting and reports sane numbers. Speed itself is
+never asserted here: the scripts print ratios against their own baselines."""
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+
+
+@pytest.mark.slow
+def test_ingest_benchmark_runs(tmp_path):
+    import ingest as bench
+
+    summary = bench.main(["--tiny", "--photos", str(tmp_path / "photos")])
+    assert summary["images"] == 6 and summary["baseline_images_per_s"] > 0
+    assert summary["fp32_ratio"] > 0 and summary["bf16_ratio"] > 0
+
+
+def test_search_benchmark_runs():
+    import search as bench
+
+    results = bench.main(["--tiny"])["results"]
+    assert [r["kind"] for r in results] == ["flat", "ivf"]
+    assert results[0]["recall_at_10"] == 1.0  # exact search is its own ground truth
+    assert 0 < results[1]["recall_at_10"] <= 1.0
+
+
+@pytest.mark.slow
+def test_query_benchmark_runs():
+    import query as bench
+
+    summary = bench.main(["--tiny"])
+    assert summary["cold_search_s"] > 0 and summary["encode_ms"] > 0
+
+
+@pytest.mark.slow
+def test_memory_benchmark_runs():
+    import memory as bench
+
+    summary = bench.main(["--tiny"])
+    assert summary["corpus_ratio"] == 3 and summary["growth_ratio"] > 0
