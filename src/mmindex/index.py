@@ -19,6 +19,10 @@ def choose_kind(count: int) -> str:
     return "flat" if count < IVF_THRESHOLD else "ivf"
 
 
+def ideal_nlist(count: int) -> int:
+    return int(4 * math.sqrt(count))  # ~4k lists at 1M vectors
+
+
 class VectorIndex:
     """One table's vectors; inner product on L2-normalised embeddings is cosine similarity."""
 
@@ -55,6 +59,17 @@ class VectorIndex:
     def count(self) -> int:
         return int(self.index.ntotal)
 
+    def needs_rebuild(self) -> bool:
+        """True when the collection outgrew (or shrank out of) this index: the wrong kind for
+        its size, or IVF lists trained for a size 4x off. New vectors are added to the
+        trained lists until then; retraining on every ingest would cost minutes at 1M."""
+        if choose_kind(self.count) != self.kind:
+            return True
+        if self.kind == "ivf":
+            nlist = faiss.extract_index_ivf(self.index).nlist
+            return not 0.5 <= nlist / ideal_nlist(self.count) <= 2.0
+        return False
+
     def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
         if len(ids):
             vectors = np.ascontiguousarray(vectors, dtype=np.float32)  # (N, D)
@@ -82,7 +97,7 @@ class VectorIndex:
 
 
 def _trained_ivf(vectors: np.ndarray, dim: int) -> faiss.Index:
-    nlist = int(4 * math.sqrt(len(vectors)))  # ~4k lists at 1M vectors
+    nlist = ideal_nlist(len(vectors))
     quantizer = faiss.IndexFlatIP(dim)
     ivf = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
     sample = vectors[np.random.default_rng(0).permutation(len(vectors))[: nlist * 64]]
