@@ -272,5 +272,40 @@ def serve(
                ingest_roots=tuple(ingest_roots))
 
 
+@app.command()
+@_fail_cleanly
+def doctor(
+    index: Optional[Path] = IndexOption,
+    repair: bool = typer.Option(False, "--repair", help="Rebuild what can be rebuilt (FAISS "
+                                "from stored embeddings, the manifest from the shards)"),
+    model: Optional[str] = typer.Option(None, "--model", help="The index's model, if no "
+                                        "shard records it (manifest rebuild only)"),
+    as_json: bool = JsonOption,
+):
+    """Check an index for damage; --repair fixes it without re-encoding."""
+    from mmindex.doctor import check_index, repair_index
+
+    index_dir = _index_dir(index)
+    report = repair_index(index_dir, model) if repair else check_index(index_dir)
+    if as_json:
+        _print_json(report.to_dict())
+    else:
+        _print_doctor(report)
+    if not report.healthy:
+        raise typer.Exit(4)
+
+
+def _print_doctor(report) -> None:
+    generation = "unreadable" if report.generation is None else report.generation
+    typer.echo(f"index      {report.root} (generation {generation})")
+    for finding in report.findings:
+        fix = f"  [--repair: {finding.repair}]" if finding.repair else ""
+        typer.secho(f"  {finding.severity:<8} {finding.subject}: {finding.problem}{fix}",
+                    fg="red" if finding.severity == "error" else "yellow")
+    for action in report.repaired:
+        typer.echo(f"  repaired {action}")
+    typer.echo("healthy" if report.healthy else "damaged: run `mmindex doctor --repair`")
+
+
 if __name__ == "__main__":
     app()

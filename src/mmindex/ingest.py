@@ -316,10 +316,8 @@ class _CommitBuffer:
         self.last_commit = time.monotonic()
 
     def open_indexes(self) -> None:
-        for table in ("images", "texts"):
-            blob = self.writer.read_faiss(table)
-            dim = self.writer.manifest.model.dim
-            self.indexes[table] = VectorIndex.from_bytes(blob) if blob else VectorIndex.empty(dim)
+        for table in ("images", "texts"):  # checked: a mismatched FAISS file must not grow
+            self.indexes[table] = store.read_vectors(self.writer.root, self.writer.manifest, table)
 
     def add(self, table: str, row: dict, vector) -> None:
         self.rows[table].append(row)

@@ -67,10 +67,11 @@ class Index:
         self._encoder = encoder
         self._load_generation()
 
-    def _load_generation(self, attempts: int = 3) -> None:
+    def _load_generation(self, attempts: int = 20) -> None:
         """Read the manifest and everything it names into memory: a snapshot that a writer's
         next commit (which deletes unreferenced files) cannot pull from under us. A file
-        vanishing between reading the manifest and the shards means a commit landed: retry."""
+        vanishing between reading the manifest and the shards means a commit landed: retry.
+        If the generation did not move, the file is really gone: the index is damaged."""
         for attempt in range(attempts):
             self.manifest = store.read_manifest(self.root)
             self._rows: dict[str, pa.Table] = {}
@@ -81,8 +82,9 @@ class Index:
                     if table in VECTOR_TABLES:
                         self.vectors(table)
                 return
-            except FileNotFoundError:
-                if attempt == attempts - 1:
+            except store.MissingFileError:
+                moved = store.read_manifest(self.root).generation != self.manifest.generation
+                if not moved or attempt == attempts - 1:
                     raise
 
     # -- lazily loaded parts of this generation --------------------------------------------
@@ -110,10 +112,7 @@ class Index:
 
     def vectors(self, table: str) -> VectorIndex:
         if table not in self._vectors:
-            relative = self.manifest.tables[table].faiss
-            blob = (self.root / relative).read_bytes() if relative else None
-            self._vectors[table] = (VectorIndex.from_bytes(blob) if blob
-                                    else VectorIndex.empty(self.manifest.model.dim))
+            self._vectors[table] = store.read_vectors(self.root, self.manifest, table)
         return self._vectors[table]
 
     # -- queries -------------------------------------------------------------------------

@@ -98,8 +98,14 @@ def read_text_documents(path: str) -> list[TextDocument]:
         text = _read_text(path).strip()
         return [TextDocument("", text[:MAX_DOCUMENT_CHARS])] if text else []
     rows = {".jsonl": _jsonl_texts, ".csv": _csv_texts, ".parquet": _parquet_texts}[suffix](path)
-    return [TextDocument(f"row {i}", t.strip()[:MAX_DOCUMENT_CHARS])
+    return [TextDocument(f"row {i}", _storable(t.strip()[:MAX_DOCUMENT_CHARS]))
             for i, t in rows if isinstance(t, str) and t.strip()]
+
+
+def _storable(text: str) -> str:
+    """JSON's \\ud800 escapes decode to lone surrogates, which Arrow cannot store: each becomes
+    U+FFFD, pairs become their character (found by tests/test_fuzz.py; see tests/fuzz_seeds)."""
+    return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
 
 
 def _read_text(path: str) -> str:
@@ -114,7 +120,7 @@ def _jsonl_texts(path: str) -> Iterator[tuple[int, object]]:
     for i, line in enumerate(_read_text(path).splitlines()):
         try:
             row = json.loads(line)
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, RecursionError):  # deep nesting (fuzz seed deep_nesting)
             continue
         if isinstance(row, dict):
             yield i, row.get("text")
@@ -123,10 +129,13 @@ def _jsonl_texts(path: str) -> Iterator[tuple[int, object]]:
 def _csv_texts(path: str) -> Iterator[tuple[int, object]]:
     csv.field_size_limit(1 << 24)
     reader = csv.DictReader(_read_text(path).splitlines())
-    if "text" not in (reader.fieldnames or []):
-        raise CorpusError(f"no 'text' column (columns: {reader.fieldnames})")
-    for i, row in enumerate(reader):
-        yield i, row.get("text")
+    try:
+        if "text" not in (reader.fieldnames or []):
+            raise CorpusError(f"no 'text' column (columns: {reader.fieldnames})")
+        for i, row in enumerate(reader):
+            yield i, row.get("text")
+    except csv.Error as exc:  # e.g. a field over the size limit (an enormous line)
+        raise CorpusError(f"malformed CSV near line {reader.line_num}: {exc}") from None
 
 
 def _parquet_texts(path: str) -> Iterator[tuple[int, object]]:
