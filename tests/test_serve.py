@@ -9,6 +9,7 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -21,9 +22,13 @@ from conftest import TINY, _photo, write_bomb_png
 from mmindex import IngestConfig, ingest
 from mmindex.errors import UserInputError
 from mmindex.serve import create_app
+from mmindex.serve.answers import Answers
 from mmindex.serve.filters import compile_filters
+from mmindex.serve.limits import host_name
 from mmindex.serve.live import LiveIndex
 from mmindex.serve.run import is_loopback
+
+NO_GENERATOR = Answers(find_module=lambda: None)  # as before issue 5, whatever is installed
 
 
 def _write_album(folder: Path, count: int = 6, first: int = 0) -> None:
@@ -44,7 +49,7 @@ def built(tmp_path_factory) -> tuple[Path, Path]:
 
 @pytest.fixture(scope="module")
 def client(built) -> TestClient:
-    return TestClient(create_app(built[1]))
+    return TestClient(create_app(built[1], answers=NO_GENERATOR))
 
 
 def _jpeg_bytes(path: Path) -> bytes:
@@ -291,6 +296,56 @@ def test_ask_is_501_until_the_generator_exists(client):
     assert "issue 5" in response.json()["message"]
 
 
+class _FakeGenerate:
+    """The surface of mmindex.generate that the server uses, answering from the index's hits."""
+
+    def __init__(self, fail_loading: bool = False):
+        self.loads, self.fail_loading = 0, fail_loading
+
+    def open_generator(self, index_dir):
+        self.loads += 1
+        if self.fail_loading:
+            raise UserInputError(f"no projector checkpoint at {index_dir}/projector")
+        return SimpleNamespace(vlm="the vlm")
+
+    @staticmethod
+    def AskConfig(k, where):  # stands in for a dataclass
+        return SimpleNamespace(k=k, where=where)
+
+    class Generator:
+        def __init__(self, index, vlm):
+            self.index, self.vlm = index, vlm
+
+        def ask(self, question, config):
+            hits = self.index.search(question, k=config.k, where=config.where)
+            citations = [{"tag": i, "id": h.id, "path": h.path, "score": h.score}
+                         for i, h in enumerate(hits, 1)]
+            return SimpleNamespace(to_dict=lambda: {"question": question, "text": f"[1] {self.vlm}",
+                                                    "citations": citations, "abstained": False})
+
+
+def test_ask_wires_the_generator_once_and_passes_k_and_filters(built):
+    fake = _FakeGenerate()
+    client = TestClient(create_app(built[1], answers=Answers(find_module=lambda: fake)))
+    assert client.get("/api/status").json()["ask_available"] is True
+    for _ in range(2):
+        response = client.post("/api/ask", json={"question": "a photo", "k": 2,
+                                                 "filter": ["path:contains:/2024/"]})
+        assert response.status_code == 200
+        body = response.json()
+        assert body["text"] == "[1] the vlm" and len(body["citations"]) == 2
+        assert all("/2024/" in c["path"] for c in body["citations"])
+    assert fake.loads == 1  # the LLM stays loaded
+
+
+def test_ask_without_a_projector_is_503_with_the_reason(built):
+    answers = Answers(find_module=lambda: _FakeGenerate(fail_loading=True))
+    response = TestClient(create_app(built[1], answers=answers)).post(
+        "/api/ask", json={"question": "a photo"})
+    assert response.status_code == 503 and response.json()["error"] == "generator_unavailable"
+    assert "no projector checkpoint" in response.json()["message"]
+
+
 def test_token_guards_the_api_but_not_the_page(built):
     guarded = TestClient(create_app(built[1], token="s3cret"))
     assert guarded.get("/api/status").status_code == 401
@@ -308,7 +363,16 @@ def test_host_check_refuses_foreign_host_headers(built):
     local = TestClient(create_app(built[1], allowed_hosts=["127.0.0.1", "localhost"]),
                        base_url="http://127.0.0.1:8765")
     assert local.get("/api/status").status_code == 200
-    assert local.get("/api/status", headers={"Host": "evil.example"}).status_code == 400
+    refused = local.get("/api/status", headers={"Host": "evil.example:8765"})
+    assert refused.status_code == 400 and refused.json()["error"] == "bad_host"
+    assert local.get("/", headers={"Host": "LOCALHOST:8765"}).status_code == 200
+
+
+@pytest.mark.parametrize("header, name", [("127.0.0.1:8765", "127.0.0.1"), ("[::1]:8765", "::1"),
+                                          ("[::1]", "::1"), ("Example.COM", "example.com"),
+                                          ("::1", "::1"), ("", "")])
+def test_host_names_are_parsed_with_ports_and_ipv6(header, name):
+    assert host_name(header) == name
 
 
 def test_errors_are_json_everywhere(client):
@@ -364,7 +428,7 @@ from schemathesis.checks import not_a_server_error, positive_data_acceptance
 
 _FUZZ_ROOT = Path(tempfile.mkdtemp(prefix="mmindex-serve-fuzz-"))
 _fuzz_schema = schemathesis.openapi.from_asgi(
-    "/openapi.json", create_app(_FUZZ_ROOT / "idx", token="fuzz-token",
+    "/openapi.json", create_app(_FUZZ_ROOT / "idx", token="fuzz-token", answers=NO_GENERATOR,
                                 ingest_roots=[_FUZZ_ROOT / "album"]))
 _FUZZ_AUTH = {"Authorization": "Bearer fuzz-token"}
 

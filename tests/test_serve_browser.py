@@ -8,6 +8,7 @@ from __future__ import annotations
 import threading
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -19,11 +20,12 @@ pytest.importorskip("fastapi", reason="needs the serve extra: pip install -e '.[
 sync_api = pytest.importorskip("playwright.sync_api",
                                reason="needs playwright: pip install -e '.[serve-test]'")
 
-import uvicorn  # noqa: E402
+import uvicorn
 
-from conftest import TINY, _photo  # noqa: E402
-from mmindex import IngestConfig, ingest  # noqa: E402
-from mmindex.serve import create_app  # noqa: E402
+from conftest import TINY, _photo
+from mmindex import IngestConfig, ingest
+from mmindex.serve import create_app
+from mmindex.serve.answers import Answers
 
 # Chromium on this machine: no sandbox as root, and no background calls to Google's hosts
 # (the closed network refuses them, many at a time).
@@ -68,7 +70,7 @@ def album_index(tmp_path_factory) -> tuple[Path, Path]:
 
 @pytest.fixture(scope="module")
 def base_url(album_index):
-    with _Server(create_app(album_index[1])) as url:
+    with _Server(create_app(album_index[1], answers=Answers(find_module=lambda: None))) as url:
         yield url
 
 
@@ -200,3 +202,41 @@ def test_token_prompt_then_search_with_thumbnails(browser, album_index):
         page.wait_for_function("() => [...document.querySelectorAll('#results img')]"
                                ".every(i => i.src.startsWith('blob:') && i.naturalWidth > 0)")
         context.close()
+
+
+class _CitingGenerate:
+    """Stands in for mmindex.generate (issue 5): cites the top hits, answers with their names."""
+
+    @staticmethod
+    def open_generator(index_dir):
+        return SimpleNamespace(vlm=None)
+
+    @staticmethod
+    def AskConfig(k, where):  # stands in for a dataclass
+        return SimpleNamespace(k=k, where=where)
+
+    class Generator:
+        def __init__(self, index, vlm):
+            self.index = index
+
+        def ask(self, question, config):
+            hits = self.index.search(question, k=config.k)
+            answer = {"text": "I see " + ", ".join(Path(h.path).name for h in hits) + ".",
+                      "citations": [{"tag": i, "id": h.id, "path": h.path, "score": h.score}
+                                    for i, h in enumerate(hits, 1)]}
+            return SimpleNamespace(to_dict=lambda: answer)
+
+
+def test_ask_box_shows_the_answer_and_its_cited_thumbnails(browser, album_index):
+    app = create_app(album_index[1], answers=Answers(find_module=lambda: _CitingGenerate))
+    with _Server(app) as url:
+        page = browser.new_page()
+        page.set_default_timeout(TIMEOUT_MS)
+        page.goto(url + "/")
+        page.fill("#question", "what is in the photos?")
+        page.press("#question", "Enter")
+        sync_api.expect(page.locator("#answer")).to_contain_text("I see photo")
+        sync_api.expect(page.locator("#citations .hit")).to_have_count(3)
+        page.wait_for_function("() => [...document.querySelectorAll('#citations img')]"
+                               ".every(i => i.complete && i.naturalWidth > 0)")
+        page.close()

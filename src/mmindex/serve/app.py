@@ -8,7 +8,6 @@ status in one place, and every error response is `{"error": code, "message": tex
 from __future__ import annotations
 
 import hmac
-import importlib
 import logging
 import tempfile
 from collections.abc import Sequence
@@ -26,15 +25,15 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from mmindex import errors
 from mmindex.config import IngestConfig
 from mmindex.data.images import DecodeError, decode_image
 from mmindex.search import Index
+from mmindex.serve.answers import Answers, AnswersUnavailable
 from mmindex.serve.filters import FILTER_HELP, compile_filters
 from mmindex.serve.jobs import IngestJobs, JobConflict
-from mmindex.serve.limits import BodySizeLimit, security_headers
+from mmindex.serve.limits import BodySizeLimit, HostCheck, security_headers
 from mmindex.serve.live import LiveIndex
 from mmindex.serve.thumbs import thumbnail_jpeg
 
@@ -123,6 +122,7 @@ class ServeContext:
     token: str | None
     ingest_roots: tuple[Path, ...]
     max_upload_bytes: int
+    answers: Answers
 
 
 def _context(request: Request) -> ServeContext:
@@ -275,7 +275,7 @@ def image_thumb(image_id: str, ctx: Context) -> Response:
 def status(ctx: Context) -> dict:
     """Model, row counts, generation and recent ingest jobs."""
     out = {"jobs": ctx.jobs.snapshot(), "ingest_roots": [str(r) for r in ctx.ingest_roots],
-           "ask_available": _generator() is not None, "token_required": ctx.token is not None}
+           "ask_available": ctx.answers.available(), "token_required": ctx.token is not None}
     try:
         out.update(ready=True, index=ctx.live.get().info(max_errors=20).to_dict())
     except errors.IndexFormatError as exc:
@@ -308,26 +308,17 @@ def _chosen_roots(asked: list[str] | None, configured: tuple[Path, ...]) -> list
 
 
 # -- answers (issue 5) -------------------------------------------------------------------
-def _generator():
-    """mmindex.generate once issue 5 lands it, else None."""
-    try:
-        return importlib.import_module("mmindex.generate")
-    except ImportError:
-        return None
-
-
 @api.post("/ask", responses=_errors(501))
 def ask(request: AskIn, ctx: Context) -> dict:
-    """Answer a question from retrieved images, citing them (needs the generator of issue 5)."""
-    generator = _generator()
-    if generator is None or not hasattr(generator, "answer"):
-        raise ApiError(501, "answers need the generator of issue 5 (`mmindex ask`, module "
-                       "mmindex.generate), which this installation does not have yet; "
-                       "search works")
+    """Answer a question from retrieved images, citing them (the generator of issue 5).
+    501 where it is not installed, 503 where it cannot load for this index."""
     index = ctx.live.get()
-    result = generator.answer(index, request.question, k=request.k,
-                              where=compile_filters("images", request.filter))
-    return result.to_dict() if hasattr(result, "to_dict") else dict(result)
+    where = compile_filters("images", request.filter)
+    try:
+        return ctx.answers.ask(index, request.question, k=request.k, where=where)
+    except AnswersUnavailable as exc:
+        code = "not_implemented" if exc.status == 501 else "generator_unavailable"
+        raise ApiError(exc.status, str(exc), code=code) from None
 
 
 # -- error mapping: the one place where types become statuses ---------------------------
@@ -377,7 +368,8 @@ _STATIC = ("mmindex.serve", "static")
 def create_app(index_dir: str | Path, token: str | None = None,
                ingest_roots: Sequence[str | Path] = (), *,
                max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
-               allowed_hosts: Sequence[str] | None = None, run_ingest=None) -> FastAPI:
+               allowed_hosts: Sequence[str] | None = None, run_ingest=None,
+               answers: Answers | None = None) -> FastAPI:
     """The server of one index directory. `allowed_hosts` (e.g. loopback names) refuses
     other Host headers, which stops DNS-rebinding pages from reading a loopback server."""
     if run_ingest is None:
@@ -389,7 +381,8 @@ def create_app(index_dir: str | Path, token: str | None = None,
                               "{error, message} with the status that fits.")
     app.state.mmindex = ServeContext(
         LiveIndex(index_dir), IngestJobs(index_dir, run_ingest), token,
-        tuple(Path(r).expanduser().absolute() for r in ingest_roots), max_upload_bytes)
+        tuple(Path(r).expanduser().absolute() for r in ingest_roots), max_upload_bytes,
+        answers or Answers())
     app.include_router(api)
     app.add_api_route("/", _page, include_in_schema=False, response_class=HTMLResponse)
     app.mount("/static", StaticFiles(packages=[_STATIC]), name="static")
@@ -399,7 +392,9 @@ def create_app(index_dir: str | Path, token: str | None = None,
                            413, "too_large", f"the request is larger than {max_upload_bytes} bytes"))
     app.middleware("http")(security_headers)
     if allowed_hosts:
-        app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts))
+        app.add_middleware(HostCheck, allowed=list(allowed_hosts), refuse=lambda host:
+                           _error_response(400, "bad_host", f"this server does not answer to "
+                                           f"host {host[:100]!r}"))
     return app
 
 

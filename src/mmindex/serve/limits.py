@@ -64,3 +64,27 @@ async def security_headers(request, call_next):
     response.headers.setdefault("Content-Security-Policy", _CSP)
     response.headers.setdefault("Referrer-Policy", "no-referrer")
     return response
+
+
+class HostCheck:
+    """Refuse requests whose Host header is not one of `allowed` (400, JSON). On loopback this
+    stops a DNS-rebinding page from reading the API from the user's own browser."""
+
+    def __init__(self, app, allowed: list[str], refuse: Callable[[str], Response]):
+        self.app, self.allowed, self.refuse = app, {a.lower() for a in allowed}, refuse
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] not in ("http", "websocket"):
+            return await self.app(scope, receive, send)
+        host = host_name(dict(scope.get("headers", ())).get(b"host", b"").decode("latin-1"))
+        if host not in self.allowed:
+            return await self.refuse(host)(scope, receive, send)
+        await self.app(scope, receive, send)
+
+
+def host_name(header: str) -> str:
+    """'127.0.0.1:8765' -> '127.0.0.1', '[::1]:8765' -> '::1', 'Example.com' -> 'example.com'."""
+    header = header.strip().lower()
+    if header.startswith("["):
+        return header[1:header.find("]")] if "]" in header else header
+    return header.rsplit(":", 1)[0] if header.count(":") == 1 else header

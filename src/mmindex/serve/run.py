@@ -11,7 +11,7 @@ from mmindex.errors import UserInputError
 
 log = logging.getLogger("mmindex.serve")
 
-LOOPBACK_NAMES = ("127.0.0.1", "localhost")
+LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1")
 
 
 def is_loopback(host: str) -> bool:
@@ -38,7 +38,6 @@ def serve(index_dir: Path, host: str = "127.0.0.1", port: int = 8765, token: str
                     "the collection and read its images", index_dir, host)
     # On loopback, refuse other Host headers: a web page that rebinds its DNS name to
     # 127.0.0.1 could otherwise read the API from the user's own browser.
-    # (Starlette's host check cannot parse IPv6 literals, so ::1 goes without it.)
-    allowed = list(LOOPBACK_NAMES) if loopback and ":" not in host else None
+    allowed = sorted({*LOOPBACK_NAMES, host.strip("[]")}) if loopback else None
     app = create_app(index_dir, token=token, ingest_roots=ingest_roots, allowed_hosts=allowed)
     uvicorn.run(app, host=host, port=port, log_level="info")

@@ -140,7 +140,7 @@ function describeStatus(status) {
   return parts.join(" · ");
 }
 
-// -- asking (answers need issue 5's generator; the server says so with a 501) -------------------
+// -- asking (issue 5's generator; without it the server answers 501 and we show why) ----------
 async function ask(question) {
   const answer = $("answer");
   answer.classList.remove("error");
@@ -151,8 +151,8 @@ async function ask(question) {
       method: "POST", headers: { "Content-Type": "application/json" },
       body: JSON.stringify({ question, k: 3 }),
     });
-    answer.textContent = result.answer ?? "";
-    const cited = (result.citations || []).map((c) => ({ table: "images", score: c.score ?? 0, ...c }));
+    answer.textContent = result.text ?? result.answer ?? "";
+    const cited = (result.citations || []).map((c) => ({ table: "images", score: 0, path: "", ...c }));
     renderHits($("citations"), cited);
   } catch (error) {
     answer.textContent = error.message;

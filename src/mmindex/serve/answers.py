@@ -1,0 +1,63 @@
+"""/api/ask wiring: the generator of issue 5 (`mmindex.generate`), loaded once, asked one
+question at a time. Everything about answering is the library's; this file only adapts.
+
+Expected library surface (issue 5): `open_generator(index_dir) -> Generator` whose `.vlm` is
+the projector + LLM, `Generator(index, vlm).ask(question, AskConfig(k=, where=)) -> Answer`
+with `Answer.to_dict()`. Pairing the loaded vlm with the server's live Index keeps answers on
+the newest generation without reloading the LLM."""
+
+from __future__ import annotations
+
+import importlib
+import threading
+from types import ModuleType
+
+from mmindex.errors import MmindexError
+
+_REQUIRED = ("open_generator", "Generator", "AskConfig")
+
+
+class AnswersUnavailable(Exception):
+    """No generator here (501), or it cannot load for this index (503); the message says which."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+
+
+def generator_module() -> ModuleType | None:
+    try:
+        module = importlib.import_module("mmindex.generate")
+    except ImportError:
+        return None
+    return module if all(hasattr(module, name) for name in _REQUIRED) else None
+
+
+class Answers:
+    def __init__(self, find_module=generator_module):
+        self._find_module = find_module
+        self._vlm = None
+        # One answer at a time: generation takes every core and most of the memory budget.
+        self._lock = threading.Lock()
+
+    def available(self) -> bool:
+        return self._find_module() is not None
+
+    def ask(self, index, question: str, k: int, where: str | None) -> dict:
+        module = self._find_module()
+        if module is None:
+            raise AnswersUnavailable(501, "answers need the generator of issue 5 (`mmindex "
+                                     "ask`, module mmindex.generate), which this installation "
+                                     "does not have yet; search works")
+        with self._lock:
+            generator = module.Generator(index, self._loaded_vlm(module, index))
+            answer = generator.ask(question, module.AskConfig(k=k, where=where))
+        return answer.to_dict()
+
+    def _loaded_vlm(self, module: ModuleType, index):
+        if self._vlm is None:
+            try:
+                self._vlm = module.open_generator(index.root).vlm
+            except MmindexError as exc:  # no projector trained, no LLM installed...
+                raise AnswersUnavailable(503, f"answers are unavailable: {exc}") from None
+        return self._vlm
