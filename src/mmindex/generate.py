@@ -1,0 +1,186 @@
+"""Grounded answers: retrieve the top-k images, put their vision tokens before the question,
+let the LLM answer, and cite the images it was shown. When even the best hit scores below
+the index's threshold, say that nothing relevant was found instead of inventing an answer.
+
+The threshold is per index (its scores depend on its model): `calibrate` picks the score that
+best separates queries the collection answers (its own captions) from off-topic ones, and
+stores it in `<index>/ask.json` with the model's fingerprint; `--threshold` overrides it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from mmindex.errors import UserInputError
+
+CALIBRATION_FILE = "ask.json"
+PROJECTOR_ENV = "MMINDEX_PROJECTOR"
+PROJECTOR_DIR = "projector"  # default checkpoint location inside an index directory
+NOT_FOUND = "I found nothing relevant in the collection."
+# Queries no image collection of shapes, documents or holidays answers in general; a user
+# calibrating a photo collection should pass their own with --off-topic.
+OFF_TOPIC = (
+    "the stock price of a bank in 1998", "a recipe for lentil soup", "the lyrics of a folk song",
+    "a tax form with a signature", "the engine of a diesel truck", "a map of the subway",
+    "a violin concerto score", "a spreadsheet of quarterly sales", "a close-up of a mosquito",
+    "a crowd at a football stadium", "a bowl of ramen", "a snowy mountain village at night",
+)
+
+
+@dataclass(frozen=True)
+class AskConfig:
+    k: int = 3
+    where: str | None = None
+    threshold: float | None = None  # None: the index's calibrated threshold
+    max_new_tokens: int = 48
+
+
+@dataclass(frozen=True)
+class Citation:
+    tag: int  # [tag] in the prompt and the answer
+    id: int
+    path: str
+    score: float
+
+
+@dataclass(frozen=True)
+class Answer:
+    question: str
+    text: str
+    citations: tuple[Citation, ...]
+    abstained: bool
+    threshold: float | None
+    best_score: float | None
+    seconds: float
+    new_tokens: int
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Calibration:
+    threshold: float
+    fingerprint: str  # the index model's; another model means calibrating again
+    n_relevant: int
+    n_off_topic: int
+    balanced_accuracy: float
+
+
+class Generator:
+    """An index, its vision model and a trained projector + LLM, ready to answer."""
+
+    def __init__(self, index, vlm):
+        self.index, self.vlm = index, vlm
+
+    def ask(self, question: str, config: AskConfig = AskConfig()) -> Answer:
+        started = time.perf_counter()
+        hits = self.index.search(question, k=config.k, where=config.where)
+        threshold = config.threshold if config.threshold is not None else stored_threshold(self.index)
+        best = hits[0].score if hits else None
+        if best is None or (threshold is not None and best < threshold):
+            return Answer(question, NOT_FOUND, (), True, threshold, best,
+                          time.perf_counter() - started, 0)
+        text, new_tokens = self._answer(question, [Path(h.path) for h in hits],
+                                        config.max_new_tokens)
+        citations = tuple(Citation(i, h.id, h.path, h.score) for i, h in enumerate(hits, 1))
+        return Answer(question, text, citations, False, threshold, best,
+                      time.perf_counter() - started, new_tokens)
+
+    def caption(self, image: Path, max_new_tokens: int = 48) -> str:
+        from mmindex.models.vlm import CAPTION_PROMPT
+
+        return self._answer(CAPTION_PROMPT, [Path(image)], max_new_tokens)[0]
+
+    def _answer(self, prompt: str, images: Sequence[Path], max_new_tokens: int):
+        from mmindex.models.vlm import build_example, collate, image_features
+
+        vlm = self.vlm
+        features = image_features(self.index.encoder, images, vlm.config.image_tokens)
+        example = build_example(vlm.tokenizer, prompt, list(range(len(images))),
+                                vlm.config.image_tokens)
+        batch = collate([example], vlm.tokenizer.pad_token_id, left_pad=True)
+        text = vlm.generate(batch, features, max_new_tokens)[0]  # features: (k, T, C)
+        return text, len(vlm.tokenizer(text).input_ids)
+
+
+def open_generator(index_dir: Path, projector: Path | None = None,
+                   llm: str | None = None) -> Generator:
+    """The index's own encoder, the projector trained for it, and that projector's LLM."""
+    from mmindex.models.llm import load_llm
+    from mmindex.models.vlm import load_vlm, read_vlm_config
+    from mmindex.search import open_index
+
+    index = open_index(index_dir)
+    checkpoint = projector_dir(index.root, projector)
+    config = read_vlm_config(checkpoint)
+    vlm = load_vlm(checkpoint, load_llm(llm or config.llm), index.encoder.info.fingerprint)
+    return Generator(index, vlm)
+
+
+def projector_dir(index_root: Path, given: Path | None) -> Path:
+    path = given or (Path(os.environ[PROJECTOR_ENV]) if os.environ.get(PROJECTOR_ENV)
+                     else Path(index_root) / PROJECTOR_DIR)
+    if not (path / "config.json").is_file():
+        raise UserInputError(f"no projector checkpoint at {path}: train one with `mmindex "
+                             f"train-projector --out {path}` or pass --projector DIR")
+    return path
+
+
+# ---------------------------------------------------------------- the abstain threshold
+
+
+def calibrate(index, relevant: Sequence[str], off_topic: Sequence[str] = OFF_TOPIC,
+              save: bool = True) -> Calibration:
+    """The top-1 score threshold that best separates relevant from off-topic queries
+    (balanced accuracy); saved in the index directory unless save is False."""
+    if not relevant or not off_topic:
+        raise UserInputError("calibration needs relevant and off-topic queries")
+    good = np.array([_top_score(index, q) for q in relevant])  # (R,)
+    bad = np.array([_top_score(index, q) for q in off_topic])  # (O,)
+    threshold, accuracy = best_threshold(good, bad)
+    result = Calibration(threshold, index.manifest.model.fingerprint, len(good), len(bad),
+                         accuracy)
+    if save:
+        (Path(index.root) / CALIBRATION_FILE).write_text(json.dumps(asdict(result), indent=2))
+    return result
+
+
+def best_threshold(good: np.ndarray, bad: np.ndarray) -> tuple[float, float]:
+    """Midpoint between neighbouring scores that maximises balanced accuracy."""
+    scores = np.unique(np.concatenate([good, bad]))  # sorted
+    candidates = np.concatenate([[scores[0] - 1e-6], (scores[1:] + scores[:-1]) / 2,
+                                 [scores[-1] + 1e-6]])
+    accuracy = [((good >= t).mean() + (bad < t).mean()) / 2 for t in candidates]
+    best = int(np.argmax(accuracy))
+    return float(candidates[best]), float(accuracy[best])
+
+
+def _top_score(index, query: str) -> float:
+    hits = index.search(query, k=1)
+    return hits[0].score if hits else -1.0
+
+
+def stored_threshold(index) -> float | None:
+    """The calibrated threshold, if one was made for this index's current model."""
+    path = Path(index.root) / CALIBRATION_FILE
+    if not path.is_file():
+        import warnings
+
+        from mmindex.errors import MmindexWarning
+
+        warnings.warn("this index has no calibrated abstain threshold; run `mmindex "
+                      "calibrate-ask PAIRS` or pass --threshold", MmindexWarning, stacklevel=3)
+        return None
+    data = json.loads(path.read_text())
+    if data.get("fingerprint") != index.manifest.model.fingerprint:
+        raise UserInputError(f"{path} was calibrated for another model; run `mmindex "
+                             "calibrate-ask` again or pass --threshold")
+    return float(data["threshold"])

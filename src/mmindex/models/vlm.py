@@ -1,0 +1,282 @@
+"""Vlm: a projector in front of a causal LM, LLaVA-style.
+
+A prompt holds one `<image>` placeholder per image, each after its citation tag (`[1] <image>`).
+Tokenizing replaces each placeholder by T slots (T = image tokens per image) and records them
+in one boolean mask; embedding the text and scattering the projected image tokens through
+that mask gives the LLM's `inputs_embeds`. No per-example splice loop, no special token added
+to the tokenizer: the slots hold the pad id, whose embedding is overwritten.
+
+A checkpoint is `config.json` (this VlmConfig plus training notes) and `model.safetensors`
+(the projector, and any LLM layers that were unfrozen).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from mmindex.errors import ModelError, ModelMismatchError, UserInputError
+from mmindex.models.llm import LoadedLlm
+from mmindex.models.projector import ProjectorConfig, build_projector
+
+IMAGE_PLACEHOLDER = "<image>"
+IGNORE_INDEX = -100  # labels the loss skips (prompt, image slots, padding)
+CHECKPOINT_FORMAT = "mmindex-vlm-checkpoint/1"
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+SYSTEM_PROMPT = "Answer briefly."  # short: every token is paid for in every step
+CAPTION_PROMPT = "Describe the image."  # stage 1 trains on it; `caption` asks it
+
+
+class PromptError(UserInputError):
+    """A prompt's `<image>` placeholders do not match the images given with it."""
+
+
+@dataclass(frozen=True)
+class VlmConfig:
+    projector: str  # "linear" | "mlp2x_gelu"
+    vision_dim: int  # C
+    llm_dim: int  # H
+    image_tokens: int  # T: tokens per image after pooling
+    vision_model: str  # the CLIP spec the features come from
+    vision_fingerprint: str
+    llm: str  # the LLM spec (path) the projector was trained against
+    llm_fingerprint: str
+    unfrozen_layers: int = 0  # last LLM layers trained with the projector (saved with it)
+
+
+@dataclass
+class Example:
+    """One tokenized prompt (and answer, for training); `images` index a feature table."""
+
+    input_ids: list[int]
+    image_mask: list[bool]
+    labels: list[int] | None
+    images: list[int] = field(default_factory=list)
+
+
+@dataclass
+class Batch:
+    input_ids: torch.Tensor  # (B, L) long
+    attention_mask: torch.Tensor  # (B, L) long, 0 on padding
+    image_mask: torch.Tensor  # (B, L) bool, True on image slots
+    labels: torch.Tensor | None  # (B, L) long, IGNORE_INDEX where no loss
+    images: list[int]  # feature rows in the order their slots appear, batch-major
+
+
+# ---------------------------------------------------------------- prompts
+
+
+def image_prompt(question: str, n_images: int) -> str:
+    """The user turn: each image introduced by its citation tag, then the question."""
+    tags = "".join(f"[{i}] {IMAGE_PLACEHOLDER}\n" for i in range(1, n_images + 1))
+    return f"{tags}{question}"
+
+
+def chat_text(tokenizer, user_text: str) -> str:
+    messages = [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": user_text}]
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+
+def encode_prompt(tokenizer, text: str, n_images: int, image_tokens: int) -> tuple[list, list]:
+    """Token ids and image mask of a text with placeholders; each placeholder becomes
+    `image_tokens` slots. A placeholder count that differs from n_images is an error."""
+    pieces = text.split(IMAGE_PLACEHOLDER)
+    if len(pieces) - 1 != n_images:
+        raise PromptError(f"the prompt has {len(pieces) - 1} {IMAGE_PLACEHOLDER} placeholders "
+                          f"but {n_images} images were given")
+    ids, mask = [], []
+    for i, piece in enumerate(pieces):
+        piece_ids = tokenizer(piece, add_special_tokens=False).input_ids if piece else []
+        ids += piece_ids
+        mask += [False] * len(piece_ids)
+        if i < n_images:
+            ids += [tokenizer.pad_token_id] * image_tokens
+            mask += [True] * image_tokens
+    return ids, mask
+
+
+def build_example(tokenizer, question: str, images: Sequence[int], image_tokens: int,
+                  answer: str | None = None) -> Example:
+    """A chat-templated example; with an answer, labels cover the answer tokens only."""
+    text = chat_text(tokenizer, image_prompt(question, len(images)))
+    ids, mask = encode_prompt(tokenizer, text, len(images), image_tokens)
+    if answer is None:
+        return Example(ids, mask, None, list(images))
+    answer_ids = tokenizer(answer, add_special_tokens=False).input_ids + [tokenizer.eos_token_id]
+    labels = [IGNORE_INDEX] * len(ids) + answer_ids  # the loss sees the answer only
+    return Example(ids + answer_ids, mask + [False] * len(answer_ids), labels, list(images))
+
+
+def collate(examples: Sequence[Example], pad_id: int, left_pad: bool = False) -> Batch:
+    """Pad to one length: right for training, left for generation (new tokens follow on)."""
+    length = max(len(e.input_ids) for e in examples)
+    rows = [_padded(e, length, pad_id, left_pad) for e in examples]
+    ids, attention, image_mask, labels = (torch.tensor([r[i] for r in rows]) for i in range(4))
+    has_labels = examples[0].labels is not None
+    images = [image for e in examples for image in e.images]
+    return Batch(ids, attention, image_mask.bool(), labels if has_labels else None, images)
+
+
+def _padded(e: Example, length: int, pad_id: int, left: bool):
+    n = length - len(e.input_ids)
+    labels = e.labels if e.labels is not None else [IGNORE_INDEX] * len(e.input_ids)
+    parts = (e.input_ids, [1] * len(e.input_ids), e.image_mask, labels)
+    fills = (pad_id, 0, False, IGNORE_INDEX)
+    return [[f] * n + list(p) if left else list(p) + [f] * n for p, f in zip(parts, fills)]
+
+
+# ---------------------------------------------------------------- the model
+
+
+class Vlm(nn.Module):
+    def __init__(self, config: VlmConfig, llm: LoadedLlm):
+        super().__init__()
+        if llm.hidden_size != config.llm_dim:
+            raise ModelMismatchError(f"projector outputs {config.llm_dim} wide embeddings but "
+                                     f"{llm.name} takes {llm.hidden_size}")
+        self.config = config
+        self.projector = build_projector(
+            ProjectorConfig(config.projector, config.vision_dim, config.llm_dim))
+        self.llm = llm.model
+        self.tokenizer = llm.tokenizer
+        unfreeze_last_layers(self.llm, config.unfrozen_layers)
+
+    def embed(self, batch: Batch, features: torch.Tensor) -> torch.Tensor:
+        """Text embeddings with each image's projected tokens in its slots. features:
+        (M, T, C) for the M images of the batch, in slot order."""
+        text = self.llm.get_input_embeddings()(batch.input_ids)  # (B, L, H)
+        slots = int(batch.image_mask.sum())
+        if slots != features.shape[0] * features.shape[1]:
+            raise PromptError(f"the batch has {slots} image slots but {features.shape[0]} "
+                              f"images of {features.shape[1]} tokens were given")
+        if slots == 0:
+            return text
+        image = self.projector(features.to(text.dtype)).to(text.dtype)  # (M, T, H); autocast
+        # One mask: slots are filled in (batch, position) order, which is the images' order.
+        return text.masked_scatter(batch.image_mask.unsqueeze(-1), image.reshape(-1, text.shape[-1]))
+
+    def loss(self, batch: Batch, features: torch.Tensor) -> torch.Tensor:
+        embeds = self.embed(batch, features)  # (B, L, H)
+        out = self.llm(inputs_embeds=embeds, attention_mask=batch.attention_mask,
+                       labels=batch.labels)
+        return out.loss
+
+    @torch.inference_mode()
+    def generate(self, batch: Batch, features: torch.Tensor, max_new_tokens: int = 32) -> list[str]:
+        """Greedy answers of a left-padded batch."""
+        embeds = self.embed(batch, features)  # (B, L, H)
+        new = self.llm.generate(inputs_embeds=embeds, attention_mask=batch.attention_mask,
+                                max_new_tokens=max_new_tokens, do_sample=False,
+                                pad_token_id=self.tokenizer.pad_token_id,
+                                eos_token_id=self.tokenizer.eos_token_id)  # (B, new) ids
+        return [t.strip() for t in self.tokenizer.batch_decode(new, skip_special_tokens=True)]
+
+    def trainable_state(self) -> dict[str, torch.Tensor]:
+        """What a checkpoint holds: the projector and the unfrozen LLM parameters."""
+        state = {f"projector.{k}": v for k, v in self.projector.state_dict().items()}
+        state |= {f"llm.{n}": p for n, p in self.llm.named_parameters() if p.requires_grad}
+        return {k: v.detach().contiguous() for k, v in state.items()}
+
+
+def autocast(precision: str):
+    """bf16 autocast halves the CPU time of a training step on CPUs with native bf16."""
+    if precision not in ("fp32", "bf16"):
+        raise UserInputError(f"precision must be fp32 or bf16, not {precision!r}")
+    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
+def unfreeze_last_layers(llm, n: int) -> None:
+    """Let the last n decoder layers (and the final norm) train; embeddings stay frozen, as
+    they are tied to the output head in small models."""
+    if n <= 0:
+        return
+    layers = llm.model.layers
+    if n > len(layers):
+        raise UserInputError(f"cannot unfreeze {n} layers: the LLM has {len(layers)}")
+    for module in list(layers[-n:]) + [llm.model.norm]:
+        for parameter in module.parameters():
+            parameter.requires_grad_(True)
+
+
+# ---------------------------------------------------------------- checkpoints
+
+
+def save_vlm(vlm: Vlm, out_dir: Path, extra: dict | None = None) -> Path:
+    from safetensors.torch import save_file
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    save_file(vlm.trainable_state(), str(out_dir / WEIGHTS_FILE))
+    config = {"format": CHECKPOINT_FORMAT, **asdict(vlm.config), **(extra or {})}
+    (out_dir / CONFIG_FILE).write_text(json.dumps(config, indent=2))
+    return out_dir
+
+
+def read_vlm_config(path: Path) -> VlmConfig:
+    path = Path(path)
+    try:
+        raw = json.loads((path / CONFIG_FILE).read_text())
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"{path} is not a projector checkpoint: {exc}") from None
+    if raw.get("format") != CHECKPOINT_FORMAT:
+        raise ModelError(f"{path / CONFIG_FILE} is not a projector checkpoint config")
+    return VlmConfig(**{f.name: raw[f.name] for f in fields(VlmConfig) if f.name in raw})
+
+
+def load_vlm(path: Path, llm: LoadedLlm, vision_fingerprint: str) -> Vlm:
+    """Load a checkpoint against the vision model and LLM in hand; other weights than the
+    ones it was trained against are refused, since the projection would be meaningless."""
+    from safetensors.torch import load_file
+
+    config = read_vlm_config(path)
+    check_matches(config, vision_fingerprint, llm)
+    vlm = Vlm(config, llm)
+    state = load_file(str(Path(path) / WEIGHTS_FILE))
+    vlm.projector.load_state_dict(_under(state, "projector."))
+    llm_state = _under(state, "llm.")
+    if llm_state:
+        vlm.llm.load_state_dict(llm_state, strict=False)
+    return vlm.eval()
+
+
+def check_matches(config: VlmConfig, vision_fingerprint: str, llm: LoadedLlm) -> None:
+    if config.vision_fingerprint != vision_fingerprint:
+        raise ModelMismatchError(
+            f"the projector was trained on vision model '{config.vision_model}' (fingerprint "
+            f"{config.vision_fingerprint}) but the index's model has fingerprint "
+            f"{vision_fingerprint}; train a projector for this model")
+    if config.llm_fingerprint != llm.fingerprint:
+        raise ModelMismatchError(
+            f"the projector was trained against LLM '{config.llm}' (fingerprint "
+            f"{config.llm_fingerprint}) but '{llm.name}' has fingerprint {llm.fingerprint}")
+
+
+def _under(state: dict, prefix: str) -> dict:
+    return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+
+
+# ---------------------------------------------------------------- vision features
+
+
+def image_features(encoder, paths: Sequence[Path], tokens: int | None,
+                   batch_size: int = 64) -> torch.Tensor:
+    """(N, T, C) vision tokens of image files, via the encoder's own preprocessing."""
+    from mmindex.data.images import DecodeError, decode_image
+
+    chunks = []
+    for start in range(0, len(paths), batch_size):
+        pixels = []
+        for path in paths[start:start + batch_size]:
+            try:
+                image = decode_image(Path(path), encoder.info.image_size).image
+            except (DecodeError, OSError) as exc:
+                raise UserInputError(f"cannot read image {path}: {exc}") from None
+            pixels.append(encoder.preprocess(image))
+        chunks.append(encoder.patch_tokens(torch.stack(pixels), tokens))  # (b, T, C)
+    return torch.cat(chunks)

@@ -1,0 +1,222 @@
+"""VQA evaluation of a projector + LLM on (image, question, answer, kind) rows.
+
+Three conditions answer the same questions: the full model (real image tokens), the same LLM
+with no image at all (text only), and random image tokens with the real tokens' per-channel
+mean and spread. A fourth, the prior, needs no model: the most frequent training answer to
+each question text (the best any image-blind model trained on those questions can do).
+Hallucination: "yes" to an object that is not there, and any answer but "there is none" to
+a question that presumes a missing object. Tests and benchmarks call `evaluate_vqa`.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import time
+from collections import Counter, defaultdict
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from mmindex.errors import UserInputError
+
+MODES = ("full", "text", "random")
+NONE_ANSWER = "there is none"
+
+
+@dataclass(frozen=True)
+class VqaRow:
+    image: Path
+    question: str
+    answer: str
+    kind: str
+
+
+@dataclass(frozen=True)
+class VqaConfig:
+    questions: Path  # held-out image/question/answer/kind table
+    checkpoint: Path  # projector checkpoint directory
+    llm: str | None = None  # None: the LLM the checkpoint names
+    train_questions: Path | None = None  # for the prior baseline
+    per_kind: int | None = 100  # questions sampled per kind; None: all
+    modes: tuple[str, ...] = MODES
+    batch_size: int = 32
+    seed: int = 0
+    precision: str = "bf16"  # "fp32" | "bf16" autocast
+
+
+@dataclass
+class ModeResult:
+    accuracy: dict[str, float]  # kind -> exact match
+    overall: float
+    hallucination: dict[str, float]  # exists_yes_when_absent, absent_not_none
+    yes_rate_present: float
+    seconds: float
+    new_tokens: int
+    examples: list[dict] = field(default_factory=list)  # a few (question, answer, predicted)
+
+
+@dataclass
+class VqaReport:
+    n_questions: int
+    per_kind: dict[str, int]
+    modes: dict[str, ModeResult]
+    prior: dict[str, float] | None  # kind -> accuracy of the per-question majority answer
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def normalise(text: str) -> str:
+    return re.sub(r"\s+", " ", text.strip().lower().rstrip(".!")).strip()
+
+
+def sample_rows(rows: Sequence[VqaRow], per_kind: int | None, seed: int) -> list[VqaRow]:
+    by_kind: dict[str, list[VqaRow]] = defaultdict(list)
+    for row in rows:
+        by_kind[row.kind].append(row)
+    rng = random.Random(seed)
+    picked = []
+    for kind in sorted(by_kind):
+        items = by_kind[kind]
+        picked += items if per_kind is None else rng.sample(items, min(per_kind, len(items)))
+    return picked
+
+
+def evaluate_vqa(vlm, features: torch.Tensor, rows: Sequence[VqaRow], image_rows: Sequence[int],
+                 modes: Sequence[str] = MODES, batch_size: int = 32,
+                 prior_rows: Sequence[VqaRow] | None = None, precision: str = "fp32") -> VqaReport:
+    """Score each mode on `rows`; features (N, T, C) hold their images, row i's at
+    features[image_rows[i]]."""
+    unknown = set(modes) - set(MODES)
+    if unknown:
+        raise UserInputError(f"unknown VQA mode(s) {sorted(unknown)}; choose from {MODES}")
+    from mmindex.models.vlm import autocast
+
+    with autocast(precision):
+        results = {mode: _run_mode(vlm, _features_for(mode, features), rows, image_rows, mode,
+                                   batch_size) for mode in modes}
+    prior = prior_accuracy(prior_rows, rows) if prior_rows else None
+    return VqaReport(len(rows), dict(Counter(r.kind for r in rows)), results, prior)
+
+
+def _features_for(mode: str, features: torch.Tensor) -> torch.Tensor:
+    if mode != "random":
+        return features
+    real = features.float()
+    mean, std = real.mean(dim=(0, 1)), real.std(dim=(0, 1))  # (C,) each
+    generator = torch.Generator().manual_seed(0)
+    return torch.randn(real.shape, generator=generator) * std + mean  # (N, T, C)
+
+
+def _run_mode(vlm, features, rows, image_rows, mode: str, batch_size: int) -> ModeResult:
+    started, predictions, new_tokens = time.perf_counter(), [], 0
+    for start in range(0, len(rows), batch_size):
+        chunk = range(start, min(start + batch_size, len(rows)))
+        answers = answer_batch(vlm, features, [rows[i].question for i in chunk],
+                               [[] if mode == "text" else [image_rows[i]] for i in chunk])
+        predictions += answers
+        new_tokens += sum(len(vlm.tokenizer(a).input_ids) + 1 for a in answers)
+    return _score(rows, predictions, time.perf_counter() - started, new_tokens)
+
+
+def answer_batch(vlm, features, questions: Sequence[str], images: Sequence[list[int]],
+                 max_new_tokens: int = 8) -> list[str]:
+    from mmindex.models.vlm import build_example, collate
+
+    tokenizer = vlm.tokenizer
+    examples = [build_example(tokenizer, q, imgs, vlm.config.image_tokens)
+                for q, imgs in zip(questions, images)]
+    batch = collate(examples, tokenizer.pad_token_id, left_pad=True)
+    return vlm.generate(batch, features[batch.images].float(), max_new_tokens)
+
+
+def _score(rows, predictions, seconds: float, new_tokens: int) -> ModeResult:
+    hits: dict[str, list[bool]] = defaultdict(list)
+    for row, predicted in zip(rows, predictions):
+        hits[row.kind].append(normalise(predicted) == normalise(row.answer))
+    said = [(row, normalise(p)) for row, p in zip(rows, predictions)]
+    absent_exists = [p == "yes" for r, p in said if r.kind == "exists" and r.answer == "no"]
+    present_exists = [p == "yes" for r, p in said if r.kind == "exists" and r.answer == "yes"]
+    absent = [p != NONE_ANSWER for r, p in said if r.kind == "absent"]
+    examples = [{"question": r.question, "answer": r.answer, "predicted": p}
+                for r, p in zip(rows[::max(len(rows) // 6, 1)], predictions[::max(len(rows) // 6, 1)])]
+    return ModeResult(
+        accuracy={kind: _mean(v) for kind, v in sorted(hits.items())},
+        overall=_mean([h for v in hits.values() for h in v]),
+        hallucination={"exists_yes_when_absent": _mean(absent_exists),
+                       "absent_not_none": _mean(absent)},
+        yes_rate_present=_mean(present_exists), seconds=seconds, new_tokens=new_tokens,
+        examples=examples)
+
+
+def _mean(values) -> float:
+    values = list(values)
+    return float(sum(values) / len(values)) if values else float("nan")
+
+
+def prior_accuracy(train: Sequence[VqaRow], rows: Sequence[VqaRow]) -> dict[str, float]:
+    """Accuracy of answering each question text with its most frequent training answer
+    (unseen texts: the most frequent answer of their kind)."""
+    by_text: dict[str, Counter] = defaultdict(Counter)
+    by_kind: dict[str, Counter] = defaultdict(Counter)
+    for r in train:
+        by_text[r.question][normalise(r.answer)] += 1
+        by_kind[r.kind][normalise(r.answer)] += 1
+    hits: dict[str, list[bool]] = defaultdict(list)
+    for r in rows:
+        votes = by_text.get(r.question) or by_kind.get(r.kind) or Counter({"": 1})
+        hits[r.kind].append(votes.most_common(1)[0][0] == normalise(r.answer))
+    accuracy = {kind: _mean(v) for kind, v in sorted(hits.items())}
+    accuracy["overall"] = _mean([h for v in hits.values() for h in v])
+    return accuracy
+
+
+# ---------------------------------------------------------------- loading everything
+
+
+def read_vqa_rows(path: Path) -> list[VqaRow]:
+    from mmindex.train_projector import read_questions
+
+    return [VqaRow(image, q, a, kind) for image, q, a, kind in read_questions(path)]
+
+
+def run_vqa(config: VqaConfig) -> VqaReport:
+    """Load the checkpoint's vision model and LLM, cache the images' tokens, evaluate."""
+    from mmindex.models.llm import load_llm
+    from mmindex.models.registry import load_encoder
+    from mmindex.models.vlm import image_features, load_vlm, read_vlm_config
+
+    vlm_config = read_vlm_config(config.checkpoint)
+    encoder = load_encoder(vlm_config.vision_model)
+    vlm = load_vlm(config.checkpoint, load_llm(config.llm or vlm_config.llm),
+                   encoder.info.fingerprint)
+    rows = sample_rows(read_vqa_rows(config.questions), config.per_kind, config.seed)
+    paths = list(dict.fromkeys(r.image for r in rows))
+    row_of = {p: i for i, p in enumerate(paths)}
+    features = image_features(encoder, paths, vlm_config.image_tokens)  # (N, T, C)
+    prior = read_vqa_rows(config.train_questions) if config.train_questions else None
+    return evaluate_vqa(vlm, features, rows, [row_of[r.image] for r in rows], config.modes,
+                        config.batch_size, prior, config.precision)
+
+
+def format_vqa(report: VqaReport) -> str:
+    """A per-kind table: one column per condition, then hallucination and timing lines."""
+    kinds = sorted(report.per_kind)
+    columns = list(report.modes) + (["prior"] if report.prior else [])
+    lines = [f"{'kind':<10} {'n':>4} " + " ".join(f"{c:>8}" for c in columns)]
+    for kind in kinds + ["overall"]:
+        n = report.n_questions if kind == "overall" else report.per_kind[kind]
+        cells = [r.overall if kind == "overall" else r.accuracy.get(kind, float("nan"))
+                 for r in report.modes.values()]
+        if report.prior:
+            cells.append(report.prior.get(kind, float("nan")))
+        lines.append(f"{kind:<10} {n:>4} " + " ".join(f"{c:>8.3f}" for c in cells))
+    for mode, r in report.modes.items():
+        lines.append(f"{mode}: 'yes' for an absent object {r.hallucination['exists_yes_when_absent']:.3f}, "
+                     f"'yes' for a present one {r.yes_rate_present:.3f}, answer to a missing "
+                     f"object not 'there is none' {r.hallucination['absent_not_none']:.3f}; "
+                     f"{r.seconds:.0f}s, {r.new_tokens / max(r.seconds, 1e-9):.1f} new tokens/s")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,149 @@
+"""End to end on the tiny models: train a projector, ask an index, abstain, calibrate, caption,
+and the VQA evaluation with its baselines."""
+
+import json
+
+import pytest
+
+pytest.importorskip("transformers")
+from typer.testing import CliRunner
+
+from conftest import TINY
+from mmindex import IngestConfig, ingest, open_index
+from mmindex.errors import ModelMismatchError, UserInputError
+from mmindex.generate import NOT_FOUND, AskConfig, Generator, best_threshold, calibrate
+from mmindex.models.llm import TEST_TINY, load_llm
+from mmindex.models.vlm import load_vlm
+from mmindex.train_projector import TrainProjectorConfig, train_projector
+
+
+@pytest.fixture(scope="module")
+def shapes(tmp_path_factory):
+    from mmindex.data.shapes import write_shapes
+
+    root = tmp_path_factory.mktemp("shapes")
+    write_shapes(root / "data", n=8, seed=3, size=32)
+    ingest(IngestConfig(roots=(root / "data" / "images",), index_dir=root / "idx", model=TINY,
+                        precision="fp32"))
+    config = TrainProjectorConfig(vision_model=TINY, out_dir=root / "idx" / "projector",
+                                  captions=root / "data" / "pairs.parquet",
+                                  questions=root / "data" / "questions.parquet", llm=TEST_TINY,
+                                  image_tokens=4, caption_steps=3, qa_steps=4, batch_size=4,
+                                  distractor_rate=0.5)
+    report = train_projector(config)
+    return root, report
+
+
+def generator(root) -> Generator:
+    index = open_index(root / "idx")
+    return Generator(index, load_vlm(root / "idx" / "projector", load_llm(TEST_TINY),
+                                     index.encoder.info.fingerprint))
+
+
+def test_train_projector_runs_both_stages_and_writes_a_checkpoint(shapes):
+    root, report = shapes
+    assert [(s.name, s.steps) for s in report.stages] == [("captions", 3), ("qa", 4)]
+    assert report.n_images == 8
+    config = json.loads((root / "idx" / "projector" / "config.json").read_text())
+    assert config["image_tokens"] == 4 and config["llm"] == TEST_TINY
+    assert config["vision_model"] == TINY and config["train"]["stages"][1]["name"] == "qa"
+
+
+def test_ask_cites_the_retrieved_images_with_scores(shapes):
+    root, _ = shapes
+    answer = generator(root).ask("a red circle", AskConfig(k=2, threshold=-1.0,
+                                                            max_new_tokens=4))
+    assert not answer.abstained
+    assert [c.tag for c in answer.citations] == [1, 2]
+    assert all(c.path.endswith(".png") for c in answer.citations)
+    assert answer.citations[0].score >= answer.citations[1].score
+    assert answer.best_score == answer.citations[0].score
+
+
+def test_ask_abstains_below_the_threshold(shapes):
+    root, _ = shapes
+    answer = generator(root).ask("a red circle", AskConfig(k=3, threshold=1.01))
+    assert answer.abstained and answer.text == NOT_FOUND and answer.citations == ()
+    assert answer.new_tokens == 0
+
+
+def test_ask_abstains_when_the_filter_leaves_nothing(shapes):
+    root, _ = shapes
+    answer = generator(root).ask("a red circle", AskConfig(where="width < 0", threshold=-1.0))
+    assert answer.abstained and answer.best_score is None
+
+
+def test_calibration_is_stored_per_index_and_used(shapes, tmp_path):
+    root, _ = shapes
+    gen = generator(root)
+    result = calibrate(gen.index, ["a small red circle at the top"], ["a bowl of ramen"])
+    assert (root / "idx" / "ask.json").is_file()
+    answer = gen.ask("a small red circle at the top", AskConfig(max_new_tokens=2))
+    assert answer.threshold == pytest.approx(result.threshold)
+    stored = json.loads((root / "idx" / "ask.json").read_text())
+    (root / "idx" / "ask.json").write_text(json.dumps(stored | {"fingerprint": "other"}))
+    with pytest.raises(UserInputError, match="calibrated for another model"):
+        gen.ask("a red circle")
+    (root / "idx" / "ask.json").unlink()
+
+
+def test_best_threshold_separates_scores():
+    import numpy as np
+
+    threshold, accuracy = best_threshold(np.array([0.8, 0.9]), np.array([0.1, 0.3]))
+    assert 0.3 < threshold < 0.8 and accuracy == 1.0
+    threshold, accuracy = best_threshold(np.array([0.5]), np.array([0.6]))
+    assert accuracy == 0.5
+
+
+def test_caption_describes_one_image(shapes):
+    root, _ = shapes
+    image = next((root / "data" / "images").glob("*.png"))
+    assert isinstance(generator(root).caption(image, max_new_tokens=3), str)
+
+
+def test_projector_for_another_vision_model_is_refused(shapes):
+    root, _ = shapes
+    with pytest.raises(ModelMismatchError, match="index's model has fingerprint"):
+        load_vlm(root / "idx" / "projector", load_llm(TEST_TINY), "0123456789abcdef")
+
+
+def test_cli_ask_json_and_missing_projector(shapes, tmp_path):
+    from mmindex.cli import app
+
+    root, _ = shapes
+    runner = CliRunner()
+    result = runner.invoke(app, ["ask", "a red circle", "-k", "2", "--threshold", "-1",
+                                 "--max-new-tokens", "2", "--index", str(root / "idx"),
+                                 "--llm", TEST_TINY, "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert len(data["citations"]) == 2 and data["abstained"] is False
+    result = runner.invoke(app, ["ask", "a red circle", "--index", str(root / "idx"),
+                                 "--projector", str(tmp_path / "none")])
+    assert result.exit_code == 2 and "train-projector" in result.output
+
+
+def test_missing_llm_says_how_to_get_one(monkeypatch, tmp_path):
+    from mmindex.errors import ModelError
+    from mmindex.models import llm
+
+    monkeypatch.delenv(llm.LLM_ENV, raising=False)
+    monkeypatch.setattr(llm, "default_llm_dir", lambda: tmp_path / "nothing")
+    with pytest.raises(ModelError, match="install-smollm2"):
+        llm.load_llm(None)
+
+
+def test_vqa_scores_every_mode_and_the_prior(shapes):
+    from mmindex.vqa import VqaConfig, format_vqa, run_vqa
+
+    root, _ = shapes
+    questions = root / "data" / "questions.parquet"
+    report = run_vqa(VqaConfig(questions=questions, checkpoint=root / "idx" / "projector",
+                               train_questions=questions, per_kind=3, batch_size=8))
+    assert set(report.modes) == {"full", "text", "random"}
+    kinds = {"color", "shape", "count", "position", "exists", "absent"}
+    assert set(report.modes["full"].accuracy) == kinds
+    assert report.prior["overall"] > 0  # the majority answer is right on its own data
+    table = format_vqa(report)
+    assert "prior" in table and "overall" in table
