@@ -115,6 +115,11 @@ def test_patch_tokens_are_the_feature_grid_pooled_to_a_square(encoder, gallery):
     assert tuple(encoder.patch_tokens(pixels, tokens=16).shape) == (1, 16, 1280)
     with pytest.raises(ModelError, match="square"):
         encoder.patch_tokens(pixels, tokens=10)
+    import torch
+
+    projector = torch.nn.Linear(1280, 8)  # a projector trains on them: gradients must flow
+    projector(encoder.patch_tokens(pixels, tokens=4)).sum().backward()
+    assert projector.weight.grad is not None
 
 
 # --- retrieval quality -------------------------------------------------------------------

@@ -138,7 +138,7 @@ class StarterEncoder:
         import torch
         from torch.nn import functional as F
 
-        with torch.inference_mode():
+        with torch.no_grad():  # not inference_mode: a projector must be able to train on these
             fmap = self.image_net.forward_features(self._to_device(pixels))  # (N, 1280, h, w)
             side = round(tokens ** 0.5) if tokens else 0
             if tokens and side * side == tokens and side < fmap.shape[-1]:
