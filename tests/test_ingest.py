@@ -173,3 +173,21 @@ def test_ray_executor_gives_the_same_embeddings_as_local(photo_folder, tmp_path)
         vector = a.vectors("images").index.reconstruct(row["id"])
         hit = b.search(vector=vector, k=1)[0]
         assert hit.path == row["path"] and hit.score > 0.999
+
+
+def test_manifest_records_the_index_kind_and_a_grown_index_is_rebuilt(photo_folder, tmp_path,
+                                                                     monkeypatch):
+    import json
+
+    from mmindex import index as vector_index
+
+    run(photo_folder, tmp_path / "idx")
+    manifest = json.loads((tmp_path / "idx" / "manifest.json").read_text())
+    assert manifest["tables"]["images"]["index"]["kind"] == "flat"
+    monkeypatch.setattr(vector_index, "IVF_THRESHOLD", 7)  # the 7th image crosses it
+    _photo(30, 30, 31).save(photo_folder / "seventh.jpg")
+    run(photo_folder, tmp_path / "idx")
+    manifest = json.loads((tmp_path / "idx" / "manifest.json").read_text())
+    assert manifest["tables"]["images"]["index"]["kind"] == "ivf"
+    index = open_index(tmp_path / "idx")
+    assert index.vectors("images").kind == "ivf" and index.vectors("images").count == 7

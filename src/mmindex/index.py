@@ -20,7 +20,8 @@ def choose_kind(count: int) -> str:
 
 
 def ideal_nlist(count: int) -> int:
-    return int(4 * math.sqrt(count))  # ~4k lists at 1M vectors
+    """~4k lists at 1M vectors; never more than k-means can train (39 points per list)."""
+    return max(1, min(int(4 * math.sqrt(count)), count // 39))
 
 
 class VectorIndex:
@@ -58,6 +59,14 @@ class VectorIndex:
     @property
     def count(self) -> int:
         return int(self.index.ntotal)
+
+    def describe(self) -> dict:
+        """Kind and parameters, as the manifest records them."""
+        if self.kind == "flat":
+            return {"kind": "flat", "metric": "inner_product"}
+        ivf = faiss.extract_index_ivf(self.index)
+        return {"kind": "ivf", "metric": "inner_product", "nlist": int(ivf.nlist),
+                "nprobe": IVF_NPROBE}
 
     def needs_rebuild(self) -> bool:
         """True when the collection outgrew (or shrank out of) this index: the wrong kind for

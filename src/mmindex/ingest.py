@@ -19,7 +19,7 @@ from mmindex.data.scan import (IMAGE_EXTENSIONS, TEXT_EXTENSIONS, CorpusError,
                                read_text_documents, text_sha256, walk_files)
 from mmindex.encode import ImageBatchEncoder, TextBatchEncoder
 from mmindex.errors import ModelMismatchError, UserInputError
-from mmindex.index import VectorIndex, choose_kind
+from mmindex.index import VectorIndex
 from mmindex.models.registry import canonical_spec, default_model_spec, load_encoder
 from mmindex.schema import FILE_SCHEMA, embedding_type, table_schema
 
@@ -101,7 +101,7 @@ class _IngestRun:
     def encoder(self):
         """Loaded on first need: an unchanged folder re-ingests without touching the model."""
         if self._encoder is None:
-            self._encoder = load_encoder(self.spec)
+            self._encoder = load_encoder(self.spec, self.config.precision)
             self.writer.initialise(self._encoder.info)
             manifest_model = self.writer.manifest.model
             if manifest_model.fingerprint != self._encoder.info.fingerprint:
@@ -156,8 +156,9 @@ class _IngestRun:
             self._emit_images(groups.pop(sha), stored[sha])
         representatives = {group[0].stat.path: sha for sha, group in groups.items()}
         done = 0
-        for batch in self._run_encoder(ImageBatchEncoder, {"max_pixels": self.config.max_pixels},
-                                       "path", list(representatives)):
+        options = {"max_pixels": self.config.max_pixels,
+                   "decode_threads": self.config.decode_threads}
+        for batch in self._run_encoder(ImageBatchEncoder, options, "path", list(representatives)):
             for i, path in enumerate(batch["path"]):
                 row = {k: batch[k][i] for k in ("ok", "reason", "width", "height", "format")}
                 row["embedding"] = batch["embedding"][i]
@@ -247,14 +248,15 @@ class _IngestRun:
         if use_ray:
             from mmindex.pipeline_ray import run_ray
 
-            return run_ray(worker_cls, {"spec": self.spec, **kwargs}, column, values,
+            spec = {"spec": self.spec, "precision": self.config.precision}
+            return run_ray(worker_cls, {**spec, **kwargs}, column, values,
                            self.config.batch_size, self.config.ray_address)
         worker = worker_cls(spec=self.spec, encoder=self.encoder, **kwargs)
         return _run_local(worker, column, values, self.config.batch_size)
 
     def finish(self) -> None:
         self.commits.flush()
-        self.commits.rebuild_if_kind_changed()
+        self.commits.rebuild_outgrown_indexes()
 
     def summary(self, seconds: float) -> IngestSummary:
         plans = (self.image_plan, self.text_plan)
@@ -350,20 +352,21 @@ class _CommitBuffer:
                 if added is not None:
                     index.add(np.array([r["id"] for r in rows]), np.stack(self.vectors[table]))
                 blobs[table] = index.to_bytes()
-        self.writer.commit(changes, blobs)
+        self.writer.commit(changes, blobs, {t: ix.describe() for t, ix in self.indexes.items()})
         self._reset()
 
-    def rebuild_if_kind_changed(self) -> None:
-        """Flat below the size threshold, IVF above: rebuild from stored embeddings, no encoding."""
+    def rebuild_outgrown_indexes(self) -> None:
+        """Flat below the size threshold, IVF above, lists sized to the collection: rebuild
+        from the stored embeddings when that no longer holds (no re-encoding)."""
         for table, index in self.indexes.items():
-            if choose_kind(index.count) != index.kind:
+            if index.needs_rebuild():
                 stored = store.read_table(self.writer.root, self.writer.manifest, table,
                                           columns=["id", "embedding"])
                 vectors = np.stack(stored.column("embedding").to_numpy(zero_copy_only=False))
                 rebuilt = VectorIndex.build(stored.column("id").to_numpy(), vectors,
                                             self.writer.manifest.model.dim)
                 self.indexes[table] = rebuilt
-                self.writer.commit({}, {table: rebuilt.to_bytes()})
+                self.writer.commit({}, {table: rebuilt.to_bytes()}, {table: rebuilt.describe()})
 
 
 def _to_arrow(table: str, rows: list[dict], vectors, dim: int) -> pa.Table | None:

@@ -46,6 +46,7 @@ class TableState:
     shards: tuple[str, ...] = ()  # paths relative to the index root
     rows: int = 0
     faiss: str | None = None  # vector tables only
+    index: dict | None = None  # the FAISS index's kind and parameters, e.g. {"kind": "ivf", ...}
 
 
 @dataclass(frozen=True)
@@ -75,7 +76,7 @@ class Manifest:
             raise IndexFormatError(f"{where} is damaged ({exc}); run `mmindex doctor`") from None
         data = _migrate(data, version, where)
         try:
-            tables = {name: TableState(tuple(t["shards"]), t["rows"], t.get("faiss"))
+            tables = {name: TableState(tuple(t["shards"]), t["rows"], t.get("faiss"), t.get("index"))
                       for name, t in data["tables"].items()}
             if set(tables) != set(TABLES):
                 raise KeyError(f"tables {sorted(tables)}, expected {sorted(TABLES)}")
@@ -193,15 +194,10 @@ class StoreWriter:
                 raise MissingFileError(f"{self.root / missing[0]} is missing ({len(missing)} "
                                        "files in all); run `mmindex doctor`")
             self.collect_garbage()  # leftovers of a killed writer
-        elif self.data_files():
+        elif data_files(self.root):
             # A fresh manifest's first commit would collect these as garbage: refuse instead.
             raise IndexFormatError(f"{self.root} holds index files but no {MANIFEST}; run "
                                    "`mmindex doctor --repair` to rebuild it from the shards")
-
-    def data_files(self) -> list[Path]:
-        """Every shard and FAISS file in the directory, named by the manifest or not."""
-        return sorted(p for folder in list(TABLES) + ["faiss"]
-                      for p in (self.root / folder).glob("*") if p.is_file())
 
     def initialise(self, model: EncoderInfo) -> None:
         """Give a new index its model; an existing one keeps the manifest it has."""
@@ -236,11 +232,13 @@ class StoreWriter:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def commit(self, changes: dict[str, TableChange], faiss_blobs: dict[str, bytes]) -> Manifest:
+    def commit(self, changes: dict[str, TableChange], faiss_blobs: dict[str, bytes],
+               index_params: dict[str, dict] | None = None) -> Manifest:
         """Write a new generation. A failed write leaves the previous one live and raises
-        IndexWriteError naming the cause; the files it had written are removed."""
+        IndexWriteError naming the cause; the files it had written are removed.
+        `index_params` records each FAISS file's kind and parameters in the manifest."""
         try:
-            manifest = self._write_generation(changes, faiss_blobs)
+            manifest = self._write_generation(changes, faiss_blobs, index_params or {})
         except OSError as exc:
             self._discard_failed_commit()
             raise IndexWriteError(
@@ -253,7 +251,7 @@ class StoreWriter:
         faults.point("store.committed")
         return manifest
 
-    def _write_generation(self, changes, faiss_blobs) -> Manifest:
+    def _write_generation(self, changes, faiss_blobs, index_params) -> Manifest:
         generation = self.manifest.generation + 1
         tables = dict(self.manifest.tables)
         for name, change in changes.items():
@@ -261,7 +259,7 @@ class StoreWriter:
         for name, blob in faiss_blobs.items():
             relative = f"faiss/{name}-g{generation:06d}-{uuid.uuid4().hex[:8]}.faiss"
             _write_durably(self.root / relative, blob)
-            tables[name] = replace(tables[name], faiss=relative)
+            tables[name] = replace(tables[name], faiss=relative, index=index_params.get(name))
         manifest = replace(self.manifest, generation=generation, tables=tables, updated=time.time())
         self._write_manifest(manifest)
         return manifest
@@ -326,6 +324,12 @@ class StoreWriter:
             tmp.unlink(missing_ok=True)
 
 
+def data_files(root: Path) -> list[Path]:
+    """Every shard and FAISS file in an index directory, named by the manifest or not."""
+    return sorted(p for folder in list(TABLES) + ["faiss"]
+                  for p in (Path(root) / folder).glob("*") if p.is_file())
+
+
 def _empty_manifest(model: EncoderInfo) -> Manifest:
     tables = {name: TableState() for name in TABLES}
     return Manifest(FORMAT_VERSION, 0, model, 0, tables)
@@ -373,4 +377,5 @@ def _acquire_lock(root: Path):
 
 
 __all__ = ["Manifest", "TableState", "TableChange", "StoreWriter", "read_manifest", "read_table",
+           "read_shard", "read_vectors", "data_files", "IndexWriteError", "MissingFileError",
            "VECTOR_TABLES"]
