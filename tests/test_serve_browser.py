@@ -18,7 +18,7 @@ if not CHROMIUM.exists():
                 "apt-get install chromium)", allow_module_level=True)
 pytest.importorskip("fastapi", reason="needs the serve extra: pip install -e '.[serve]'")
 sync_api = pytest.importorskip("playwright.sync_api",
-                               reason="needs playwright: pip install -e '.[serve-test]'")
+                               reason="needs playwright: pip install -e '.[dev]'")
 
 import uvicorn
 
