@@ -147,3 +147,47 @@ def test_vqa_scores_every_mode_and_the_prior(shapes):
     assert report.prior["overall"] > 0  # the majority answer is right on its own data
     table = format_vqa(report)
     assert "prior" in table and "overall" in table
+
+
+def test_relevant_queries_come_from_questions_or_captions(shapes):
+    from mmindex.generate import relevant_queries
+
+    root, _ = shapes
+    questions = relevant_queries(root / "data" / "questions.parquet", n=1000)
+    assert len(questions) == 8 * 6  # seven per image, less the one presuming a missing object
+    captions = relevant_queries(root / "data" / "pairs.parquet", n=3)
+    assert len(captions) == 3 and all(" the " in c or ":" in c for c in captions)
+
+
+def test_cli_calibrate_ask_stores_the_threshold(shapes):
+    from mmindex.cli import app
+
+    root, _ = shapes
+    result = CliRunner().invoke(app, ["calibrate-ask", str(root / "data" / "questions.parquet"),
+                                      "--n", "10", "--index", str(root / "idx")])
+    assert result.exit_code == 0, result.output
+    assert "threshold" in result.output and (root / "idx" / "ask.json").is_file()
+    (root / "idx" / "ask.json").unlink()
+
+
+@pytest.mark.filterwarnings("ignore:Detected call of")
+def test_interrupt_keeps_what_was_trained(shapes, tmp_path, monkeypatch):
+    import mmindex.train_projector as tp
+
+    root, _ = shapes
+    calls = []
+
+    def interrupting_step(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return 1.0
+
+    monkeypatch.setattr(tp, "train_step", interrupting_step)
+    config = TrainProjectorConfig(vision_model=TINY, out_dir=tmp_path / "p", llm=TEST_TINY,
+                                  captions=root / "data" / "pairs.parquet",
+                                  questions=root / "data" / "questions.parquet",
+                                  image_tokens=4, caption_steps=5, qa_steps=5, batch_size=2)
+    report = train_projector(config)
+    assert [(s.name, s.steps, s.interrupted) for s in report.stages] == [("captions", 1, True)]
+    assert (tmp_path / "p" / "model.safetensors").is_file()

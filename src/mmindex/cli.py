@@ -427,23 +427,20 @@ def caption(
 @app.command("calibrate-ask")
 @_fail_cleanly
 def calibrate_ask(
-    pairs: Path = typer.Argument(..., help="Pairs whose captions the collection answers"),
+    queries: Path = typer.Argument(..., help="A questions table (image/question/answer) or a "
+                                   "pairs file about the collection: the relevant queries"),
     off_topic: Optional[Path] = typer.Option(None, "--off-topic", help="Text file, one query a "
                                              "line, the collection does not answer"),
-    n: int = typer.Option(200, "--n", min=1, help="Captions sampled from PAIRS"),
+    n: int = typer.Option(200, "--n", min=1, help="Relevant queries sampled"),
     index: Optional[Path] = IndexOption,
 ):
     """Set the index's abstain threshold for `ask` from relevant vs off-topic queries."""
-    import random
-
-    from mmindex.data.pairs import load_pairs
-    from mmindex.generate import OFF_TOPIC, calibrate
+    from mmindex.generate import OFF_TOPIC, calibrate, relevant_queries
     from mmindex.search import open_index
 
-    captions = [p.caption for p in load_pairs(pairs)]
-    relevant = random.Random(0).sample(captions, min(n, len(captions)))
     negatives = off_topic.read_text().split("\n") if off_topic else OFF_TOPIC
-    result = calibrate(open_index(_index_dir(index)), relevant, [q for q in negatives if q])
+    result = calibrate(open_index(_index_dir(index)), relevant_queries(queries, n),
+                       [q for q in negatives if q.strip()])
     typer.echo(f"threshold {result.threshold:.4f} (balanced accuracy "
                f"{result.balanced_accuracy:.3f} on {result.n_relevant} relevant, "
                f"{result.n_off_topic} off-topic queries)")

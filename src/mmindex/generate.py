@@ -153,6 +153,22 @@ def calibrate(index, relevant: Sequence[str], off_topic: Sequence[str] = OFF_TOP
     return result
 
 
+def relevant_queries(path: Path, n: int, seed: int = 0) -> list[str]:
+    """Queries the collection answers: the questions of a questions table (those presuming a
+    missing object left out), else the captions of a pairs file; n sampled."""
+    import random
+
+    try:
+        from mmindex.train_projector import read_questions
+
+        texts = [q for _, q, _, kind in read_questions(path) if kind != "absent"]
+    except UserInputError:  # no question column: a pairs file or folder
+        from mmindex.data.pairs import load_pairs
+
+        texts = [p.caption for p in load_pairs(path)]
+    return random.Random(seed).sample(texts, min(n, len(texts)))
+
+
 def best_threshold(good: np.ndarray, bad: np.ndarray) -> tuple[float, float]:
     """Midpoint between neighbouring scores that maximises balanced accuracy."""
     scores = np.unique(np.concatenate([good, bad]))  # sorted

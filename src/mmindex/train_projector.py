@@ -60,6 +60,7 @@ class StageReport:
     seconds: float = 0.0
     first_loss: float = float("nan")
     last_loss: float = float("nan")  # mean of the last 20 steps
+    interrupted: bool = False
 
 
 @dataclass
@@ -94,7 +95,7 @@ def train_projector(config: TrainProjectorConfig, progress: Progress | None = No
     for name, samples, steps, minutes in (("captions", captions, config.caption_steps,
                                            config.caption_minutes),
                                           ("qa", questions, config.qa_steps, config.qa_minutes)):
-        if samples and steps > 0:
+        if samples and steps > 0 and not any(s.interrupted for s in report.stages):
             report.stages.append(run_stage(vlm, features, samples, name, steps, minutes,
                                            config, progress))
     save_vlm(vlm.eval(), config.out_dir, extra={"train": report.to_dict()})
@@ -177,20 +178,25 @@ def run_stage(vlm, features, samples: list[Sample], name: str, steps: int,
     schedule = _schedule(optimizer, config.warmup_steps, steps)
     rng = random.Random(config.seed)
     report, losses = StageReport(name), []
-    deadline = time.perf_counter() + minutes * 60 if minutes else math.inf
+    deadline = time.perf_counter() + minutes * 60 if minutes is not None else math.inf
     started = time.perf_counter()
     vlm.train()
-    for step in range(steps):
-        picked = rng.sample(samples, min(config.batch_size, len(samples)))
-        images = [[s.image] + _distractors(rng, s.image, len(features), config) for s in picked]
-        loss = train_step(vlm, features, picked, images, optimizer, config.precision)
-        schedule.step()
-        losses.append(loss)
-        if progress:
-            progress(name, step + 1, steps, loss)
-        if time.perf_counter() > deadline:
-            break
+    try:  # Ctrl-C ends the stage early; what was trained so far is kept and saved
+        for step in range(steps):
+            picked = rng.sample(samples, min(config.batch_size, len(samples)))
+            images = [[s.image] + _distractors(rng, s.image, len(features), config)
+                      for s in picked]
+            losses.append(train_step(vlm, features, picked, images, optimizer, config.precision))
+            schedule.step()
+            if progress:
+                progress(name, step + 1, steps, losses[-1])
+            if time.perf_counter() > deadline:
+                break
+    except KeyboardInterrupt:
+        report.interrupted = True
     vlm.eval()
+    if not losses:
+        return report
     report.steps, report.seconds = len(losses), time.perf_counter() - started
     report.first_loss, report.last_loss = losses[0], sum(losses[-20:]) / len(losses[-20:])
     return report
