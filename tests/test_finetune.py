@@ -4,6 +4,7 @@ and the distributed loss on two Ray workers."""
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -252,7 +253,7 @@ def _distributed_worker(loop_config: dict) -> None:
     """Each Ray worker: its half of the batch, gathered loss, summed gradients, to a file."""
     import ray.train
 
-    from mmindex.finetune import sum_gradients
+    from mmindex.finetune import combine_gradients
 
     torch.set_num_threads(1)
     context = ray.train.get_context()
@@ -262,7 +263,7 @@ def _distributed_worker(loop_config: dict) -> None:
     share = local_slice(np.arange(len(images)), rank, world)
     loss = batch_loss(model, images[share], texts[share], "clip", None, rank, world)
     loss.backward()
-    sum_gradients(model)
+    combine_gradients(model, world)
     grads = {n: p.grad for n, p in model.named_parameters()}
     torch.save({"loss": loss.item(), "grads": grads}, Path(loop_config["out"]) / f"{rank}.pt")
 
@@ -279,6 +280,8 @@ def test_two_ray_workers_give_the_single_process_loss_and_gradient(tmp_path):
     model = load_encoder("test-tiny").model.train()
     single_loss, single_grads = _loss_and_grads(model, images, texts)
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    # Workers cannot import this test module by name: ship its functions by value.
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
     try:
         TorchTrainer(
             _distributed_worker,

@@ -180,7 +180,9 @@ def finetune(
     _prepare_out_dir(config)
     start = build_start_encoder(config)
     before = _evaluate(start, plan.val, config)
-    history = _run(plan, progress, on_epoch)
+    _run(plan, progress, on_epoch)
+    history, undecodable = read_training_record(config.out_dir)
+    skipped += undecodable
     trained = load_checkpoint_weights(config.out_dir)
     finetuned = _evaluate(_encoder_with(start, trained), plan.val, config)
     final, after = trained, finetuned
@@ -614,7 +616,7 @@ def train_step(trainer: _Trainer, rows: Sequence[int]) -> float:
     trainer.optimizer.zero_grad(set_to_none=True)
     loss.backward()
     if trainer.world_size > 1:
-        sum_gradients(model)
+        combine_gradients(model, trainer.world_size)
     torch.nn.utils.clip_grad_norm_(
         [p for p in model.parameters() if p.requires_grad], config.grad_clip
     )
@@ -643,17 +645,22 @@ def batch_loss(
     return LOSSES[kind](image_features, text_features, scale)
 
 
-def sum_gradients(model: torch.nn.Module) -> None:
-    """Sum (not average) the workers' gradients: each worker's backward reaches only its own
-    features, so the sum is exactly the single-process gradient of the global batch."""
+def combine_gradients(model: torch.nn.Module, world_size: int) -> None:
+    """Make every worker hold the single-process gradient of the global batch.
+
+    A tower weight reaches a worker's loss only through that worker's own features, so its
+    true gradient is the sum over workers. The logit scale and bias enter every worker's
+    loss directly, so each worker already holds their full gradient: those are averaged.
+    """
     import torch.distributed as dist
 
-    grads = [p.grad for p in model.parameters() if p.grad is not None]
-    flat = torch.cat([g.reshape(-1) for g in grads])  # one all-reduce instead of hundreds
+    named = [(n, p.grad) for n, p in model.named_parameters() if p.grad is not None]
+    flat = torch.cat([g.reshape(-1) for _, g in named])  # one all-reduce instead of hundreds
     dist.all_reduce(flat)
     offset = 0
-    for grad in grads:
-        grad.copy_(flat[offset : offset + grad.numel()].view_as(grad))
+    for name, grad in named:
+        total = flat[offset : offset + grad.numel()].view_as(grad)
+        grad.copy_(total / world_size if name.startswith("logit_") else total)
         offset += grad.numel()
 
 
@@ -758,6 +765,7 @@ def _write_resume_state(trainer: _Trainer, state_dir: Path) -> None:
     tensors, groups = flatten_optimizer_state(trainer.optimizer.state_dict())
     save_file(tensors, str(state_dir / "optimizer.safetensors"))
     state = {
+        "undecodable": [asdict(row) for row in trainer.pixels.failed],
         "step": trainer.step,
         "history": [asdict(e) for e in trainer.history],
         "param_groups": groups,
@@ -768,8 +776,7 @@ def _write_resume_state(trainer: _Trainer, state_dir: Path) -> None:
 def load_resume_state(trainer: _Trainer) -> None:
     from safetensors.torch import load_file
 
-    resume = Path(trainer.config.out_dir) / RESUME_DIR
-    state_dir = resume / json.loads((resume / "latest.json").read_text())["dir"]
+    state_dir = _latest_state_dir(Path(trainer.config.out_dir))
     state = json.loads((state_dir / "state.json").read_text())
     trainer.encoder.model.load_state_dict(load_file(str(state_dir / "model.safetensors")))
     optimizer_state = unflatten_optimizer_state(
@@ -778,6 +785,19 @@ def load_resume_state(trainer: _Trainer) -> None:
     trainer.optimizer.load_state_dict(optimizer_state)
     trainer.step = state["step"]
     trainer.history = [EpochMetrics(**e) for e in state["history"]]
+
+
+def read_training_record(out_dir: Path) -> tuple[list[EpochMetrics], tuple[SkippedRow, ...]]:
+    """The epoch history and the undecodable training images, as rank 0 recorded them with
+    its last resume state (the same for a local run and for Ray workers)."""
+    state = json.loads((_latest_state_dir(Path(out_dir)) / "state.json").read_text())
+    history = [EpochMetrics(**entry) for entry in state["history"]]
+    return history, tuple(SkippedRow(**row) for row in state.get("undecodable", []))
+
+
+def _latest_state_dir(out_dir: Path) -> Path:
+    resume = out_dir / RESUME_DIR
+    return resume / json.loads((resume / "latest.json").read_text())["dir"]
 
 
 def flatten_optimizer_state(state_dict: dict) -> tuple[dict[str, torch.Tensor], list]:

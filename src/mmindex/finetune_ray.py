@@ -2,22 +2,21 @@
 
 Workers receive the plan (paths and captions, no model) and build their own encoder, as
 clip-retrieval's distributor does; each takes its slice of every global batch, the features
-are gathered for the loss, and the gradients are summed. Rank 0 evaluates and writes the
-checkpoint and resume state into the output directory, so the driver reads the history
-from there: the output directory must be on storage every worker can reach (one machine,
-or a shared file system on a cluster).
+are gathered for the loss, and `combine_gradients` gives every worker the single-process
+gradient. Rank 0 evaluates and writes the checkpoint and resume state into the output
+directory, so the driver reads the history from there: the output directory must be on
+storage every worker can reach (one machine, or a shared file system on a cluster).
 """
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tempfile
 from pathlib import Path
 
 from mmindex.errors import UserInputError
-from mmindex.finetune import RESUME_DIR, EpochMetrics, TrainPlan, train_loop
+from mmindex.finetune import EpochMetrics, TrainPlan, read_training_record, train_loop
 
 
 def train_distributed(plan: TrainPlan, on_epoch=None) -> list[EpochMetrics]:
@@ -54,7 +53,7 @@ def train_distributed(plan: TrainPlan, on_epoch=None) -> list[EpochMetrics]:
         shutil.rmtree(storage, ignore_errors=True)
         if started_here:
             ray.shutdown()  # a Ray we started holds the CPUs the evaluation needs next
-    history = read_history(Path(config.out_dir))
+    history, _ = read_training_record(Path(config.out_dir))
     for metrics in history if on_epoch else ():
         on_epoch(metrics)
     return history
@@ -82,11 +81,3 @@ def worker_cpus(workers: int) -> float:
             f"--workers {workers} needs at least {workers} CPUs; the Ray cluster has {total:g}"
         )
     return total // workers
-
-
-def read_history(out_dir: Path) -> list[EpochMetrics]:
-    """The epoch history rank 0 recorded with its last resume state."""
-    resume = out_dir / RESUME_DIR
-    latest = json.loads((resume / "latest.json").read_text())
-    state = json.loads((resume / latest["dir"] / "state.json").read_text())
-    return [EpochMetrics(**entry) for entry in state["history"]]
