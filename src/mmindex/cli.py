@@ -71,6 +71,8 @@ def ingest(
     batch_size: int = typer.Option(32, "--batch-size", min=1),
     max_pixels: Optional[int] = typer.Option(None, "--max-pixels",
                                              help="Refuse larger images (bomb guard)"),
+    precision: str = typer.Option("auto", "--precision",
+                                  help="auto | fp32 | bf16 (auto: bf16 where the CPU/GPU has it)"),
     as_json: bool = JsonOption,
 ):
     """Index images and texts; re-running encodes only new or changed files."""
@@ -79,6 +81,7 @@ def ingest(
 
     config = IngestConfig(roots=tuple(paths), index_dir=_index_dir(index), model=model,
                           executor=executor, ray_address=ray_address, batch_size=batch_size,
+                          precision=precision,
                           **({"max_pixels": max_pixels} if max_pixels else {}))
     with _progress(enabled=not as_json) as progress:
         summary = run_ingest(config, progress)
@@ -305,6 +308,54 @@ def _print_doctor(report) -> None:
     for action in report.repaired:
         typer.echo(f"  repaired {action}")
     typer.echo("healthy" if report.healthy else "damaged: run `mmindex doctor --repair`")
+
+
+@app.command("finetune")
+@_fail_cleanly
+def finetune_command(
+    pairs: Path = typer.Option(..., "--pairs", help="Pairs file (Parquet/CSV/JSONL) or a folder "
+                               "of images with .txt captions"),
+    out: Path = typer.Option(..., "--out", help="Output checkpoint directory (new, or --resume)"),
+    model: Optional[str] = typer.Option(None, "--model", help="Model to start from"),
+    from_scratch: Optional[str] = typer.Option(None, "--from-scratch", help="Train this "
+                                               "architecture from random weights instead, "
+                                               "e.g. mmindex-shapes-rn"),
+    epochs: int = typer.Option(5, "--epochs", min=1),
+    batch_size: int = typer.Option(64, "--batch-size", min=2),
+    lr: Optional[float] = typer.Option(None, "--lr", help="Peak learning rate [default: 1e-3 "
+                                       "from scratch, 1e-5 fine-tuning]"),
+    val: Optional[Path] = typer.Option(None, "--val", help="Validation pairs"),
+    val_fraction: float = typer.Option(0.1, "--val-fraction", help="Images held out for "
+                                       "validation when --val is not given"),
+    lock_image: bool = typer.Option(False, "--lock-image", help="Freeze the image tower (LiT)"),
+    lock_text: bool = typer.Option(False, "--lock-text", help="Freeze the text tower"),
+    unlock_last: int = typer.Option(0, "--unlock-last", min=0, help="Keep the last N blocks "
+                                    "of a locked tower trainable"),
+    wise_ft: Optional[float] = typer.Option(None, "--wise-ft", help="WiSE-FT: mix ALPHA of the "
+                                            "fine-tuned weights with 1-ALPHA of the start"),
+    loss: str = typer.Option("clip", "--loss", help="clip | siglip"),
+    device: str = typer.Option("cpu", "--device", help="cpu | cuda"),
+    workers: int = typer.Option(1, "--workers", min=1, help="Ray Train workers"),
+    precision: str = typer.Option("auto", "--precision", help="auto | bf16 | fp32"),
+    seed: int = typer.Option(0, "--seed"),
+    resume: bool = typer.Option(False, "--resume", help="Continue from the last finished epoch"),
+    as_json: bool = JsonOption,
+):
+    """Contrastive fine-tuning (or training from scratch) on (image, caption) pairs."""
+    from mmindex.finetune import FinetuneConfig, finetune, format_report
+
+    config = FinetuneConfig(pairs=pairs, out_dir=out, model=model, from_scratch=from_scratch,
+                            epochs=epochs, batch_size=batch_size, lr=lr, val_pairs=val,
+                            val_fraction=val_fraction, lock_image=lock_image,
+                            lock_text=lock_text, unlock_last=unlock_last, wise_ft=wise_ft,
+                            loss=loss, device=device, workers=workers, precision=precision,
+                            seed=seed, resume=resume)
+    with _progress(enabled=not as_json) as progress:
+        result = finetune(config, progress)
+    if as_json:
+        _print_json(result.to_dict())
+        return
+    typer.echo(format_report(result, config), nl=False)
 
 
 # ---------------------------------------------------------------- grounded answers (mmindex ask)
