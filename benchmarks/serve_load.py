@@ -7,7 +7,7 @@
 Builds an index of the photos (unless --index), starts the real server with the CLI
 (`mmindex serve`) in its own process on a free loopback port, then sends --rounds bursts of
 --concurrency simultaneous GET /api/search requests (varied queries, k=10) from one asyncio
-client. Prints failures (any non-200 or transport error), latency percentiles and
+client, after --sequential searches sent one at a time (the latency without queueing). Prints failures (any non-200 or transport error), latency percentiles and
 throughput, then one JSON line. The client shares the machine's cores with the server, so
 the figures are an upper bound on what a remote client would see.
 """
@@ -42,6 +42,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--concurrency", type=int, default=100)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--k", type=int, default=10)
+    parser.add_argument("--sequential", type=int, default=100,
+                        help="first, this many searches one at a time: the uncontended latency")
     return parser.parse_args()
 
 
@@ -92,16 +94,17 @@ async def one_search(client: httpx.AsyncClient, query: str, k: int) -> tuple[flo
     return time.perf_counter() - started, failure
 
 
-async def bursts(base: str, concurrency: int, rounds: int, k: int):
+async def bursts(base: str, concurrency: int, rounds: int, k: int, sequential: int):
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     async with httpx.AsyncClient(base_url=base, limits=limits, timeout=60) as client:
         for query in QUERIES[:3]:  # warm-up: model, DuckDB, first connections
             await one_search(client, query, k)
+        alone = [await one_search(client, QUERIES[i % len(QUERIES)], k) for i in range(sequential)]
         results, started = [], time.perf_counter()
         for _ in range(rounds):
             burst = [one_search(client, QUERIES[i % len(QUERIES)], k) for i in range(concurrency)]
             results += await asyncio.gather(*burst)
-        return results, time.perf_counter() - started
+        return alone, results, time.perf_counter() - started
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -109,9 +112,10 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
 
 
-def report(results, seconds: float, args) -> dict:
+def report(alone, results, seconds: float, args) -> dict:
     latencies = [latency * 1000 for latency, _ in results]
-    failures = [failure for _, failure in results if failure]
+    failures = [failure for _, failure in alone + results if failure]
+    alone_ms = [latency * 1000 for latency, _ in alone] or [float("nan")]
     summary = {"requests": len(results), "failures": len(failures),
                "concurrency": args.concurrency, "rounds": args.rounds,
                "p50_ms": round(percentile(latencies, 50), 1),
@@ -119,11 +123,16 @@ def report(results, seconds: float, args) -> dict:
                "p99_ms": round(percentile(latencies, 99), 1),
                "max_ms": round(max(latencies), 1),
                "mean_ms": round(statistics.fmean(latencies), 1),
-               "requests_per_s": round(len(results) / seconds, 1), "cpus": os.cpu_count()}
+               "requests_per_s": round(len(results) / seconds, 1), "cpus": os.cpu_count(),
+               "sequential": len(alone), "sequential_p50_ms": round(percentile(alone_ms, 50), 1),
+               "sequential_p99_ms": round(percentile(alone_ms, 99), 1),
+               "load_average_1m": round(os.getloadavg()[0], 1)}
     print(f"{summary['requests']} searches in bursts of {args.concurrency}: "
           f"{summary['failures']} failed; latency p50 {summary['p50_ms']} ms, "
           f"p90 {summary['p90_ms']} ms, p99 {summary['p99_ms']} ms, max {summary['max_ms']} ms; "
-          f"{summary['requests_per_s']} searches/s on {summary['cpus']} CPUs")
+          f"{summary['requests_per_s']} searches/s on {summary['cpus']} CPUs "
+          f"(load average {summary['load_average_1m']}); one at a time: p50 "
+          f"{summary['sequential_p50_ms']} ms, p99 {summary['sequential_p99_ms']} ms")
     for failure in failures[:5]:
         print(f"  failed: {failure}")
     return summary
@@ -138,8 +147,9 @@ def main() -> None:
         try:
             base = f"http://127.0.0.1:{port}"
             wait_until_ready(base, server)
-            results, seconds = asyncio.run(bursts(base, args.concurrency, args.rounds, args.k))
-            print(json.dumps(report(results, seconds, args)))
+            alone, results, seconds = asyncio.run(
+                bursts(base, args.concurrency, args.rounds, args.k, args.sequential))
+            print(json.dumps(report(alone, results, seconds, args)))
         finally:
             server.terminate()
             server.wait(10)

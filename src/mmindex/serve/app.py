@@ -33,7 +33,7 @@ from mmindex.search import Index
 from mmindex.serve.answers import Answers, AnswersUnavailable
 from mmindex.serve.filters import FILTER_HELP, compile_filters
 from mmindex.serve.jobs import IngestJobs, JobConflict
-from mmindex.serve.limits import BodySizeLimit, HostCheck, security_headers
+from mmindex.serve.limits import BodySizeLimit, HostCheck, SecurityHeaders
 from mmindex.serve.live import LiveIndex
 from mmindex.serve.thumbs import thumbnail_jpeg
 
@@ -390,7 +390,7 @@ def create_app(index_dir: str | Path, token: str | None = None,
     app.add_middleware(BodySizeLimit, max_bytes=max_upload_bytes,
                        refuse=lambda: _error_response(
                            413, "too_large", f"the request is larger than {max_upload_bytes} bytes"))
-    app.middleware("http")(security_headers)
+    app.add_middleware(SecurityHeaders)
     if allowed_hosts:
         app.add_middleware(HostCheck, allowed=list(allowed_hosts), refuse=lambda host:
                            _error_response(400, "bad_host", f"this server does not answer to "
