@@ -22,8 +22,13 @@ from PIL import Image
 
 from conftest import _photo
 from mmindex.data.images import DecodeError, decode_image
-from mmindex.data.scan import (IMAGE_EXTENSIONS, MAX_DOCUMENT_CHARS, TEXT_EXTENSIONS,
-                               CorpusError, read_text_documents)
+from mmindex.data.scan import (
+    IMAGE_EXTENSIONS,
+    MAX_DOCUMENT_CHARS,
+    TEXT_EXTENSIONS,
+    CorpusError,
+    read_text_documents,
+)
 
 SEEDS = Path(__file__).parent / "fuzz_seeds"
 PER_INPUT_SECONDS = 10  # far above any honest decode of these small inputs: a hang fails
@@ -233,3 +238,60 @@ def test_fuzz_seed_regressions(seed):
         check_decode(seed.read_bytes(), suffix)
     else:
         check_corpus(seed.read_bytes(), suffix)
+
+
+# -- coverage-guided: atheris (libFuzzer) ---------------------------------------------------
+ATHERIS_HARNESS = '''
+import os, sys, tempfile
+import atheris
+
+with atheris.instrument_imports():
+    import PIL.Image
+
+    PIL.Image.init()  # every format plugin, imported inside the instrumented block
+    from mmindex.data.images import DecodeError, decode_image
+    from mmindex.data.scan import CorpusError, read_text_documents
+
+TARGET = sys.argv.pop(1)  # "image" or a corpus suffix such as ".jsonl"
+PATH = os.path.join(tempfile.mkdtemp(), "input" + (".img" if TARGET == "image" else TARGET))
+
+
+def one_input(data):
+    with open(PATH, "wb") as handle:
+        handle.write(data)
+    try:
+        if TARGET == "image":
+            assert decode_image(PATH, 32, 1 << 22).image.mode == "RGB"
+        else:
+            for document in read_text_documents(PATH):
+                document.text.encode("utf-8")
+    except (DecodeError, CorpusError):
+        pass
+
+
+atheris.Setup(sys.argv, one_input)
+atheris.Fuzz()
+'''
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("target", ["image", ".jsonl", ".csv"])
+def test_coverage_guided_fuzzing_with_atheris(target, tmp_path):
+    """A minute of libFuzzer per target, from the real images and the kept seeds; a crash
+    leaves its input in tmp_path/crash-* to add to tests/fuzz_seeds/."""
+    pytest.importorskip("atheris")
+    import subprocess
+    import sys
+
+    seeds = tmp_path / "seeds"
+    seeds.mkdir()
+    for name, data in REAL_IMAGES.items() if target == "image" else ():
+        (seeds / f"real{name}").write_bytes(data)
+    for seed in _seed_files():
+        (seeds / seed.name).write_bytes(seed.read_bytes())
+    (tmp_path / "harness.py").write_text(ATHERIS_HARNESS)
+    run = subprocess.run(
+        [sys.executable, str(tmp_path / "harness.py"), target, "-max_total_time=60",
+         "-timeout=10", "-rss_limit_mb=4096", f"-artifact_prefix={tmp_path}/", str(seeds)],
+        capture_output=True, text=True, timeout=600, check=False)
+    assert run.returncode == 0, run.stderr[-3000:]

@@ -81,12 +81,12 @@ def check_index(root: str | Path) -> DoctorReport:
 
 
 def _manifest_or_finding(root: Path, findings: list[Finding]) -> store.Manifest | None:
-    if not (root / store.MANIFEST).exists() and not _data_files(root):
+    if not (root / store.MANIFEST).exists() and not store.data_files(root):
         raise IndexFormatError(f"no index at {root} (no {store.MANIFEST} and no shards)")
     try:
         return store.read_manifest(root)
     except IndexFormatError as exc:
-        rebuildable = "rebuild it from the shards" if _data_files(root) else None
+        rebuildable = "rebuild it from the shards" if store.data_files(root) else None
         findings.append(Finding("error", store.MANIFEST, str(exc), rebuildable))
         return None
 
@@ -173,15 +173,10 @@ def _faiss_ids(vectors: VectorIndex) -> np.ndarray:
 
 def _leftovers(root: Path, manifest: store.Manifest) -> list[Finding]:
     live = manifest.files()
-    orphans = [p.relative_to(root).as_posix() for p in _data_files(root)]
+    orphans = [p.relative_to(root).as_posix() for p in store.data_files(root)]
     orphans = [p for p in orphans if p not in live] + [p.name for p in root.glob("*.tmp")]
     return [Finding("warning", p, "no manifest names it (left by an interrupted writer)",
                     "remove it") for p in orphans]
-
-
-def _data_files(root: Path) -> list[Path]:
-    return sorted(p for folder in list(TABLES) + ["faiss"]
-                  for p in (root / folder).glob("*") if p.is_file())
 
 
 # -- repairing --------------------------------------------------------------------------------
@@ -213,21 +208,26 @@ def _repair_from_manifest(writer: store.StoreWriter, manifest: store.Manifest) -
         tables[name] = replace(tables[name], shards=shards, rows=rows[name].num_rows)
     top_id = max([int(pc.max(t.column("id")).as_py()) for t in rows.values() if t.num_rows] or [-1])
     writer.manifest = replace(manifest, tables=tables, next_id=max(manifest.next_id, top_id + 1))
-    blobs = _faiss_to_rebuild(writer.root, writer.manifest, rows)
+    rebuilt = _faiss_to_rebuild(writer.root, writer.manifest, rows)
     done += [f"rebuilt the {name} FAISS index from {rows[name].num_rows} stored embeddings"
-             for name in blobs]
-    writer.commit({}, blobs)
+             for name in rebuilt]
+    _commit(writer, {}, rebuilt)
     return done + ["committed the repair", "removed files no manifest names"]
 
 
-def _faiss_to_rebuild(root: Path, manifest: store.Manifest, rows: dict) -> dict[str, bytes]:
-    blobs = {}
+def _faiss_to_rebuild(root: Path, manifest: store.Manifest, rows: dict) -> dict:
+    rebuilt = {}
     for name in VECTOR_TABLES:
         findings: list[Finding] = []
         _check_faiss(root, manifest, name, rows[name], findings)
         if findings:
-            blobs[name] = _build_vectors(rows[name], manifest.model.dim).to_bytes()
-    return blobs
+            rebuilt[name] = _build_vectors(rows[name], manifest.model.dim)
+    return rebuilt
+
+
+def _commit(writer: store.StoreWriter, changes: dict, rebuilt: dict[str, VectorIndex]) -> None:
+    writer.commit(changes, {name: v.to_bytes() for name, v in rebuilt.items()},
+                  {name: v.describe() for name, v in rebuilt.items()})
 
 
 def _build_vectors(rows: pa.Table, dim: int) -> VectorIndex:
@@ -260,8 +260,7 @@ def _rebuild_manifest(writer: store.StoreWriter, model: str | None) -> list[str]
                            {name: store.TableState() for name in TABLES})
     writer.manifest = empty
     changes = {name: store.TableChange(add=t) for name, t in rows.items() if t.num_rows}
-    blobs = {name: _build_vectors(rows[name], info.dim).to_bytes() for name in VECTOR_TABLES}
-    writer.commit(changes, blobs)
+    _commit(writer, changes, {name: _build_vectors(rows[name], info.dim) for name in VECTOR_TABLES})
     counts = ", ".join(f"{t.num_rows} {name}" for name, t in rows.items())
     return [f"rebuilt {store.MANIFEST} from the shards ({counts} rows, model {info.spec})",
             "rebuilt the FAISS indexes from the stored embeddings",

@@ -17,8 +17,8 @@ from __future__ import annotations
 import errno
 import os
 import signal
-from contextlib import contextmanager
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 Action = Callable[[str], None]  # called with the point's name when the point is reached
 
