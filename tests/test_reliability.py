@@ -734,3 +734,14 @@ def test_a_repaired_faiss_file_is_described_in_the_manifest(built):
     assert repair_index(built).healthy
     assert store.read_manifest(built).tables["images"].index == {"kind": "flat",
                                                                   "metric": "inner_product"}
+
+
+def test_an_open_index_still_describes_itself_after_a_commit_collects_its_files(
+        fresh_corpus, tmp_path, fast_model):
+    run_ingest(fresh_corpus, tmp_path / "idx")
+    index = open_index(tmp_path / "idx")
+    (fresh_corpus / "a" / "p2.jpg").unlink()  # its shard is rewritten, the old one collected
+    run_ingest(fresh_corpus, tmp_path / "idx")
+    assert not (tmp_path / "idx" / index.manifest.tables["images"].shards[0]).exists()
+    assert index.info().tables["images"].rows == index.manifest.tables["images"].rows
+    assert index.search(vector=QUERY, k=3)

@@ -81,11 +81,20 @@ class Index:
                     self.rows(table)
                     if table in VECTOR_TABLES:
                         self.vectors(table)
+                self._shard_bytes = {t: self._stat_shards(t) for t in self.manifest.tables}
                 return
             except store.MissingFileError:
                 moved = store.read_manifest(self.root).generation != self.manifest.generation
                 if not moved or attempt == attempts - 1:
                     raise
+
+    def _stat_shards(self, table: str) -> int:
+        """Taken with the snapshot, since a later commit may collect these files."""
+        try:
+            return sum((self.root / s).stat().st_size for s in self.manifest.tables[table].shards)
+        except FileNotFoundError as exc:
+            raise store.MissingFileError(f"shard {exc.filename} is missing; run `mmindex "
+                                         "doctor`") from None
 
     # -- lazily loaded parts of this generation --------------------------------------------
     @property
@@ -204,9 +213,8 @@ class Index:
     def info(self, max_errors: int = 50) -> IndexInfo:
         tables = {}
         for name, state in self.manifest.tables.items():
-            size = sum((self.root / s).stat().st_size for s in state.shards)
             kind = self.vectors(name).kind if name in VECTOR_TABLES else None
-            tables[name] = TableInfo(state.rows, len(state.shards), size, kind)
+            tables[name] = TableInfo(state.rows, len(state.shards), self._shard_bytes[name], kind)
         errors = self.rows("errors").select(["path", "table", "reason"]).to_pylist()[:max_errors]
         model = self.manifest.model
         return IndexInfo(str(self.root), model.spec, model.dim, model.fingerprint,
