@@ -316,6 +316,38 @@ def test_a_full_disk_before_the_first_manifest(corpus, tmp_path, fast_model):
     assert_consistent(tmp_path / "idx")
 
 
+
+def _ingest_under_a_file_size_limit(corpus: Path, index_dir: Path, connection) -> None:
+    import resource
+
+    import torch
+
+    torch.set_num_threads(1)
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # the write fails with EFBIG, not a signal
+    resource.setrlimit(resource.RLIMIT_FSIZE, (2048, 2048))
+    try:
+        run_ingest(corpus, index_dir)
+        connection.send("no error")
+    except BaseException as exc:  # noqa: BLE001  (the test wants to see whatever it was)
+        connection.send(f"{type(exc).__name__}: {exc}")
+    os._exit(0)
+
+
+def test_a_write_the_kernel_refuses_keeps_the_previous_generation(corpus, tmp_path, fast_model):
+    """No hook: RLIMIT_FSIZE makes the kernel fail the writes (EFBIG), as a full disk would."""
+    index_dir = tmp_path / "idx"
+    run_ingest(corpus / "b", index_dir)
+    before = (index_dir / store.MANIFEST).read_bytes()
+    ours, theirs = FORK.Pipe()
+    child = FORK.Process(target=_ingest_under_a_file_size_limit, args=(corpus, index_dir, theirs))
+    child.start()
+    message = ours.recv()
+    child.join(60)
+    assert message.startswith("IndexWriteError") and "File too large" in message, message
+    assert (index_dir / store.MANIFEST).read_bytes() == before
+    assert_consistent(index_dir)
+    assert orphans(index_dir) == []
+
 # -- concurrency -----------------------------------------------------------------------------
 def _ingest_in_child(corpus: Path, index_dir: Path) -> None:
     import torch
