@@ -217,6 +217,22 @@ def test_without_an_index_status_says_so_and_search_is_503(tmp_path):
     assert response.status_code == 503 and response.json()["error"] == "no_index"
 
 
+def test_status_survives_a_commit_deleting_the_snapshots_shards(built, monkeypatch):
+    from mmindex.search import Index
+
+    real_info, calls = Index.info, []
+
+    def info_losing_a_shard_once(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise FileNotFoundError("shard removed by a writer's commit")
+        return real_info(self, *args, **kwargs)
+
+    monkeypatch.setattr(Index, "info", info_losing_a_shard_once)
+    status = TestClient(create_app(built[1])).get("/api/status")
+    assert status.status_code == 200 and status.json()["ready"] and len(calls) == 2
+
+
 def _wait_for_job(client, job_id, timeout=60.0) -> dict:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -277,10 +277,21 @@ def status(ctx: Context) -> dict:
     out = {"jobs": ctx.jobs.snapshot(), "ingest_roots": [str(r) for r in ctx.ingest_roots],
            "ask_available": ctx.answers.available(), "token_required": ctx.token is not None}
     try:
-        out.update(ready=True, index=ctx.live.get().info(max_errors=20).to_dict())
+        out.update(ready=True, index=_index_info(ctx.live))
     except errors.IndexFormatError as exc:
         out.update(ready=False, message=str(exc))
     return out
+
+
+def _index_info(live: LiveIndex, attempts: int = 3) -> dict:
+    """info() stats the snapshot's shards; a commit landing meanwhile deletes the old ones,
+    and then the manifest has changed too, so the next get() opens the new generation."""
+    for attempt in range(attempts):
+        try:
+            return live.get().info(max_errors=20).to_dict()
+        except FileNotFoundError:
+            if attempt == attempts - 1:
+                raise
 
 
 @api.post("/ingest", status_code=202, responses=_errors(409))
