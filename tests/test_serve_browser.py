@@ -157,6 +157,25 @@ def test_upload_an_image_to_search(page, album_index):
     sync_api.expect(page.locator("#results .hit .name").first).to_have_text("photo3.jpg")
 
 
+def test_drop_an_image_to_search(page):
+    _search(page, "a photo", k=6)
+    target = page.locator("#results .hit").nth(4)
+    target_id, name = target.get_attribute("data-id"), target.locator(".name").inner_text()
+    dropped = page.evaluate_handle(
+        """async (url) => {
+             const blob = await (await fetch(url)).blob();
+             const transfer = new DataTransfer();
+             transfer.items.add(new File([blob], "dropped.jpg", {type: blob.type}));
+             return transfer;
+           }""", f"/api/images/{target_id}")
+    page.dispatch_event("#results", "dragover", {"dataTransfer": dropped})
+    sync_api.expect(page.locator("#drop-overlay")).to_be_visible()
+    page.dispatch_event("#results", "drop", {"dataTransfer": dropped})
+    sync_api.expect(page.locator("#drop-overlay")).to_be_hidden()
+    sync_api.expect(page.locator("#message")).to_contain_text("images like dropped.jpg")
+    sync_api.expect(page.locator("#results .hit .name").first).to_have_text(name)
+
+
 def test_errors_show_in_the_page(page):
     page.locator("summary").click()
     page.fill("#filters", "width:gt:wide")
