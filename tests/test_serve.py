@@ -4,6 +4,7 @@ Runs the app in-process with FastAPI's TestClient over a six-photo index of the 
 
 from __future__ import annotations
 
+import atexit
 import io
 import shutil
 import tempfile
@@ -443,6 +444,7 @@ from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error, positive_data_acceptance
 
 _FUZZ_ROOT = Path(tempfile.mkdtemp(prefix="mmindex-serve-fuzz-"))
+atexit.register(shutil.rmtree, _FUZZ_ROOT, True)  # also when the fuzz test is deselected
 _fuzz_schema = schemathesis.openapi.from_asgi(
     "/openapi.json", create_app(_FUZZ_ROOT / "idx", token="fuzz-token", answers=NO_GENERATOR,
                                 ingest_roots=[_FUZZ_ROOT / "album"]))
@@ -453,8 +455,6 @@ _FUZZ_AUTH = {"Authorization": "Bearer fuzz-token"}
 def fuzz_index():
     _write_album(_FUZZ_ROOT / "album")
     ingest(IngestConfig(roots=(_FUZZ_ROOT / "album",), index_dir=_FUZZ_ROOT / "idx", model=TINY))
-    yield
-    shutil.rmtree(_FUZZ_ROOT, ignore_errors=True)
 
 
 @pytest.mark.slow
