@@ -7,12 +7,16 @@ so deletions are remove_ids and a filter is an id selector inside the search."""
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 
 import faiss
 import numpy as np
 
 IVF_THRESHOLD = 100_000
-IVF_NPROBE = 32  # recall@10 ~0.995 at 1M vectors, ~1 ms a query (FIELD_NOTES.md)
+IVF_NPROBE = 32
+# Below this many (query x vector) products one thread wins: OpenMP's start-up and, on a busy
+# machine, waiting for a descheduled thread cost more than the scan (15 vectors: 4 ms -> 0.1).
+SINGLE_THREAD_WORK = 200_000  # recall@10 ~0.995 at 1M vectors, ~1 ms a query (FIELD_NOTES.md)
 
 
 def choose_kind(count: int) -> str:
@@ -94,7 +98,17 @@ class VectorIndex:
         queries = np.ascontiguousarray(queries, dtype=np.float32)  # (Q, D)
         k = max(1, min(k, self.count)) if self.count else 1
         params = self._params(allowed_ids)
-        return self.index.search(queries, k, params=params)
+        work = len(queries) * self._scanned_per_query()
+        threads = 1 if work < SINGLE_THREAD_WORK else faiss.omp_get_max_threads()
+        with _omp_threads(threads):
+            return self.index.search(queries, k, params=params)
+
+    def _scanned_per_query(self) -> int:
+        """Vectors one query compares against: all of them, or the probed IVF lists."""
+        if self.kind == "flat":
+            return self.count
+        nlist = faiss.extract_index_ivf(self.index).nlist
+        return self.count * min(IVF_NPROBE, nlist) // nlist
 
     def _params(self, allowed_ids):
         selector = None
@@ -103,6 +117,16 @@ class VectorIndex:
         if self.kind == "ivf":
             return faiss.SearchParametersIVF(sel=selector, nprobe=IVF_NPROBE)
         return faiss.SearchParameters(sel=selector) if selector is not None else None
+
+
+@contextmanager
+def _omp_threads(count: int):
+    previous = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(count)
+    try:
+        yield
+    finally:
+        faiss.omp_set_num_threads(previous)
 
 
 def _trained_ivf(vectors: np.ndarray, dim: int) -> faiss.Index:
