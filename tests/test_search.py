@@ -61,3 +61,7 @@ def test_reader_keeps_its_generation_while_a_writer_commits(index, photo_folder)
     ingest(IngestConfig(roots=(photo_folder,), index_dir=index.root, model=TINY))
     assert index.rows("images").num_rows == before == index.vectors("images").count
     assert open_index(index.root).rows("images").num_rows == before + 1
+
+
+def test_a_semicolon_inside_a_quoted_value_is_just_text(index):
+    assert index.search("a photo", where="path LIKE '%;%'") == []

@@ -6,7 +6,6 @@ in memory, so a writer committing meanwhile changes nothing it sees."""
 
 from __future__ import annotations
 
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -56,20 +55,6 @@ class IndexInfo:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-@contextmanager
-def _one_torch_thread():
-    """One short query gains nothing from a second thread, and on a busy machine the
-    threads wait for each other: "a cat" took 2 s on 2 threads, 0.07 s on 1 (load ~6)."""
-    import torch
-
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 def open_index(path: str | Path | None = None) -> "Index":
@@ -143,9 +128,7 @@ class Index:
     def embed_text(self, text: str) -> np.ndarray:
         if not text.strip():
             raise UserInputError("the query text is empty")
-        encoder = self.encoder
-        with _one_torch_thread():
-            return encoder.encode_texts([text])[0]  # (D,)
+        return self.encoder.encode_texts([text])[0]  # (D,)
 
     def embed_image(self, path: str | Path) -> np.ndarray:
         import torch
@@ -193,12 +176,13 @@ class Index:
         The database sees only those in-memory rows: file access is switched off."""
         import duckdb
 
-        if ";" in where:
-            raise UserInputError(f"--where takes one SQL predicate, without ';': {where!r}")
         con = duckdb.connect(config={"enable_external_access": False})
+        query = f"SELECT id FROM {target} WHERE ({where})"
         try:
+            if len(con.extract_statements(query)) != 1:  # a ';' inside a quoted value is fine
+                raise UserInputError(f"--where takes one SQL predicate, not statements: {where!r}")
             con.register(target, self.rows(target))
-            result = con.execute(f"SELECT id FROM {target} WHERE ({where})").fetchnumpy()
+            result = con.execute(query).fetchnumpy()
         except duckdb.Error as exc:
             columns = ", ".join(self.rows(target).column_names)
             raise UserInputError(f"--where {where!r} is not a usable predicate: "
