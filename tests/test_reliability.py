@@ -353,6 +353,10 @@ def _ingest_in_child(corpus: Path, index_dir: Path) -> None:
     import torch
 
     torch.set_num_threads(1)
+    # Pauses between commit steps spread the generations out, so the reader surely meets
+    # several, and some just after a manifest rename, while the old files are being deleted.
+    faults.REGISTRY.arm("store.manifest.renamed", lambda name: time.sleep(0.05))
+    faults.REGISTRY.arm("store.committed", lambda name: time.sleep(0.15))
     run_ingest(corpus, index_dir)
     os._exit(0)
 
@@ -376,6 +380,8 @@ def test_searches_during_commits_see_whole_generations(fresh_corpus, tmp_path, f
                                   np.sort(_faiss_ids(index.vectors(table))))
         hits = index.search(vector=query, k=50)
         assert len(hits) == index.rows("images").num_rows
+        report = check_index(index_dir)
+        assert report.healthy, [f for f in report.findings if f.severity == "error"]
         seen.add(index.manifest.generation)
     writer.join()
     assert writer.exitcode == 0 and len(seen) >= 3, seen
@@ -405,6 +411,20 @@ def test_a_second_writer_is_refused_with_the_holder_named(corpus, tmp_path, fast
         holder.join(30)
     run_ingest(corpus, index_dir)  # released: the next writer goes ahead
 
+
+def test_a_repair_waits_for_no_writer(built):
+    corrupt_faiss(built)
+    ours, theirs = FORK.Pipe()
+    holder = FORK.Process(target=_hold_the_lock, args=(built, theirs))
+    holder.start()
+    try:
+        assert ours.recv() == "holding"
+        result = cli("doctor", "--index", built, "--repair")
+        assert result.exit_code == 5 and f"process {holder.pid}" in result.output
+    finally:
+        ours.send("done")
+        holder.join(30)
+    assert repair_index(built).healthy
 
 @pytest.mark.slow
 def test_the_lock_of_a_sigkilled_ingest_is_recovered(process_reference, corpus, tmp_path):
@@ -662,7 +682,8 @@ def test_hostile_corpora_ingest_what_is_usable_and_report_the_rest(tmp_path, fas
     ("(SELECT count(*) FROM glob('/etc/*')) > 0", "not a usable predicate"),
     ("id IN (SELECT 1 FROM read_parquet('/tmp/*.parquet'))", "not a usable predicate"),
     ("id IN (SELECT 1 FROM 'manifest.json')", "not a usable predicate"),
-    ("1=1; DROP TABLE images", "without ';'"),
+    ("1=1; DROP TABLE images", "not a usable predicate"),
+    ("1=1); DROP TABLE images; SELECT (1", "not statements"),
 ])
 def test_where_predicates_that_are_invalid_or_reach_files_are_refused(where, message, built):
     with pytest.raises(UserInputError, match=message) as refused:

@@ -66,8 +66,24 @@ class _TableScan:
         return pa.concat_tables(self.rows) if self.rows else table_schema(name, dim).empty_table()
 
 
-def check_index(root: str | Path) -> DoctorReport:
-    root = Path(root)
+def check_index(root: str | Path, attempts: int = 10) -> DoctorReport:
+    """A writer committing meanwhile can delete files the manifest we read named: a check
+    whose generation moved on is taken again."""
+    for _ in range(attempts):
+        report = _check_once(Path(root))
+        if report.healthy or report.generation is None or _generation(root) == report.generation:
+            break
+    return report
+
+
+def _generation(root) -> int | None:
+    try:
+        return store.read_manifest(Path(root)).generation
+    except IndexFormatError:
+        return None
+
+
+def _check_once(root: Path) -> DoctorReport:
     findings: list[Finding] = []
     manifest = _manifest_or_finding(root, findings)
     if manifest is not None:
