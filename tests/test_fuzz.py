@@ -274,11 +274,15 @@ atheris.Fuzz()
 '''
 
 
+FUZZ_SECONDS = int(os.environ.get("MMINDEX_FUZZ_SECONDS", "20"))
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("target", ["image", ".jsonl", ".csv"])
 def test_coverage_guided_fuzzing_with_atheris(target, tmp_path):
-    """A minute of libFuzzer per target, from the real images and the kept seeds; a crash
-    leaves its input in tmp_path/crash-* to add to tests/fuzz_seeds/."""
+    """libFuzzer per target (MMINDEX_FUZZ_SECONDS, 20 s in the suite; run longer by hand),
+    from the real images and the kept seeds; a crash leaves its input in tmp_path/crash-*
+    to add to tests/fuzz_seeds/."""
     pytest.importorskip("atheris")
     import subprocess
     import sys
@@ -291,7 +295,7 @@ def test_coverage_guided_fuzzing_with_atheris(target, tmp_path):
         (seeds / seed.name).write_bytes(seed.read_bytes())
     (tmp_path / "harness.py").write_text(ATHERIS_HARNESS)
     run = subprocess.run(
-        [sys.executable, str(tmp_path / "harness.py"), target, "-max_total_time=60",
+        [sys.executable, str(tmp_path / "harness.py"), target, f"-max_total_time={FUZZ_SECONDS}",
          "-timeout=10", "-rss_limit_mb=4096", f"-artifact_prefix={tmp_path}/", str(seeds)],
         capture_output=True, text=True, timeout=600, check=False)
     assert run.returncode == 0, run.stderr[-3000:]
