@@ -908,7 +908,7 @@ def plot_curves(history: Sequence[EpochMetrics], path: Path) -> None:
             recall_axes.plot(*zip(*points), marker="o", label=label)
     recall_axes.set(xlabel="epoch", ylabel="recall@1", ylim=(0, 1), title="validation")
     if recall_axes.lines:
-        recall_axes.legend(loc="lower right")
+        recall_axes.legend(loc="best", fontsize="small")
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     plt.close(figure)
