@@ -191,3 +191,19 @@ def test_interrupt_keeps_what_was_trained(shapes, tmp_path, monkeypatch):
     report = train_projector(config)
     assert [(s.name, s.steps, s.interrupted) for s in report.stages] == [("captions", 1, True)]
     assert (tmp_path / "p" / "model.safetensors").is_file()
+
+
+def test_training_can_continue_from_a_checkpoint(shapes, tmp_path):
+    import torch
+    from safetensors.torch import load_file
+
+    root, _ = shapes
+    start = root / "idx" / "projector"
+    config = TrainProjectorConfig(vision_model=TINY, out_dir=tmp_path / "p", llm=TEST_TINY,
+                                  questions=root / "data" / "questions.parquet", image_tokens=4,
+                                  qa_steps=1, batch_size=2, lr=1e-12, init_from=start)
+    train_projector(config)
+    before, after = load_file(str(start / "model.safetensors")), load_file(
+        str(tmp_path / "p" / "model.safetensors"))
+    for name, tensor in before.items():
+        torch.testing.assert_close(after[name], tensor, rtol=1e-4, atol=1e-6)

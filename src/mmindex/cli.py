@@ -425,6 +425,8 @@ def train_projector_command(
     precision: str = typer.Option("bf16", "--precision", help="bf16 (autocast) | fp32"),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="Torch threads (1 "
                                           "is fastest on a CPU shared with other jobs)"),
+    init_from: Optional[Path] = typer.Option(None, "--init-from", help="Continue from this "
+                                             "projector checkpoint (same CLIP and LLM)"),
     seed: int = typer.Option(0, "--seed"),
     as_json: bool = JsonOption,
 ):
@@ -436,7 +438,8 @@ def train_projector_command(
         projector=projector, image_tokens=image_tokens or None, caption_steps=caption_steps,
         qa_steps=qa_steps, caption_minutes=caption_minutes, qa_minutes=qa_minutes,
         batch_size=batch_size, lr=lr, unfreeze_last=unfreeze_last,
-        distractor_rate=distractor_rate, precision=precision, threads=threads, seed=seed)
+        distractor_rate=distractor_rate, precision=precision, threads=threads,
+        init_from=init_from, seed=seed)
     with _progress(enabled=not as_json) as bar:
         report = train_projector(config, lambda stage, step, total, loss: bar(stage, step, total))
     if as_json:

@@ -43,6 +43,7 @@ class TrainProjectorConfig:
     distractor_rate: float = 0.0  # share of QA prompts with 1-2 other images after the target
     precision: str = "bf16"  # "fp32" | "bf16" (autocast; ~2x less CPU time per step)
     threads: int | None = None  # torch threads; 1 is far faster on a CPU shared with others
+    init_from: Path | None = None  # continue from this checkpoint's weights (same models)
     seed: int = 0
 
 
@@ -92,6 +93,8 @@ def train_projector(config: TrainProjectorConfig, progress: Progress | None = No
     features = cache_features(encoder, paths, config.image_tokens)  # (N, T, C)
     report = TrainReport(str(config.out_dir), len(paths), time.perf_counter() - started)
     vlm = Vlm(vlm_config(config, encoder, llm, features), llm)
+    if config.init_from is not None:
+        _load_weights(vlm, config.init_from, encoder)
     for name, samples, steps, minutes in (("captions", captions, config.caption_steps,
                                            config.caption_minutes),
                                           ("qa", questions, config.qa_steps, config.qa_minutes)):
@@ -100,6 +103,27 @@ def train_projector(config: TrainProjectorConfig, progress: Progress | None = No
                                            config, progress))
     save_vlm(vlm.eval(), config.out_dir, extra={"train": report.to_dict()})
     return report
+
+
+def _load_weights(vlm, checkpoint: Path, encoder) -> None:
+    """Start from a checkpoint trained against the same vision model and LLM."""
+    from safetensors.torch import load_file
+
+    from mmindex.models.vlm import WEIGHTS_FILE, check_matches, read_vlm_config
+
+    check_matches(read_vlm_config(checkpoint), encoder.info.fingerprint,
+                  _LlmId(vlm.config.llm, vlm.config.llm_fingerprint))
+    state = load_file(str(Path(checkpoint) / WEIGHTS_FILE))
+    vlm.projector.load_state_dict({k.removeprefix("projector."): v for k, v in state.items()
+                                   if k.startswith("projector.")})
+    vlm.llm.load_state_dict({k.removeprefix("llm."): v for k, v in state.items()
+                             if k.startswith("llm.")}, strict=False)
+
+
+@dataclass(frozen=True)
+class _LlmId:  # what check_matches reads of an LLM
+    name: str
+    fingerprint: str
 
 
 def _check(config: TrainProjectorConfig) -> None:
