@@ -2,6 +2,7 @@
 
     python benchmarks/finetune_shapes.py data  WORK        # the four shapes splits
     python benchmarks/finetune_shapes.py scratch WORK      # train mmindex-shapes-rn from nothing
+                                                           # (8 epochs, then 6 more)
     python benchmarks/finetune_shapes.py shift WORK        # fine-tune onto the shifted split
     python benchmarks/finetune_shapes.py table WORK        # recall table of every model
 
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +31,7 @@ SPLITS = {  # name: (n, seed, size, background)
     "shift-val": (1_000, 3, 64, "gradient"),
 }
 SCRATCH = {"from_scratch": "mmindex-shapes-rn", "epochs": 8, "batch_size": 256, "lr": 1e-3}
+CONTINUE = {"epochs": 6, "lr": 5e-4}
 SHIFT = {"epochs": 2, "batch_size": 128, "lr": 2e-4}
 WISE_ALPHAS = (0.5,)
 
@@ -45,19 +48,30 @@ def make_data(work: Path) -> None:
 
 
 def train_scratch(work: Path) -> None:
-    config = FinetuneConfig(
+    """8 epochs from random weights, then 6 more from that checkpoint at half the rate."""
+    first = FinetuneConfig(
         pairs=work / "train" / "pairs.parquet",
-        out_dir=work / "scratch",
+        out_dir=work / "scratch-8",
         val_pairs=work / "val" / "pairs.parquet",
         **SCRATCH,
     )
-    result = finetune(
-        config,
-        on_epoch=lambda m: log(
-            f"epoch {m.epoch}: loss {m.train_loss:.3f} {m.seconds:.0f}s val {m.val}"
-        ),
+    second = replace(
+        first,
+        out_dir=work / "scratch",
+        from_scratch=None,
+        model=str(work / "scratch-8"),
+        **CONTINUE,
     )
-    log(f"scratch done in {result.seconds / 60:.1f} min: {recall_summary(result.after)}")
+    for config in (first, second):
+        result = finetune(config, on_epoch=_log_epoch)
+        log(
+            f"{config.out_dir.name} done in {result.seconds / 60:.1f} min: "
+            f"{recall_summary(result.after)}"
+        )
+
+
+def _log_epoch(m) -> None:
+    log(f"epoch {m.epoch}: loss {m.train_loss:.3f} {m.seconds:.0f}s val {m.val}")
 
 
 def train_shift(work: Path) -> None:
