@@ -8,8 +8,18 @@ import torch
 
 from mmindex.errors import ModelMismatchError, UserInputError
 from mmindex.models.llm import build_test_tiny_llm
-from mmindex.models.vlm import (IGNORE_INDEX, PromptError, Vlm, VlmConfig, build_example,
-                                collate, encode_prompt, image_prompt, load_vlm, save_vlm)
+from mmindex.models.vlm import (
+    IGNORE_INDEX,
+    PromptError,
+    Vlm,
+    VlmConfig,
+    build_example,
+    collate,
+    encode_prompt,
+    image_prompt,
+    load_vlm,
+    save_vlm,
+)
 
 T, C = 4, 24  # image tokens per image, vision width
 
