@@ -46,7 +46,7 @@ class ImageBatchEncoder:
         return rows
 
     def _decode(self, path: str):
-        """Decode and preprocess one file; (None, reason) when it cannot be used."""
+        """Decode one file; (None, reason) when it cannot be used."""
         try:
             decoded = decode_image(Path(path), self.encoder.info.image_size, self.max_pixels)
             return decoded, ""

@@ -122,8 +122,9 @@ class _IngestRun:
     # -- planning ------------------------------------------------------------------------
     def plan(self, roots: list[str]) -> None:
         self.progress("scanning", 0, 0)
-        images = list(walk_files(roots, IMAGE_EXTENSIONS))
-        texts = list(walk_files(roots, TEXT_EXTENSIONS))
+        scanned = list(walk_files(roots, IMAGE_EXTENSIONS | TEXT_EXTENSIONS))  # one walk for both
+        images = [f for f in scanned if Path(f.path).suffix.lower() in IMAGE_EXTENSIONS]
+        texts = [f for f in scanned if Path(f.path).suffix.lower() in TEXT_EXTENSIONS]
         self.image_plan = self._plan_table("images", images, roots)
         self.text_plan = self._plan_table("texts", texts, roots)
 

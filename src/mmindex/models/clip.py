@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import replace
 from pathlib import Path
 from typing import Sequence
 
@@ -81,10 +80,6 @@ class ClipEncoder:
         """Cast the weights for speed; the fingerprint stays that of the stored weights, so an
         index built in bf16 and searched in fp32 is the same model (cosine >= 0.99)."""
         self.model.to({"fp32": torch.float32, "bf16": torch.bfloat16}[precision])
-        return self
-
-    def with_spec(self, spec: str) -> "ClipEncoder":
-        self.info = replace(self.info, spec=spec)
         return self
 
 
