@@ -255,16 +255,32 @@ def test_real_sigkill_at_each_step(point, reference, process_reference, corpus, 
     assert orphans(index_dir) == []
 
 
+def _wait_for_first_manifest(process, index_dir) -> None:
+    while not (index_dir / store.MANIFEST).exists() and process.poll() is None:
+        time.sleep(0.01)  # the model is loaded and the first manifest written: writes begin
+
+
+def _writing_window(tmp_path, corpus, index_dir) -> float:
+    """Seconds from an ingest's first manifest to its exit, uninterrupted."""
+    process = _ingest_process(tmp_path, corpus, index_dir)
+    _wait_for_first_manifest(process, index_dir)
+    start = time.monotonic()
+    process.wait(timeout=300)
+    return time.monotonic() - start
+
+
 @pytest.mark.slow
 def test_real_sigkill_at_random_moments(process_reference, corpus, tmp_path):
-    """An outside SIGKILL at a seeded random moment after the ingest starts writing."""
-    delays = np.random.default_rng(8).uniform(0.0, 1.5, size=6)
+    """An outside SIGKILL at a seeded random moment after the ingest starts writing. The
+    moments are fractions of this machine's own writing window, timed on an uninterrupted
+    run, so a fast machine is not let finish before the kill lands."""
+    window = _writing_window(tmp_path, corpus, tmp_path / "timed")
+    delays = window * np.random.default_rng(8).uniform(0.0, 0.9, size=6)
     killed = 0
     for trial, delay in enumerate(delays):
         index_dir = tmp_path / f"random-{trial}"
         process = _ingest_process(tmp_path, corpus, index_dir)
-        while not (index_dir / store.MANIFEST).exists() and process.poll() is None:
-            time.sleep(0.01)  # the model is loaded and the first manifest written: writes begin
+        _wait_for_first_manifest(process, index_dir)
         time.sleep(delay)
         killed += process.poll() is None
         process.kill()
