@@ -60,11 +60,22 @@ def test_ask_cites_the_retrieved_images_with_scores(shapes):
     assert answer.best_score == answer.citations[0].score
 
 
+def test_ask_streams_the_answer_text_as_it_is_generated(shapes):
+    root, _ = shapes
+    pieces = []
+    answer = generator(root).ask("a red circle", AskConfig(k=2, threshold=-1.0,
+                                                            max_new_tokens=12), on_text=pieces.append)
+    assert answer.text and pieces
+    assert "".join(pieces).strip() == answer.text  # the pieces are the answer, in order
+
+
 def test_ask_abstains_below_the_threshold(shapes):
     root, _ = shapes
-    answer = generator(root).ask("a red circle", AskConfig(k=3, threshold=1.01))
+    pieces = []
+    answer = generator(root).ask("a red circle", AskConfig(k=3, threshold=1.01),
+                                 on_text=pieces.append)
     assert answer.abstained and answer.text == NOT_FOUND and answer.citations == ()
-    assert answer.new_tokens == 0
+    assert answer.new_tokens == 0 and pieces == []
 
 
 def test_ask_abstains_when_the_filter_leaves_nothing(shapes):
@@ -119,6 +130,13 @@ def test_cli_ask_json_and_missing_projector(shapes, tmp_path):
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
     assert len(data["citations"]) == 2 and data["abstained"] is False
+    streamed = runner.invoke(app, ["ask", "a red circle", "-k", "2", "--threshold", "-1",
+                                   "--max-new-tokens", "2", "--index", str(root / "idx"),
+                                   "--llm", TEST_TINY])
+    assert streamed.exit_code == 0, streamed.output
+    assert data["text"] in streamed.stdout  # greedy: the same answer, streamed
+    cited = streamed.stdout.rstrip("\n").split("\n")[-2:]
+    assert [line.split()[0] for line in cited] == ["[1]", "[2]"]
     result = runner.invoke(app, ["ask", "a red circle", "--index", str(root / "idx"),
                                  "--projector", str(tmp_path / "none")])
     assert result.exit_code == 2 and "train-projector" in result.output

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import atexit
 import io
+import json
 import shutil
 import tempfile
 import time
@@ -21,7 +22,7 @@ from PIL import Image
 
 from conftest import TINY, _photo, write_bomb_png
 from mmindex import IngestConfig, ingest
-from mmindex.errors import UserInputError
+from mmindex.errors import ModelError, UserInputError
 from mmindex.serve import create_app
 from mmindex.serve.answers import Answers
 from mmindex.serve.filters import compile_filters
@@ -333,10 +334,15 @@ class _FakeGenerate:
         def __init__(self, index, vlm):
             self.index, self.vlm = index, vlm
 
-        def ask(self, question, config):
+        def ask(self, question, config, on_text=None):
             hits = self.index.search(question, k=config.k, where=config.where)
             citations = [{"tag": i, "id": h.id, "path": h.path, "score": h.score}
                          for i, h in enumerate(hits, 1)]
+            for piece in ("[1] ", "the ", "vlm"):
+                if on_text:
+                    on_text(piece)
+            if question == "fail while answering":
+                raise ModelError("the LLM ran out of memory")
             return SimpleNamespace(to_dict=lambda: {"question": question, "text": f"[1] {self.vlm}",
                                                     "citations": citations, "abstained": False})
 
@@ -353,6 +359,60 @@ def test_ask_wires_the_generator_once_and_passes_k_and_filters(built):
         assert body["text"] == "[1] the vlm" and len(body["citations"]) == 2
         assert all("/2024/" in c["path"] for c in body["citations"])
     assert fake.loads == 1  # the LLM stays loaded
+
+
+def _events(body: str) -> list[tuple[str, dict]]:
+    """Server-sent events as (name, JSON data), parsed as a browser's EventSource would."""
+    events = []
+    for block in body.split("\n\n"):
+        fields = dict(line.split(": ", 1) for line in block.splitlines() if line)
+        if fields:
+            events.append((fields.get("event", "message"), json.loads(fields["data"])))
+    return events
+
+
+def test_ask_streams_tokens_as_server_sent_events_when_asked(built):
+    client = TestClient(create_app(built[1], answers=Answers(find_module=_FakeGenerate)))
+    response = client.post("/api/ask", json={"question": "a photo", "k": 2},
+                           headers={"Accept": "text/event-stream"})
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/event-stream")
+    events = _events(response.text)
+    assert events[:3] == [("token", {"text": "[1] "}), ("token", {"text": "the "}),
+                          ("token", {"text": "vlm"})]
+    (name, answer), = events[3:]
+    assert name == "answer" and answer["text"] == "[1] the vlm" and len(answer["citations"]) == 2
+    plain = client.post("/api/ask", json={"question": "a photo", "k": 2})
+    assert plain.headers["content-type"] == "application/json" and plain.json() == answer
+
+
+def test_ask_stream_failures_are_a_status_before_and_an_error_event_after_it_starts(built):
+    missing = Answers(find_module=lambda: _FakeGenerate(fail_loading=True))
+    response = TestClient(create_app(built[1], answers=missing)).post(
+        "/api/ask", json={"question": "a photo"}, headers={"Accept": "text/event-stream"})
+    assert response.status_code == 503 and response.json()["error"] == "generator_unavailable"
+    client = TestClient(create_app(built[1], answers=Answers(find_module=_FakeGenerate)))
+    response = client.post("/api/ask", json={"question": "fail while answering"},
+                           headers={"Accept": "text/event-stream"})
+    events = _events(response.text)
+    assert [name for name, _ in events] == ["token"] * 3 + ["error"]
+    assert events[-1][1] == {"error": "model_unavailable", "message": "the LLM ran out of memory"}
+    # the lock was released: the next question is answered
+    again = client.post("/api/ask", json={"question": "a photo"})
+    assert again.status_code == 200
+
+
+def test_openapi_documents_bearer_auth_only_when_a_token_is_set(built):
+    open_schema = TestClient(create_app(built[1])).get("/openapi.json").json()
+    assert "securitySchemes" not in open_schema.get("components", {})
+    operations = [op for path in open_schema["paths"].values() for op in path.values()]
+    assert operations and not any("security" in op or "401" in op["responses"]
+                                  for op in operations)
+    guarded = TestClient(create_app(built[1], token="s3cret"))
+    schema = guarded.get("/openapi.json").json()
+    assert "HTTPBearer" in schema["components"]["securitySchemes"]
+    assert all("401" in op["responses"] for path in schema["paths"].values()
+               for op in path.values())
 
 
 def test_ask_without_a_projector_is_503_with_the_reason(built):

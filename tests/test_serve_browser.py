@@ -238,12 +238,18 @@ class _CitingGenerate:
         def __init__(self, index, vlm):
             self.index = index
 
-        def ask(self, question, config):
+        def ask(self, question, config, on_text=None):
             hits = self.index.search(question, k=config.k)
-            answer = {"text": "I see " + ", ".join(Path(h.path).name for h in hits) + ".",
+            names = ", ".join(Path(h.path).name for h in hits)
+            on_text("I see ")  # the page asks for a stream
+            assert _CitingGenerate.go_on.wait(TIMEOUT_MS / 1000), "the test never let it finish"
+            on_text(names + ".")
+            answer = {"text": f"I see {names}.",
                       "citations": [{"tag": i, "id": h.id, "path": h.path, "score": h.score}
                                     for i, h in enumerate(hits, 1)]}
             return SimpleNamespace(to_dict=lambda: answer)
+
+    go_on = threading.Event()  # set by the test once it saw the first streamed piece
 
 
 def test_ask_box_shows_the_answer_and_its_cited_thumbnails(browser, album_index):
@@ -254,7 +260,13 @@ def test_ask_box_shows_the_answer_and_its_cited_thumbnails(browser, album_index)
         page.goto(url + "/")
         page.fill("#question", "what is in the photos?")
         page.press("#question", "Enter")
+        # The first piece shows while the answer is still being generated
+        sync_api.expect(page.locator("#answer")).to_have_text("I see")
+        sync_api.expect(page.locator("#answer")).to_have_attribute("aria-busy", "true")
+        sync_api.expect(page.locator("#citations .hit")).to_have_count(0)
+        _CitingGenerate.go_on.set()
         sync_api.expect(page.locator("#answer")).to_contain_text("I see photo")
+        sync_api.expect(page.locator("#answer")).to_have_attribute("aria-busy", "false")
         sync_api.expect(page.locator("#citations .hit")).to_have_count(3)
         page.wait_for_function("() => [...document.querySelectorAll('#citations img')]"
                                ".every(i => i.complete && i.naturalWidth > 0)")

@@ -470,16 +470,25 @@ def ask(
     from mmindex.generate import AskConfig, open_generator
 
     generator = open_generator(_index_dir(index), projector, llm)
+    streamed = []  # the answer's words, printed as they are generated
     answer = generator.ask(question, AskConfig(k=k, where=where, threshold=threshold,
-                                               max_new_tokens=max_new_tokens))
+                                               max_new_tokens=max_new_tokens),
+                           on_text=None if as_json else lambda text: _echo_piece(streamed, text))
     if as_json:
         _print_json(answer.to_dict())
         return
-    typer.echo(answer.text)
+    typer.echo("" if streamed else answer.text)  # ends the streamed line
     for c in answer.citations:
         typer.echo(f"  [{c.tag}] {c.score:.3f}  {c.path}")
     if answer.abstained and answer.best_score is not None:
         typer.echo(f"  (best score {answer.best_score:.3f} < threshold {answer.threshold:.3f})")
+
+
+def _echo_piece(streamed: list[str], text: str) -> None:
+    if not streamed:
+        text = text.lstrip()  # as in Answer.text
+    streamed.append(text)
+    typer.echo(text, nl=False)
 
 
 @app.command()

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -80,7 +80,10 @@ class Generator:
     def __init__(self, index, vlm):
         self.index, self.vlm = index, vlm
 
-    def ask(self, question: str, config: AskConfig = AskConfig()) -> Answer:
+    def ask(self, question: str, config: AskConfig = AskConfig(),
+            on_text: Callable[[str], None] | None = None) -> Answer:
+        """The answer with its citations; `on_text` receives the answer's text as it is
+        generated (nothing when it abstains), for a terminal or an HTTP stream."""
         started = time.perf_counter()
         hits = self.index.search(question, k=config.k, where=config.where)
         threshold = config.threshold if config.threshold is not None else stored_threshold(self.index)
@@ -89,7 +92,7 @@ class Generator:
             return Answer(question, NOT_FOUND, (), True, threshold, best,
                           time.perf_counter() - started, 0)
         text, new_tokens = self._answer(question, [Path(h.path) for h in hits],
-                                        config.max_new_tokens)
+                                        config.max_new_tokens, on_text)
         citations = tuple(Citation(i, h.id, h.path, h.score) for i, h in enumerate(hits, 1))
         return Answer(question, text, citations, False, threshold, best,
                       time.perf_counter() - started, new_tokens)
@@ -99,7 +102,8 @@ class Generator:
 
         return self._answer(CAPTION_PROMPT, [Path(image)], max_new_tokens)[0]
 
-    def _answer(self, prompt: str, images: Sequence[Path], max_new_tokens: int):
+    def _answer(self, prompt: str, images: Sequence[Path], max_new_tokens: int,
+                on_text: Callable[[str], None] | None = None):
         from mmindex.models.vlm import build_example, collate, image_features
 
         vlm = self.vlm
@@ -107,7 +111,7 @@ class Generator:
         example = build_example(vlm.tokenizer, prompt, list(range(len(images))),
                                 vlm.config.image_tokens)
         batch = collate([example], vlm.tokenizer.pad_token_id, left_pad=True)
-        text = vlm.generate(batch, features, max_new_tokens)[0]  # features: (k, T, C)
+        text = vlm.generate(batch, features, max_new_tokens, on_text)[0]  # features: (k, T, C)
         return text, len(vlm.tokenizer(text).input_ids)
 
 

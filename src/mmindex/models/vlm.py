@@ -13,7 +13,7 @@ A checkpoint is `config.json` (this VlmConfig plus training notes) and `model.sa
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -168,13 +168,18 @@ class Vlm(nn.Module):
         return out.loss
 
     @torch.inference_mode()
-    def generate(self, batch: Batch, features: torch.Tensor, max_new_tokens: int = 32) -> list[str]:
-        """Greedy answers of a left-padded batch."""
+    def generate(self, batch: Batch, features: torch.Tensor, max_new_tokens: int = 32,
+                 on_text: Callable[[str], None] | None = None) -> list[str]:
+        """Greedy answers of a left-padded batch. `on_text` (batch of one only) receives the
+        answer's text piece by piece as it is generated, for streaming."""
+        if on_text is not None and batch.input_ids.shape[0] != 1:
+            raise ValueError("streaming needs a batch of one prompt")
         embeds = self.embed(batch, features)  # (B, L, H)
         new = self.llm.generate(inputs_embeds=embeds, attention_mask=batch.attention_mask,
                                 max_new_tokens=max_new_tokens, do_sample=False,
                                 pad_token_id=self.tokenizer.pad_token_id,
-                                eos_token_id=self.tokenizer.eos_token_id)  # (B, new) ids
+                                eos_token_id=self.tokenizer.eos_token_id,
+                                streamer=_text_streamer(self.tokenizer, on_text))  # (B, new)
         return [t.strip() for t in self.tokenizer.batch_decode(new, skip_special_tokens=True)]
 
     def trainable_state(self) -> dict[str, torch.Tensor]:
@@ -182,6 +187,22 @@ class Vlm(nn.Module):
         state = {f"projector.{k}": v for k, v in self.projector.state_dict().items()}
         state |= {f"llm.{n}": p for n, p in self.llm.named_parameters() if p.requires_grad}
         return {k: v.detach().contiguous() for k, v in state.items()}
+
+
+def _text_streamer(tokenizer, on_text: Callable[[str], None] | None):
+    """transformers' TextStreamer decodes whole words as tokens arrive; this one hands them
+    to `on_text` instead of printing them. Given only inputs_embeds, generate never shows it
+    the prompt's ids, so there is no prompt to skip."""
+    if on_text is None:
+        return None
+    from transformers import TextStreamer
+
+    class _Forward(TextStreamer):
+        def on_finalized_text(self, text: str, stream_end: bool = False) -> None:
+            if text:
+                on_text(text)
+
+    return _Forward(tokenizer, skip_special_tokens=True)
 
 
 def autocast(precision: str):

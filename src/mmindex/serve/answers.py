@@ -9,7 +9,9 @@ the newest generation without reloading the LLM."""
 from __future__ import annotations
 
 import importlib
+import queue
 import threading
+from collections.abc import Callable, Iterator
 from types import ModuleType
 
 from mmindex.errors import MmindexError
@@ -43,16 +45,42 @@ class Answers:
     def available(self) -> bool:
         return self._find_module() is not None
 
-    def ask(self, index, question: str, k: int, where: str | None) -> dict:
+    def ask(self, index, question: str, k: int, where: str | None,
+            on_text: Callable[[str], None] | None = None) -> dict:
+        module = self._module()
+        with self._lock:
+            generator = module.Generator(index, self._loaded_vlm(module, index))
+            answer = generator.ask(question, module.AskConfig(k=k, where=where), on_text=on_text)
+        return answer.to_dict()
+
+    def stream(self, index, question: str, k: int, where: str | None) -> Iterator[tuple[str, dict]]:
+        """("token", {"text": piece}) events while the answer is generated, then ("answer",
+        the whole answer). Unavailability is raised here, before the first event, so it can
+        still be a status code; a failure while generating is raised from the iterator."""
+        module = self._module()
+        with self._lock:
+            self._loaded_vlm(module, index)
+        events: queue.Queue = queue.Queue()
+
+        def generate() -> None:  # on its own thread: the caller reads events as they come
+            try:
+                answer = self.ask(index, question, k, where,
+                                  on_text=lambda text: events.put(("token", {"text": text})))
+                events.put(("answer", answer))
+            except Exception as exc:  # handed to the reader, which maps it to an error event
+                events.put(("failed", exc))
+            events.put(None)
+
+        threading.Thread(target=generate, name="mmindex-ask", daemon=True).start()
+        return _until_done(events)
+
+    def _module(self) -> ModuleType:
         module = self._find_module()
         if module is None:
             raise AnswersUnavailable(501, "answers need the generator of issue 5 (`mmindex "
                                      "ask`, module mmindex.generate), which this installation "
                                      "does not have yet; search works")
-        with self._lock:
-            generator = module.Generator(index, self._loaded_vlm(module, index))
-            answer = generator.ask(question, module.AskConfig(k=k, where=where))
-        return answer.to_dict()
+        return module
 
     def _loaded_vlm(self, module: ModuleType, index):
         if self._vlm is None:
@@ -61,3 +89,10 @@ class Answers:
             except MmindexError as exc:  # no projector trained, no LLM installed...
                 raise AnswersUnavailable(503, f"answers are unavailable: {exc}") from None
         return self._vlm
+
+
+def _until_done(events: queue.Queue) -> Iterator[tuple[str, dict]]:
+    while (event := events.get()) is not None:
+        if event[0] == "failed":
+            raise event[1]
+        yield event

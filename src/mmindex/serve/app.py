@@ -8,9 +8,10 @@ status in one place, and every error response is `{"error": code, "message": tex
 from __future__ import annotations
 
 import hmac
+import json
 import logging
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +20,7 @@ from typing import Annotated, Literal
 import pyarrow.compute as pc
 from fastapi import APIRouter, Body, Depends, FastAPI, File, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response, StreamingResponse
 from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
@@ -319,17 +320,42 @@ def _chosen_roots(asked: list[str] | None, configured: tuple[Path, ...]) -> list
 
 
 # -- answers (issue 5) -------------------------------------------------------------------
-@api.post("/ask", responses=_errors(501))
-def ask(request: AskIn, ctx: Context) -> dict:
+_EVENT_STREAM = "text/event-stream"
+_ASK_RESPONSES = _errors(501) | {200: {"description": (
+    "The answer as JSON; or, when the request's Accept header asks for text/event-stream, "
+    "server-sent events: `token` events ({text}) while the answer is generated, then one "
+    "`answer` event (the same JSON), or an `error` event ({error, message}) if it fails."),
+    "content": {_EVENT_STREAM: {"schema": {"type": "string"}}}}}
+
+
+@api.post("/ask", responses=_ASK_RESPONSES)
+def ask(question: AskIn, ctx: Context, request: Request) -> Response:
     """Answer a question from retrieved images, citing them (the generator of issue 5).
     501 where it is not installed, 503 where it cannot load for this index."""
     index = ctx.live.get()
-    where = compile_filters("images", request.filter)
+    where = compile_filters("images", question.filter)
     try:
-        return ctx.answers.ask(index, request.question, k=request.k, where=where)
+        if _EVENT_STREAM in request.headers.get("accept", ""):
+            events = ctx.answers.stream(index, question.question, k=question.k, where=where)
+            return StreamingResponse(_server_sent(events), media_type=_EVENT_STREAM,
+                                     headers={"Cache-Control": "no-store"})
+        return JSONResponse(ctx.answers.ask(index, question.question, k=question.k, where=where))
     except AnswersUnavailable as exc:
         code = "not_implemented" if exc.status == 501 else "generator_unavailable"
         raise ApiError(exc.status, str(exc), code=code) from None
+
+
+def _server_sent(events) -> Iterator[str]:
+    """Each event as `event:`/`data:` lines (JSON data holds no newline). A failure after the
+    status line went out can only be told in the stream: an `error` event."""
+    try:
+        for name, data in events:
+            yield f"event: {name}\ndata: {json.dumps(data)}\n\n"
+    except Exception as exc:
+        status, code = _status_of(exc)
+        log.log(logging.ERROR if status >= 500 else logging.INFO, "ask stream failed: %r", exc)
+        message = str(exc) if isinstance(exc, errors.MmindexError) else type(exc).__name__
+        yield f"event: error\ndata: {json.dumps({'error': code, 'message': message})}\n\n"
 
 
 # -- error mapping: the one place where types become statuses ---------------------------
@@ -337,8 +363,13 @@ def _error_response(status: int, code: str, message: str, headers=None) -> JSONR
     return JSONResponse({"error": code, "message": message}, status_code=status, headers=headers)
 
 
+def _status_of(exc: Exception) -> tuple[int, str]:
+    return next(((s, c) for kind, s, c in _ERROR_STATUS if isinstance(exc, kind)),
+                (500, "internal"))
+
+
 async def _library_error(request: Request, exc: errors.MmindexError) -> JSONResponse:
-    status, code = next((s, c) for kind, s, c in _ERROR_STATUS if isinstance(exc, kind))
+    status, code = _status_of(exc)
     if status >= 500:
         log.error("%s on %s: %s", type(exc).__name__, request.url.path, exc)
     return _error_response(status, code, str(exc))
@@ -398,6 +429,8 @@ def create_app(index_dir: str | Path, token: str | None = None,
     app.add_api_route("/", _page, include_in_schema=False, response_class=HTMLResponse)
     app.mount("/static", StaticFiles(packages=[_STATIC]), name="static")
     _add_error_handlers(app)
+    if token is None:
+        _document_no_auth(app)
     app.add_middleware(BodySizeLimit, max_bytes=max_upload_bytes,
                        refuse=lambda: _error_response(
                            413, "too_large", f"the request is larger than {max_upload_bytes} bytes"))
@@ -407,6 +440,23 @@ def create_app(index_dir: str | Path, token: str | None = None,
                            _error_response(400, "bad_host", f"this server does not answer to "
                                            f"host {host[:100]!r}"))
     return app
+
+
+def _document_no_auth(app: FastAPI) -> None:
+    """The bearer dependency is on every route, so FastAPI documents it even when the server
+    has no token; the schema then promises an auth (and 401s) that this server never asks."""
+    generate = app.openapi
+
+    def openapi() -> dict:
+        if app.openapi_schema is None:
+            schema = generate()  # cached by FastAPI in app.openapi_schema: edit it in place
+            schema.get("components", {}).pop("securitySchemes", None)
+            for operation in (op for path in schema["paths"].values() for op in path.values()):
+                operation.pop("security", None)
+                operation.get("responses", {}).pop("401", None)
+        return app.openapi_schema
+
+    app.openapi = openapi
 
 
 def _add_error_handlers(app: FastAPI) -> None:

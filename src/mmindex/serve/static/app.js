@@ -7,13 +7,42 @@ let statusTimer = null;
 
 // -- talking to the API ---------------------------------------------------------------------
 async function api(path, options = {}) {
+  const response = await send(path, options);
+  return response.headers.get("content-type")?.includes("json") ? await response.json() : null;
+}
+
+// fetch with the token, throwing the server's message for an error status.
+async function send(path, options = {}) {
   const headers = new Headers(options.headers || {});
   if (token) headers.set("Authorization", `Bearer ${token}`);
   const response = await fetch(path, { ...options, headers });
   if (response.status === 401) $("token-form").hidden = false;
-  const body = response.headers.get("content-type")?.includes("json") ? await response.json() : null;
-  if (!response.ok) throw new Error(body?.message || `${response.status} ${response.statusText}`);
-  return body;
+  if (!response.ok) {
+    const body = response.headers.get("content-type")?.includes("json") ? await response.json() : null;
+    throw new Error(body?.message || `${response.status} ${response.statusText}`);
+  }
+  return response;
+}
+
+// Server-sent events of a fetch response (EventSource cannot POST): yields [name, data].
+async function* serverSentEvents(response) {
+  const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+  let buffer = "";
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) return;
+    buffer += value;
+    let end;
+    while ((end = buffer.indexOf("\n\n")) >= 0) {
+      const fields = {};
+      for (const line of buffer.slice(0, end).split("\n")) {
+        const colon = line.indexOf(": ");
+        if (colon > 0) fields[line.slice(0, colon)] = line.slice(colon + 2);
+      }
+      buffer = buffer.slice(end + 2);
+      if (fields.data) yield [fields.event || "message", JSON.parse(fields.data)];
+    }
+  }
 }
 
 // Thumbnails: a plain <img src> unless a token is needed, since <img> cannot send headers.
@@ -145,19 +174,31 @@ async function ask(question) {
   const answer = $("answer");
   answer.classList.remove("error");
   answer.textContent = "Thinking…";
+  answer.setAttribute("aria-busy", "true");  // read out once complete, not token by token
   $("citations").replaceChildren();
   try {
-    const result = await api("/api/ask", {
-      method: "POST", headers: { "Content-Type": "application/json" },
+    const response = await send("/api/ask", {
+      method: "POST", headers: { "Content-Type": "application/json", Accept: "text/event-stream" },
       body: JSON.stringify({ question, k: 3 }),
     });
-    answer.textContent = result.text ?? result.answer ?? "";
-    const cited = (result.citations || []).map((c) => ({ table: "images", score: 0, path: "", ...c }));
-    renderHits($("citations"), cited);
+    let text = "";
+    for await (const [name, data] of serverSentEvents(response)) {
+      if (name === "token") answer.textContent = (text += data.text);
+      else if (name === "error") throw new Error(data.message);
+      else if (name === "answer") showAnswer(data);
+    }
   } catch (error) {
     answer.textContent = error.message;
     answer.classList.add("error");
+  } finally {
+    answer.setAttribute("aria-busy", "false");
   }
+}
+
+function showAnswer(result) {
+  $("answer").textContent = result.text;
+  const cited = (result.citations || []).map((c) => ({ table: "images", score: 0, path: "", ...c }));
+  renderHits($("citations"), cited);
 }
 
 // -- wiring ---------------------------------------------------------------------------------
