@@ -192,7 +192,37 @@ def test_keep_top_k_zeroes_the_tail_and_renormalises():
 def test_config_changes_change_the_fingerprint():
     bridge = Bridge(np.zeros((2, 2), np.float32), np.zeros((2, 2), np.float32), "a", "b")
     base = starter._fingerprint(bridge, StarterConfig())
-    assert base != starter._fingerprint(bridge, StarterConfig(text_temperature=0.07))
+    assert base != starter._fingerprint(bridge, StarterConfig(text_temperature=0.123))
+    assert base != starter._fingerprint(bridge, StarterConfig(query_templates=("{}",)))
+
+
+class _TableTextModel:
+    """MiniLM's `encode` surface over a fixed table of unit vectors, recording what it saw."""
+
+    def __init__(self, table: dict[str, np.ndarray]):
+        self.table, self.seen = table, []
+
+    def encode(self, texts, **_):
+        self.seen.extend(texts)
+        return np.stack([self.table[t] for t in texts])
+
+
+def test_a_query_is_embedded_as_written_and_inside_each_template():
+    rng = np.random.default_rng(0)
+    unit = lambda v: v / np.linalg.norm(v)  # noqa: E731
+    table = {t: unit(rng.normal(size=4)).astype(np.float32) for t in ("cat", "a photo of cat.")}
+    bridge = Bridge(unit(rng.normal(size=(3, 4))).astype(np.float32),
+                    rng.normal(size=(4, 5)).astype(np.float32), "a", "b")
+    model = _TableTextModel(table)
+    both = starter.StarterEncoder(None, model, bridge, StarterConfig(), "cpu")
+    assert both.encode_texts(["cat"]).shape == (1, 5 + 3)  # [ridge-mapped | classes]
+    assert model.seen == ["cat", "a photo of cat."]
+    # the same result as a single template whose embedding is the normalised mean
+    table["mean"] = unit(table["cat"] + table["a photo of cat."])
+    single = starter.StarterEncoder(None, _TableTextModel(table), bridge,
+                                    StarterConfig(query_templates=("mean",)), "cpu")
+    np.testing.assert_allclose(both.encode_texts(["cat"]), single.encode_texts(["cat"]),
+                               atol=1e-6)
 
 
 @needs_extra

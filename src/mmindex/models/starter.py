@@ -62,7 +62,10 @@ class StarterConfig:
 
     image_size: int = 256  # the whole photo squashed to a square: corners stay searchable
     image_temperature: float = 2.0  # softens per-location posteriors before averaging them
-    text_temperature: float = 0.05  # sharpness of query→class similarities (cosines in [-1, 1])
+    text_temperature: float = 0.07  # sharpness of query→class similarities (cosines in [-1, 1])
+    # A query is embedded as written and inside each template, averaged: CLIP's prompt
+    # ensembling on the query side, so "a pony" and "histology" read like the class prompts
+    query_templates: tuple[str, ...] = ("{}", "a photo of {}.")
     text_top_k: int = 50  # classes a query may spread over; the long tail is only noise
     feature_weight: float = 0.1  # pooled features' share: 0 and 0.1 tie on text queries, and
     # 0.1 widens the margin by which a degraded copy beats the next photo 1.7-2.8 times
@@ -125,12 +128,17 @@ class StarterEncoder:
         texts = list(texts)
         if not texts:
             return np.zeros((0, self.info.dim), np.float32)
-        sentences = self.text_model.encode(texts, batch_size=64, convert_to_numpy=True,
-                                           normalize_embeddings=True, show_progress_bar=False)
-        sentences = np.asarray(sentences, np.float32)  # (N, 384)
+        sentences = l2_normalise(np.mean([self._sentences([t.format(x) for x in texts])
+                                          for t in self.config.query_templates], axis=0))
         mapped = sentences @ self.bridge.ridge_map  # (N, 1280)
         classes = _softmax(sentences @ self.bridge.class_text.T / self.config.text_temperature)
         return self._join(mapped, _keep_top_k(classes, self.config.text_top_k))
+
+    def _sentences(self, texts: list[str]) -> np.ndarray:
+        """(N, 384) unit MiniLM sentence embeddings."""
+        sentences = self.text_model.encode(texts, batch_size=64, convert_to_numpy=True,
+                                           normalize_embeddings=True, show_progress_bar=False)
+        return np.asarray(sentences, np.float32)
 
     def patch_tokens(self, pixels, tokens: int | None = None):
         """(N, 3, S, S) -> (N, T, 1280) float32: the last feature map's cells as vision tokens
