@@ -14,6 +14,22 @@ from PIL import Image
 TINY = "test-tiny"
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _private_model_cache(tmp_path_factory):
+    """Cached text towers (models/text_tower.py) go to a folder of this run, not the
+    user's cache; subprocesses started by tests inherit it."""
+    import os
+
+    folder = tmp_path_factory.mktemp("model-cache")
+    previous = os.environ.get("MMINDEX_CACHE")
+    os.environ["MMINDEX_CACHE"] = str(folder)
+    yield folder
+    if previous is None:
+        os.environ.pop("MMINDEX_CACHE", None)
+    else:
+        os.environ["MMINDEX_CACHE"] = previous
+
+
 def _photo(width: int, height: int, seed: int) -> Image.Image:
     """A photo-like image: smooth gradients plus noise, so JPEG sizes are realistic."""
     rng = np.random.default_rng(seed)

@@ -33,6 +33,7 @@ def test_query_benchmark_runs():
 
     summary = bench.main(["--tiny"])
     assert summary["cold_search_s"] > 0 and summary["encode_ms"] > 0
+    assert summary["cold_search_full_model_s"] > 0 and summary["tower_speedup"] > 0
 
 
 @pytest.mark.slow

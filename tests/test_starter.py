@@ -235,3 +235,18 @@ def test_refitting_reproduces_the_shipped_bridge(encoder):
     assert fitted.text_fingerprint == shipped.text_fingerprint
     np.testing.assert_allclose(fitted.class_text, shipped.class_text, atol=2e-3)
     np.testing.assert_allclose(fitted.ridge_map, shipped.ridge_map, atol=2e-3, rtol=2e-3)
+
+
+@needs_extra
+def test_text_tower_embeds_queries_as_the_full_model_does(encoder, tmp_path, monkeypatch):
+    from mmindex.models import text_tower
+
+    monkeypatch.setenv("MMINDEX_CACHE", str(tmp_path))
+    assert text_tower.load(encoder.info.fingerprint) is None
+    assert text_tower.save(encoder) == tmp_path / "text-towers" / encoder.info.fingerprint
+    tower = text_tower.load(encoder.info.fingerprint)
+    assert tower is not None and tower.image_net is None  # the text side only
+    assert tower.info == encoder.info
+    queries = ["a cat", "an astronaut holding a helmet in front of a flag", "x" * 3000]
+    np.testing.assert_allclose(tower.encode_texts(queries), encoder.encode_texts(queries),
+                               atol=2e-5)

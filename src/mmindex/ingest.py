@@ -106,9 +106,10 @@ class _IngestRun:
             manifest_model = self.writer.manifest.model
             if manifest_model.fingerprint != self._encoder.info.fingerprint:
                 raise ModelMismatchError(
-                    f"the weights of '{self.spec}' changed since this index was built "
-                    f"(fingerprint {manifest_model.fingerprint}, now "
-                    f"{self._encoder.info.fingerprint}); re-ingest into a new --index"
+                    f"'{self.spec}' changed since this index was built (fingerprint "
+                    f"{manifest_model.fingerprint}, now {self._encoder.info.fingerprint}: its "
+                    f"weights or settings, or an upgrade of mmindex or of the model's package); "
+                    f"re-ingest into a new --index (or delete this one)"
                 )
         return self._encoder
 
@@ -258,6 +259,10 @@ class _IngestRun:
     def finish(self) -> None:
         self.commits.flush()
         self.commits.rebuild_outgrown_indexes()
+        if self._encoder is not None:  # loaded here anyway: cache its text side, so that even
+            from mmindex.models import text_tower  # the first text search is a fast one
+
+            text_tower.save(self._encoder)
 
     def summary(self, seconds: float) -> IngestSummary:
         plans = (self.image_plan, self.text_plan)

@@ -65,6 +65,7 @@ class Index:
     def __init__(self, root: Path, encoder=None):
         self.root = Path(root)
         self._encoder = encoder
+        self._text_encoder = None  # text queries only; see text_encoder
         self._load_generation()
 
     def _load_generation(self, attempts: int = 20) -> None:
@@ -108,8 +109,25 @@ class Index:
             raise ModelMismatchError(
                 f"index {self.root} was built with '{self.manifest.model.spec}' "
                 f"(fingerprint {self.manifest.model.fingerprint}) but the model loaded now has "
-                f"fingerprint {self._encoder.info.fingerprint}; the weights changed on disk")
+                f"fingerprint {self._encoder.info.fingerprint}: its weights or settings changed "
+                f"(the files on disk, or an upgrade of mmindex or of the model's package); "
+                f"ingest into a new --index (or delete this one) to rebuild it")
         return self._encoder
+
+    @property
+    def text_encoder(self):
+        """What embeds text queries: the full model once loaded, else the model's cached
+        text side (no image tower, few imports: models/text_tower.py), else the full model,
+        whose text side is then cached for the next process."""
+        from mmindex.models import text_tower
+
+        if self._encoder is None:
+            if self._text_encoder is None:
+                self._text_encoder = text_tower.load(self.manifest.model.fingerprint)
+            if self._text_encoder is not None:
+                return self._text_encoder
+            text_tower.save(self.encoder)
+        return self.encoder
 
     def rows(self, table: str) -> pa.Table:
         """The table's rows at this generation, without the embeddings."""
@@ -128,7 +146,7 @@ class Index:
     def embed_text(self, text: str) -> np.ndarray:
         if not text.strip():
             raise UserInputError("the query text is empty")
-        return self.encoder.encode_texts([text])[0]  # (D,)
+        return self.text_encoder.encode_texts([text])[0]  # (D,)
 
     def embed_image(self, path: str | Path) -> np.ndarray:
         import torch

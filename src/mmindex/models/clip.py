@@ -76,6 +76,24 @@ class ClipEncoder:
             x = _pool_tokens(x, tokens)  # (N, tokens, C)
         return x
 
+    def export_text_tower(self, directory: Path) -> dict:
+        """The text side for `text_tower`: the text transformer traced in fp32 and open_clip's
+        BPE as a `tokenizers` tokenizer (cleaning stays Python: `_clean_lower`)."""
+        from mmindex.models import text_tower
+
+        if self.dtype != torch.float32 or not _can_trim_padding(self.model):
+            raise ModelError("only an fp32 CLIP with causal text attention is exported")
+        tokenizer = _bpe_tokenizer(self.tokenizer)
+        tokenizer.enable_padding(pad_id=0)  # to the batch's longest, as TracedText does
+        tokenizer.save(str(Path(directory) / "tokenizer.json"))
+        example = torch.tensor([e.ids for e in tokenizer.encode_batch(["a cat", "a red bike"])])
+        traced = text_tower.trace(_ClipText(self.model), example, torch.ones_like(example))
+        text_tower.save_module(traced, Path(directory) / "text.pt")
+        return {"kind": "clip", "max_length": int(self.tokenizer.context_length), "pad_id": 0,
+                "info": {"spec": self.info.spec, "dim": self.info.dim,
+                         "image_size": self.info.image_size,
+                         "fingerprint": self.info.fingerprint}}
+
     def set_precision(self, precision: str) -> "ClipEncoder":
         """Cast the weights for speed; the fingerprint stays that of the stored weights, so an
         index built in bf16 and searched in fp32 is the same model (cosine >= 0.99)."""
@@ -107,10 +125,16 @@ def _can_trim_padding(model) -> bool:
 def _encode_text_trimmed(model, tokens: torch.Tensor) -> torch.Tensor:
     """open_clip's CLIP.encode_text over the first `length` positions only; a test checks it
     equals the untrimmed call."""
+    length = int((tokens != 0).sum(dim=1).max())  # 0 is the pad id of open_clip's tokenizers
+    return _encode_text_prefix(model, tokens[:, :length])  # (N, D)
+
+
+def _encode_text_prefix(model, tokens: torch.Tensor) -> torch.Tensor:
+    """CLIP.encode_text of (N, L) tokens that hold every text's end: L from the shape (so a
+    traced copy works for any L)."""
     from open_clip.transformer import text_global_pool
 
-    length = int((tokens != 0).sum(dim=1).max())  # 0 is the pad id of open_clip's tokenizers
-    tokens = tokens[:, :length]  # (N, L)
+    length = tokens.shape[1]
     cast = model.transformer.get_cast_dtype()
     x = model.token_embedding(tokens).to(cast) + model.positional_embedding[:length].to(cast)
     x = model.ln_final(model.transformer(x, attn_mask=model.attn_mask[:length, :length]))
@@ -262,3 +286,75 @@ def load_checkpoint(path: Path) -> ClipEncoder:
         return build_from_config(config["model_cfg"], str(path), config["arch"], state_dict)
     except (RuntimeError, KeyError) as exc:
         raise ModelError(f"checkpoint {path} does not match its config: {exc}") from exc
+
+
+# ---------------------------------------------------------------- the text side alone
+
+
+class _ClipText(torch.nn.Module):
+    """(ids, mask) -> unit text embeddings; the mask is unused (causal attention, pooled at
+    the end token) but keeps one signature for every traced text side."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        features = _encode_text_prefix(self.model, ids)  # (N, D)
+        return torch.nn.functional.normalize(features.float(), dim=-1)
+
+
+# open_clip's SimpleTokenizer split pattern; its special tokens are the tokenizer's own
+_CLIP_SPLIT = r"""'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+"""
+
+
+def _bpe_tokenizer(simple):
+    """open_clip's SimpleTokenizer (its vocabulary and merges) as a `tokenizers` tokenizer,
+    which loads without importing open_clip: the same ids, checked by a test."""
+    from open_clip.tokenizer import SimpleTokenizer
+    from tokenizers import Regex, Tokenizer, models, pre_tokenizers, processors
+
+    if type(simple) is not SimpleTokenizer or simple.reduction_fn is not None \
+            or simple.clean_fn.__name__ != "_clean_lower":
+        raise ModelError(f"{type(simple).__name__} is not a plain CLIP tokenizer; not exported")
+    tokenizer = Tokenizer(models.BPE(vocab=simple.encoder, merges=list(simple.bpe_ranks),
+                                     end_of_word_suffix="</w>"))
+    tokenizer.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(_CLIP_SPLIT), behavior="removed", invert=True),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+    start, end = "<start_of_text>", "<end_of_text>"
+    tokenizer.add_special_tokens([start, end])
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single=f"{start} $A {end}",
+        special_tokens=[(start, simple.sot_token_id), (end, simple.eot_token_id)])
+    return tokenizer
+
+
+def clean_lower(text: str) -> str:
+    """open_clip's `_clean_lower` (ftfy, HTML entities twice, whitespace runs, lower case),
+    restated so a query is cleaned without importing open_clip; a test compares the two."""
+    import html
+
+    import ftfy
+
+    text = html.unescape(html.unescape(ftfy.fix_text(text))).strip()
+    return " ".join(text.split()).lower()
+
+
+class ClipTextTower:
+    """A CLIP's text side alone (`text_tower`): encode_texts as ClipEncoder's."""
+
+    def __init__(self, info: EncoderInfo, text):
+        self.info, self.text = info, text
+
+    def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.info.dim), np.float32)
+        return self.text.encode([clean_lower(t) for t in texts])
+
+
+def load_text_tower(directory: Path, meta: dict) -> ClipTextTower:
+    from mmindex.models import text_tower
+
+    text = text_tower.TracedText.from_dir(Path(directory), meta["max_length"], meta["pad_id"])
+    return ClipTextTower(EncoderInfo(**meta["info"]), text)

@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from mmindex.errors import ModelError
+from mmindex.models import text_tower
 from mmindex.models.encoder import EncoderInfo, fingerprint_state_dict, l2_normalise
 
 INSTALL_HINT = "pip install 'mmindex[starter]'"
@@ -140,6 +141,22 @@ class StarterEncoder:
                                            normalize_embeddings=True, show_progress_bar=False)
         return np.asarray(sentences, np.float32)
 
+    def export_text_tower(self, directory: Path) -> dict:
+        """The text side for `text_tower`: MiniLM traced with its mean pooling and
+        normalisation, and its tokenizer; the bridge is the shipped file, read at load."""
+        transformer, pooling = self.text_model[0], self.text_model[1]
+        if pooling.get_config_dict().get("pooling_mode") != "mean":
+            raise ModelError("the MiniLM package no longer pools by the mean; not exported")
+        tokenizer = self.text_model.tokenizer
+        tokenizer.backend_tokenizer.save(str(Path(directory) / "tokenizer.json"))
+        example = tokenizer(["a photo of a cat.", "a red bicycle"], padding=True,
+                            return_tensors="pt")
+        module = _MeanPooledSentence(transformer.auto_model)
+        traced = text_tower.trace(module, example["input_ids"], example["attention_mask"])
+        text_tower.save_module(traced, Path(directory) / "text.pt")
+        return {"kind": "starter", "max_length": int(transformer.max_seq_length),
+                "pad_id": int(tokenizer.pad_token_id), "fingerprint": self.info.fingerprint}
+
     def patch_tokens(self, pixels, tokens: int | None = None):
         """(N, 3, S, S) -> (N, T, 1280) float32: the last feature map's cells as vision tokens
         for the generator (8×8 = 64 at 256 px); `tokens` (a square) average-pools the grid."""
@@ -166,6 +183,31 @@ class StarterEncoder:
         joined = np.hstack([np.sqrt(weight) * l2_normalise(features),
                             np.sqrt(1.0 - weight) * np.sqrt(np.maximum(distribution, 0.0))])
         return l2_normalise(joined)  # already unit up to rounding; make it exact
+
+
+def _MeanPooledSentence(bert):
+    """sentence-transformers' Transformer -> mean Pooling -> Normalize, as one module."""
+    import torch
+
+    class MeanPooledSentence(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.bert = bert
+
+        def forward(self, ids, mask):  # (N, L) each -> (N, 384)
+            hidden = self.bert(input_ids=ids, attention_mask=mask).last_hidden_state
+            weights = mask.unsqueeze(-1).to(hidden.dtype)  # (N, L, 1)
+            mean = (hidden * weights).sum(1) / weights.sum(1).clamp(min=1e-9)
+            return torch.nn.functional.normalize(mean, dim=-1)
+
+    return MeanPooledSentence()
+
+
+def load_text_tower(directory: Path, meta: dict) -> StarterEncoder:
+    """The starter for text queries only (`text_tower`): no EfficientNet, no timm, no
+    sentence-transformers. Its fingerprint is computed as build_starter's is."""
+    text = text_tower.TracedText.from_dir(Path(directory), meta["max_length"], meta["pad_id"])
+    return StarterEncoder(None, text, load_bridge(BRIDGE_PATH), StarterConfig(), "cpu")
 
 
 def build_starter(device: str = "cpu") -> StarterEncoder:

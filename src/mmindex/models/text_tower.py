@@ -1,0 +1,159 @@
+"""Text queries without the image tower: a TorchScript copy of a model's text side, cached
+by the model's fingerprint, so a cold `mmindex search "…"` imports torch and tokenizers only.
+
+Why: building the full model for one text query imported open_clip, timm, torchvision and
+sentence-transformers (3–5 s here before any weight was read) and built an image tower the
+query never uses. The first text search of a model exports its text side; every later
+process loads that instead (about 0.1 s after torch).
+
+Why TorchScript, which torch marks deprecated in favour of torch.export: loading an exported
+program took 1.8 s plus 0.5 s on its first call (it imports the compiler stack), a
+TorchScript archive 0.08 s. torch is pinned, the archive records the torch version that
+wrote it, and any failure to write or read a tower falls back to the full model. Set
+MMINDEX_TEXT_TOWER=0 to never use or write one.
+
+A tower is a directory `<cache>/text-towers/<fingerprint>/`: `tower.json` (format, kind,
+torch version, the encoder's info), `text.pt` (the traced module: token ids and attention
+mask -> unit text embeddings) and `tokenizer.json` (a `tokenizers` tokenizer). Each encoder
+class that can be split says how, through `export_text_tower(directory) -> dict` and a
+`load_text_tower(directory, meta)` function in its module.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+FORMAT = 1
+ENV = "MMINDEX_TEXT_TOWER"  # "0" disables
+CACHE_ENV = "MMINDEX_CACHE"  # the cache directory; default: the user cache directory
+_LOADERS = {"starter": "mmindex.models.starter:load_text_tower",
+            "clip": "mmindex.models.clip:load_text_tower"}
+
+
+def enabled() -> bool:
+    return os.environ.get(ENV, "1") != "0"
+
+
+def cache_dir() -> Path:
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV])
+    from platformdirs import user_cache_dir
+
+    return Path(user_cache_dir("mmindex"))
+
+
+def tower_dir(fingerprint: str) -> Path:
+    return cache_dir() / "text-towers" / fingerprint
+
+
+def load(fingerprint: str):
+    """The cached text side of the model with this fingerprint, or None (no tower, another
+    torch, a damaged file: the caller loads the full model instead)."""
+    directory = tower_dir(fingerprint)
+    if not enabled() or not (directory / "tower.json").is_file():
+        return None
+    try:
+        import torch
+
+        meta = json.loads((directory / "tower.json").read_text())
+        if meta.get("format") != FORMAT or meta.get("torch") != torch.__version__:
+            return None
+        module_name, _, function = _LOADERS[meta["kind"]].partition(":")
+        import importlib
+
+        tower = getattr(importlib.import_module(module_name), function)(directory, meta)
+    except Exception as exc:  # any unreadable tower: the full model still answers
+        warnings.warn(f"ignoring the cached text model in {directory}: {exc}", stacklevel=2)
+        return None
+    return tower if tower.info.fingerprint == fingerprint else None
+
+
+def save(encoder) -> Path | None:
+    """Export the encoder's text side once (best effort: a failure only warns)."""
+    export = getattr(encoder, "export_text_tower", None)
+    directory = tower_dir(encoder.info.fingerprint)
+    if export is None or not enabled() or (directory / "tower.json").is_file():
+        return None
+    try:
+        import torch
+
+        directory.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(dir=directory.parent, prefix=".export-"))
+        try:
+            meta = {"format": FORMAT, "torch": torch.__version__, **export(staging)}
+            (staging / "tower.json").write_text(json.dumps(meta, indent=2))
+            os.rename(staging, directory)  # atomic: a reader sees a whole tower or none
+        except OSError:
+            if not (directory / "tower.json").is_file():  # not another process winning
+                raise
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    except Exception as exc:
+        warnings.warn(f"could not cache the text model for fast search ({exc}); searches "
+                      "keep loading the full model", stacklevel=2)
+        return None
+    return directory
+
+
+# ---------------------------------------------------------------- the pieces both kinds use
+
+
+def trace(module, example_ids, example_mask):
+    """TorchScript of `module(ids, mask) -> (N, D)`, without torch's deprecation warning."""
+    import torch
+
+    with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
+        warnings.simplefilter("ignore")
+        return torch.jit.trace(module.eval(), (example_ids, example_mask), check_trace=False)
+
+
+def save_module(traced, path: Path) -> None:
+    import torch
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch.jit.save's deprecation notice
+        torch.jit.save(traced, str(path))
+
+
+def load_module(path: Path):
+    import torch
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch.jit.load's deprecation notice
+        return torch.jit.load(str(path), map_location="cpu").eval()
+
+
+class TracedText:
+    """A tokenizer and a traced text module: `encode(texts)` -> (N, D) unit float32 rows, the
+    surface of a sentence-transformers model (extra keywords are accepted and ignored)."""
+
+    def __init__(self, tokenizer, module):
+        self.tokenizer, self.module = tokenizer, module
+
+    @classmethod
+    def from_dir(cls, directory: Path, max_length: int, pad_id: int) -> TracedText:
+        from tokenizers import Tokenizer
+
+        tokenizer = Tokenizer.from_file(str(directory / "tokenizer.json"))
+        tokenizer.enable_truncation(max_length)
+        tokenizer.enable_padding(pad_id=pad_id)  # to the longest text of the batch only
+        return cls(tokenizer, load_module(directory / "text.pt"))
+
+    def encode(self, texts: Sequence[str], **_) -> np.ndarray:
+        import torch
+
+        if not texts:
+            return np.zeros((0, 0), np.float32)
+        encoded = self.tokenizer.encode_batch(list(texts))
+        ids = torch.tensor([e.ids for e in encoded])  # (N, L)
+        mask = torch.tensor([e.attention_mask for e in encoded])  # (N, L)
+        with torch.inference_mode():
+            return self.module(ids, mask).float().numpy()
