@@ -44,3 +44,18 @@ def test_errors_are_one_line_with_an_exit_code(tmp_path):
 def test_models_lists_named_models():
     result = invoke("models")
     assert result.exit_code == 0 and "starter" in result.output
+
+
+def test_help_imports_no_heavy_library():
+    """`mmindex --help` and a subcommand's help must start fast: no torch, Ray or models."""
+    import subprocess
+    import sys
+
+    probe = ("import sys\nfrom mmindex.cli import app\n"
+             "for argv in (['--help'], ['search', '--help'], ['ingest', '--help']):\n"
+             "    try:\n        app(argv)\n    except SystemExit:\n        pass\n"
+             "print(sorted(m for m in ('torch', 'ray', 'open_clip', 'transformers')"
+             " if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                            check=True)
+    assert "Usage" in result.stdout and result.stdout.strip().splitlines()[-1] == "[]"
