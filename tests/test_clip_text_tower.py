@@ -77,3 +77,14 @@ def test_ingest_caches_the_tower_and_search_uses_it_without_open_clip(tmp_path, 
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
                          check=True).stdout.splitlines()
     assert out[-1] == "[]" and out[-2] == str(expected)
+
+
+def test_a_bf16_model_is_not_exported_and_says_nothing(tmp_path, monkeypatch):
+    import warnings
+
+    monkeypatch.setenv("MMINDEX_CACHE", str(tmp_path))
+    bf16 = load_encoder(TINY, precision="bf16")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # an ingest in bf16 must not warn about this
+        assert text_tower.save(bf16) is None
+    assert not (tmp_path / "text-towers").exists() or not any((tmp_path / "text-towers").iterdir())

@@ -82,7 +82,7 @@ class ClipEncoder:
         from mmindex.models import text_tower
 
         if self.dtype != torch.float32 or not _can_trim_padding(self.model):
-            raise ModelError("only an fp32 CLIP with causal text attention is exported")
+            raise text_tower.NotExportable("only an fp32 CLIP with causal text attention")
         tokenizer = _bpe_tokenizer(self.tokenizer)
         tokenizer.enable_padding(pad_id=0)  # to the batch's longest, as TracedText does
         tokenizer.save(str(Path(directory) / "tokenizer.json"))
@@ -314,9 +314,11 @@ def _bpe_tokenizer(simple):
     from open_clip.tokenizer import SimpleTokenizer
     from tokenizers import Regex, Tokenizer, models, pre_tokenizers, processors
 
+    from mmindex.models.text_tower import NotExportable
+
     if type(simple) is not SimpleTokenizer or simple.reduction_fn is not None \
             or simple.clean_fn.__name__ != "_clean_lower":
-        raise ModelError(f"{type(simple).__name__} is not a plain CLIP tokenizer; not exported")
+        raise NotExportable(f"{type(simple).__name__} is not a plain CLIP tokenizer")
     tokenizer = Tokenizer(models.BPE(vocab=simple.encoder, merges=list(simple.bpe_ranks),
                                      end_of_word_suffix="</w>"))
     tokenizer.pre_tokenizer = pre_tokenizers.Sequence([

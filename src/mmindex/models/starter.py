@@ -146,7 +146,7 @@ class StarterEncoder:
         normalisation, and its tokenizer; the bridge is the shipped file, read at load."""
         transformer, pooling = self.text_model[0], self.text_model[1]
         if pooling.get_config_dict().get("pooling_mode") != "mean":
-            raise ModelError("the MiniLM package no longer pools by the mean; not exported")
+            raise text_tower.NotExportable("the MiniLM package no longer pools by the mean")
         tokenizer = self.text_model.tokenizer
         tokenizer.backend_tokenizer.save(str(Path(directory) / "tokenizer.json"))
         example = tokenizer(["a photo of a cat.", "a red bicycle"], padding=True,

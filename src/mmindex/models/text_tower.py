@@ -38,6 +38,11 @@ _LOADERS = {"starter": "mmindex.models.starter:load_text_tower",
             "clip": "mmindex.models.clip:load_text_tower"}
 
 
+class NotExportable(Exception):
+    """This encoder's text side cannot be split off (its precision, its tokenizer): searches
+    load the full model, silently, as they always did."""
+
+
 def enabled() -> bool:
     return os.environ.get(ENV, "1") != "0"
 
@@ -96,6 +101,8 @@ def save(encoder) -> Path | None:
                 raise
         finally:
             shutil.rmtree(staging, ignore_errors=True)
+    except NotExportable:
+        return None
     except Exception as exc:
         warnings.warn(f"could not cache the text model for fast search ({exc}); searches "
                       "keep loading the full model", stacklevel=2)
