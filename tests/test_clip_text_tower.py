@@ -1,6 +1,7 @@
 """The cached text side of a CLIP (models/text_tower.py): the same ids and the same
 embeddings as the full model, without importing open_clip at search time."""
 
+import json
 import subprocess
 import sys
 
@@ -50,8 +51,15 @@ def test_damaged_or_foreign_towers_fall_back_to_the_full_model(tiny, tmp_path, m
     monkeypatch.setenv("MMINDEX_CACHE", str(tmp_path))
     directory = text_tower.save(tiny)
     (directory / "text.pt").write_bytes(b"not a torchscript archive")
-    with pytest.warns(UserWarning, match="ignoring the cached text model"):
+    with pytest.warns(UserWarning, match="discarding the cached text model"):
         assert text_tower.load(tiny.info.fingerprint) is None
+    assert not directory.exists()  # deleted, so the next full-model search writes it again
+    assert text_tower.save(tiny) == directory and text_tower.load(tiny.info.fingerprint)
+    # a tower written by another torch is replaced the same way, without a warning
+    meta = json.loads((directory / "tower.json").read_text())
+    (directory / "tower.json").write_text(json.dumps({**meta, "torch": "0.0.1"}))
+    assert text_tower.load(tiny.info.fingerprint) is None and not directory.exists()
+    text_tower.save(tiny)
     monkeypatch.setenv("MMINDEX_TEXT_TOWER", "0")
     assert text_tower.load(tiny.info.fingerprint) is None
 

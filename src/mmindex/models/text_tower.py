@@ -60,25 +60,30 @@ def tower_dir(fingerprint: str) -> Path:
 
 
 def load(fingerprint: str):
-    """The cached text side of the model with this fingerprint, or None (no tower, another
-    torch, a damaged file: the caller loads the full model instead)."""
+    """The cached text side of the model with this fingerprint, or None: the caller loads the
+    full model instead, and `save` writes a new tower. A tower from another torch or format,
+    or a damaged one, is deleted here so that it is rewritten (it is only a cache)."""
     directory = tower_dir(fingerprint)
     if not enabled() or not (directory / "tower.json").is_file():
         return None
     try:
+        import importlib
+
         import torch
 
         meta = json.loads((directory / "tower.json").read_text())
         if meta.get("format") != FORMAT or meta.get("torch") != torch.__version__:
+            shutil.rmtree(directory, ignore_errors=True)
             return None
         module_name, _, function = _LOADERS[meta["kind"]].partition(":")
-        import importlib
-
         tower = getattr(importlib.import_module(module_name), function)(directory, meta)
+        if tower.info.fingerprint != fingerprint:
+            raise ValueError(f"it holds model {tower.info.fingerprint}")
     except Exception as exc:  # any unreadable tower: the full model still answers
-        warnings.warn(f"ignoring the cached text model in {directory}: {exc}", stacklevel=2)
+        warnings.warn(f"discarding the cached text model in {directory}: {exc}", stacklevel=2)
+        shutil.rmtree(directory, ignore_errors=True)
         return None
-    return tower if tower.info.fingerprint == fingerprint else None
+    return tower
 
 
 def save(encoder) -> Path | None:
