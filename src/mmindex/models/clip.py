@@ -89,10 +89,7 @@ class ClipEncoder:
         example = torch.tensor([e.ids for e in tokenizer.encode_batch(["a cat", "a red bike"])])
         traced = text_tower.trace(_ClipText(self.model), example, torch.ones_like(example))
         text_tower.save_module(traced, Path(directory) / "text.pt")
-        return {"kind": "clip", "max_length": int(self.tokenizer.context_length), "pad_id": 0,
-                "info": {"spec": self.info.spec, "dim": self.info.dim,
-                         "image_size": self.info.image_size,
-                         "fingerprint": self.info.fingerprint}}
+        return {"kind": "clip", "max_length": int(self.tokenizer.context_length), "pad_id": 0}
 
     def set_precision(self, precision: str) -> "ClipEncoder":
         """Cast the weights for speed; the fingerprint stays that of the stored weights, so an

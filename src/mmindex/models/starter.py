@@ -151,11 +151,11 @@ class StarterEncoder:
         tokenizer.backend_tokenizer.save(str(Path(directory) / "tokenizer.json"))
         example = tokenizer(["a photo of a cat.", "a red bicycle"], padding=True,
                             return_tensors="pt")
-        module = _MeanPooledSentence(transformer.auto_model)
+        module = _mean_pooled_sentence(transformer.auto_model)
         traced = text_tower.trace(module, example["input_ids"], example["attention_mask"])
         text_tower.save_module(traced, Path(directory) / "text.pt")
         return {"kind": "starter", "max_length": int(transformer.max_seq_length),
-                "pad_id": int(tokenizer.pad_token_id), "fingerprint": self.info.fingerprint}
+                "pad_id": int(tokenizer.pad_token_id)}
 
     def patch_tokens(self, pixels, tokens: int | None = None):
         """(N, 3, S, S) -> (N, T, 1280) float32: the last feature map's cells as vision tokens
@@ -185,7 +185,7 @@ class StarterEncoder:
         return l2_normalise(joined)  # already unit up to rounding; make it exact
 
 
-def _MeanPooledSentence(bert):
+def _mean_pooled_sentence(bert):
     """sentence-transformers' Transformer -> mean Pooling -> Normalize, as one module."""
     import torch
 

@@ -21,6 +21,7 @@ class that can be split says how, through `export_text_tower(directory) -> dict`
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -98,7 +99,8 @@ def save(encoder) -> Path | None:
         directory.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(dir=directory.parent, prefix=".export-"))
         try:
-            meta = {"format": FORMAT, "torch": torch.__version__, **export(staging)}
+            meta = {"format": FORMAT, "torch": torch.__version__,
+                    "info": dataclasses.asdict(encoder.info), **export(staging)}
             (staging / "tower.json").write_text(json.dumps(meta, indent=2))
             os.rename(staging, directory)  # atomic: a reader sees a whole tower or none
         except OSError:
@@ -162,8 +164,6 @@ class TracedText:
     def encode(self, texts: Sequence[str], **_) -> np.ndarray:
         import torch
 
-        if not texts:
-            return np.zeros((0, 0), np.float32)
         encoded = self.tokenizer.encode_batch(list(texts))
         ids = torch.tensor([e.ids for e in encoded])  # (N, L)
         mask = torch.tensor([e.attention_mask for e in encoded])  # (N, L)
