@@ -239,11 +239,27 @@ def test_refitting_reproduces_the_shipped_bridge(encoder):
 
 @needs_extra
 def test_text_tower_embeds_queries_as_the_full_model_does(encoder, tmp_path, monkeypatch):
+    import logging
+
     from mmindex.models import text_tower
+
+    class Notices(logging.Handler):  # transformers' own logger, as its stderr handler sees it
+        def __init__(self):
+            super().__init__(logging.WARNING)
+            self.messages = []
+
+        def emit(self, record):
+            self.messages.append(record.getMessage())
 
     monkeypatch.setenv("MMINDEX_CACHE", str(tmp_path))
     assert text_tower.load(encoder.info.fingerprint) is None
-    assert text_tower.save(encoder) == tmp_path / "text-towers" / encoder.info.fingerprint
+    notices = Notices()
+    logging.getLogger("transformers").addHandler(notices)
+    try:
+        assert text_tower.save(encoder) == tmp_path / "text-towers" / encoder.info.fingerprint
+    finally:
+        logging.getLogger("transformers").removeHandler(notices)
+    assert notices.messages == []  # an ingest prints no library notice
     tower = text_tower.load(encoder.info.fingerprint)
     assert tower is not None and tower.image_net is None  # the text side only
     assert tower.info == encoder.info

@@ -152,7 +152,8 @@ class StarterEncoder:
         example = tokenizer(["a photo of a cat.", "a red bicycle"], padding=True,
                             return_tensors="pt")
         module = _mean_pooled_sentence(transformer.auto_model)
-        traced = text_tower.trace(module, example["input_ids"], example["attention_mask"])
+        with _quiet_transformers():
+            traced = text_tower.trace(module, example["input_ids"], example["attention_mask"])
         text_tower.save_module(traced, Path(directory) / "text.pt")
         return {"kind": "starter", "max_length": int(transformer.max_seq_length),
                 "pad_id": int(tokenizer.pad_token_id)}
@@ -271,14 +272,17 @@ def load_text_model(device: str = "cpu"):
 
 @contextmanager
 def _quiet_transformers():
-    """No "Loading weights" progress bar on every CLI call; the setting is restored after."""
+    """No "Loading weights" progress bar and no config notices (tracing MiniLM printed one
+    about `loss_type`) on a CLI call; the settings are restored after."""
     from transformers.utils import logging as hf_logging
 
-    was_enabled = hf_logging.is_progress_bar_enabled()
+    was_enabled, verbosity = hf_logging.is_progress_bar_enabled(), hf_logging.get_verbosity()
     hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
     try:
         yield
     finally:
+        hf_logging.set_verbosity(verbosity)
         if was_enabled:
             hf_logging.enable_progress_bar()
 
