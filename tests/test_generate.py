@@ -225,3 +225,53 @@ def test_training_can_continue_from_a_checkpoint(shapes, tmp_path):
         str(tmp_path / "p" / "model.safetensors"))
     for name, tensor in before.items():
         torch.testing.assert_close(after[name], tensor, rtol=1e-4, atol=1e-6)
+
+
+def test_a_projector_on_an_earlier_vision_layer_answers_from_that_layer(shapes, tmp_path,
+                                                                       monkeypatch):
+    root, _ = shapes
+    config = TrainProjectorConfig(vision_model=TINY, out_dir=tmp_path / "p", llm=TEST_TINY,
+                                  questions=root / "data" / "questions.parquet",
+                                  image_tokens=None, vision_layer=-2, qa_steps=1, batch_size=2)
+    train_projector(config)
+    saved = json.loads((tmp_path / "p" / "config.json").read_text())
+    assert saved["vision_layer"] == -2 and saved["image_tokens"] == 16  # 4x4 patches, unpooled
+    index = open_index(root / "idx")
+    asked = []
+    patch_tokens = index.encoder.patch_tokens
+    monkeypatch.setattr(index.encoder, "patch_tokens",
+                        lambda pixels, tokens, layer: asked.append(layer) or
+                        patch_tokens(pixels, tokens, layer))
+    vlm = load_vlm(tmp_path / "p", load_llm(TEST_TINY), index.encoder.info.fingerprint)
+    answer = Generator(index, vlm).ask("a red circle", AskConfig(k=2, threshold=-1.0,
+                                                                  max_new_tokens=2))
+    assert not answer.abstained and asked == [-2]
+
+
+def test_a_checkpoint_from_before_vision_layers_reads_as_the_last_layer(shapes, tmp_path):
+    import shutil
+
+    from mmindex.models.vlm import read_vlm_config
+
+    root, _ = shapes
+    old = tmp_path / "old"
+    shutil.copytree(root / "idx" / "projector", old)
+    raw = json.loads((old / "config.json").read_text())
+    del raw["vision_layer"]
+    (old / "config.json").write_text(json.dumps(raw))
+    assert read_vlm_config(old).vision_layer == -1
+
+
+def test_cli_vision_layer_reaches_the_checkpoint_and_a_missing_one_is_refused(shapes, tmp_path):
+    from mmindex.cli import app
+
+    root, _ = shapes
+    args = ["train-projector", "--model", TINY, "--llm", TEST_TINY, "--questions",
+            str(root / "data" / "questions.parquet"), "--qa-steps", "1", "--batch-size", "2",
+            "--image-tokens", "4"]
+    result = CliRunner().invoke(app, args + ["--vision-layer", "-2", "--out", str(tmp_path / "p")])
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "p" / "config.json").read_text())["vision_layer"] == -2
+    result = CliRunner().invoke(app, args + ["--vision-layer", "-5", "--out", str(tmp_path / "q")])
+    assert result.exit_code != 0 and "vision layer -5 does not exist" in result.output
+    assert not (tmp_path / "q").exists()

@@ -54,3 +54,36 @@ def test_resnet_tokens_are_the_last_feature_map_plus_positions():
     expected = x.flatten(2).transpose(1, 2) + visual.attnpool.positional_embedding[1:]
     torch.testing.assert_close(tokens, expected)
     assert encoder.patch_tokens(pixels, tokens=1).shape == (2, 1, 1024)
+
+
+def test_resnet_earlier_stage_is_a_finer_grid_without_positions():
+    from mmindex.models.clip import build_from_config
+
+    encoder = build_from_config(TINY_RN, "rn-test", "rn-test")
+    pixels = torch.randn(2, 3, 64, 64)
+    tokens = encoder.patch_tokens(pixels, layer=-2)  # layer3: 4x4 cells of 16*32 channels
+    assert tokens.shape == (2, 16, 512)
+    visual = encoder.model.visual
+    with torch.no_grad():
+        x = pixels
+        for stage in (visual.stem, visual.layer1, visual.layer2, visual.layer3):
+            x = stage(x)
+    torch.testing.assert_close(tokens, x.flatten(2).transpose(1, 2))
+    assert encoder.patch_tokens(pixels, tokens=4, layer=-2).shape == (2, 4, 512)
+
+
+def test_vit_layers_are_its_blocks_after_the_final_norm(tiny_encoder):
+    visual = tiny_encoder.model.visual
+    pixels = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        hidden = visual._embeds(pixels)
+        blocks = [hidden := block(hidden) for block in visual.transformer.resblocks]
+    for layer in (-1, -2):
+        expected = visual.ln_post(blocks[layer])[:, 1:]  # without the class token
+        torch.testing.assert_close(tiny_encoder.patch_tokens(pixels, layer=layer), expected)
+
+
+@pytest.mark.parametrize("layer", [0, -3, 2])
+def test_a_vision_layer_the_tower_lacks_is_a_user_error(tiny_encoder, layer):
+    with pytest.raises(UserInputError, match=f"vision layer {layer} does not exist"):
+        tiny_encoder.patch_tokens(torch.randn(1, 3, 32, 32), layer=layer)

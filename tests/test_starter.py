@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mmindex.errors import ModelError
+from mmindex.errors import ModelError, UserInputError
 from mmindex.models import starter
 from mmindex.models.starter import Bridge, StarterConfig
 
@@ -115,6 +115,8 @@ def test_patch_tokens_are_the_feature_grid_pooled_to_a_square(encoder, gallery):
     assert tuple(encoder.patch_tokens(pixels, tokens=16).shape) == (1, 16, 1280)
     with pytest.raises(ModelError, match="square"):
         encoder.patch_tokens(pixels, tokens=10)
+    with pytest.raises(UserInputError, match="layer -2"):
+        encoder.patch_tokens(pixels, layer=-2)
     import torch
 
     projector = torch.nn.Linear(1280, 8)  # a projector trains on them: gradients must flow

@@ -412,6 +412,9 @@ def train_projector_command(
     projector: str = typer.Option("mlp2x_gelu", "--projector", help="linear | mlp2x_gelu"),
     image_tokens: int = typer.Option(16, "--image-tokens", min=0, help="Pool each image to N "
                                      "tokens (0: keep all)"),
+    vision_layer: int = typer.Option(-1, "--vision-layer", max=-1, help="The vision tower's "
+                                     "block to take tokens from: -1 the last, -2 the one "
+                                     "before (a ResNet's is twice as fine)"),
     caption_steps: int = typer.Option(0, "--caption-steps", min=0),
     qa_steps: int = typer.Option(500, "--qa-steps", min=0),
     caption_minutes: Optional[float] = typer.Option(None, "--caption-minutes"),
@@ -435,7 +438,8 @@ def train_projector_command(
 
     config = TrainProjectorConfig(
         vision_model=model, out_dir=out, captions=captions, questions=questions, llm=llm,
-        projector=projector, image_tokens=image_tokens or None, caption_steps=caption_steps,
+        projector=projector, image_tokens=image_tokens or None, vision_layer=vision_layer,
+        caption_steps=caption_steps,
         qa_steps=qa_steps, caption_minutes=caption_minutes, qa_minutes=qa_minutes,
         batch_size=batch_size, lr=lr, unfreeze_last=unfreeze_last,
         distractor_rate=distractor_rate, precision=precision, threads=threads,

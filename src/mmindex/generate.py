@@ -107,7 +107,8 @@ class Generator:
         from mmindex.models.vlm import build_example, collate, image_features
 
         vlm = self.vlm
-        features = image_features(self.index.encoder, images, vlm.config.image_tokens)
+        features = image_features(self.index.encoder, images, vlm.config.image_tokens,
+                                  vlm.config.vision_layer)
         example = build_example(vlm.tokenizer, prompt, list(range(len(images))),
                                 vlm.config.image_tokens)
         batch = collate([example], vlm.tokenizer.pad_token_id, left_pad=True)

@@ -196,7 +196,8 @@ def run_vqa(config: VqaConfig) -> VqaReport:
     rows = sample_rows(read_vqa_rows(config.questions), config.per_kind, config.seed)
     paths = list(dict.fromkeys(r.image for r in rows))
     row_of = {p: i for i, p in enumerate(paths)}
-    features = image_features(encoder, paths, vlm_config.image_tokens)  # (N, T, C)
+    features = image_features(encoder, paths, vlm_config.image_tokens,
+                              vlm_config.vision_layer)  # (N, T, C)
     prior = read_vqa_rows(config.train_questions) if config.train_questions else None
     return evaluate_vqa(vlm, features, rows, [row_of[r.image] for r in rows], config.modes,
                         config.batch_size, prior, config.precision)

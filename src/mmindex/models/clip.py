@@ -14,7 +14,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from mmindex.errors import ModelError
+from mmindex.errors import ModelError, UserInputError
 from mmindex.models.encoder import EncoderInfo, fingerprint_state_dict
 
 CHECKPOINT_CONFIG = "config.json"
@@ -58,19 +58,26 @@ class ClipEncoder:
         return _normalised(self.model.encode_text(tokens))  # (N, D)
 
     @torch.inference_mode()
-    def patch_tokens(self, pixels: torch.Tensor, tokens: int | None = None) -> torch.Tensor:
-        """The vision tower's tokens before its pooling, (N, T, C) float32; `tokens` average-
-        pools them to fewer (the generator's resolution cost). ViT: the patch tokens after
-        ln_post. ModifiedResNet has no token output: its last feature map, flattened, plus the
-        attention pool's position embeddings (without them the tokens do not say where)."""
+    def patch_tokens(self, pixels: torch.Tensor, tokens: int | None = None,
+                     layer: int = -1) -> torch.Tensor:
+        """The vision tower's tokens before its pooling, (N, T, C) float32, from block `layer`
+        (-1 the last, -2 the one before: finer for a ResNet, whose stages halve the grid);
+        `tokens` average-pools them to fewer (the generator's resolution cost). ViT: the patch
+        tokens after ln_post. ModifiedResNet: the stage's feature map flattened; the last one
+        plus the attention pool's position embeddings (without them the tokens do not say
+        where; earlier stages are narrower than those embeddings and rely on token order)."""
         visual, x = self.model.visual, pixels.to(self.dtype)
-        if hasattr(visual, "attnpool"):
-            for stage in (visual.stem, visual.layer1, visual.layer2, visual.layer3, visual.layer4):
-                x = stage(x)  # ends (N, C, h, w)
-            x = x.flatten(2).transpose(1, 2)  # (N, h*w, C)
+        resnet = hasattr(visual, "attnpool")
+        blocks = 4 if resnet else len(visual.transformer.resblocks)  # ResNet: 4 stages
+        if not -blocks <= layer <= -1:
+            raise UserInputError(f"vision layer {layer} does not exist: this tower has {blocks} "
+                                 f"blocks (use -1 for the last .. -{blocks} for the first)")
+        maps = visual.forward_intermediates(x, indices=[layer], stop_early=True,
+                                            normalize_intermediates=True,
+                                            intermediates_only=True)["image_intermediates"]
+        x = maps[0].flatten(2).transpose(1, 2)  # (N, h*w, C)
+        if resnet and layer == -1:
             x = x + visual.attnpool.positional_embedding[1:].to(x.dtype)  # (N, h*w, C)
-        else:
-            _, x = visual._pool(visual.transformer(visual._embeds(x)))  # (N, T, C)
         x = x.float()
         if tokens and tokens < x.shape[1]:
             x = _pool_tokens(x, tokens)  # (N, tokens, C)

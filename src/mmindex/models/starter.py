@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mmindex.errors import ModelError
+from mmindex.errors import ModelError, UserInputError
 from mmindex.models import text_tower
 from mmindex.models.encoder import EncoderInfo, fingerprint_state_dict, l2_normalise
 
@@ -158,11 +158,16 @@ class StarterEncoder:
         return {"kind": "starter", "max_length": int(transformer.max_seq_length),
                 "pad_id": int(tokenizer.pad_token_id)}
 
-    def patch_tokens(self, pixels, tokens: int | None = None):
+    def patch_tokens(self, pixels, tokens: int | None = None, layer: int = -1):
         """(N, 3, S, S) -> (N, T, 1280) float32: the last feature map's cells as vision tokens
-        for the generator (8×8 = 64 at 256 px); `tokens` (a square) average-pools the grid."""
+        for the generator (8×8 = 64 at 256 px); `tokens` (a square) average-pools the grid.
+        Only the last layer: earlier stages are not offered (`layer` other than -1 is refused)."""
         import torch
         from torch.nn import functional as F
+
+        if layer != -1:
+            raise UserInputError(f"the starter model gives vision tokens from its last layer "
+                                 f"only, not layer {layer}: use --vision-layer -1")
 
         with torch.no_grad():  # not inference_mode: a projector must be able to train on these
             fmap = self.image_net.forward_features(self._to_device(pixels))  # (N, 1280, h, w)

@@ -48,6 +48,7 @@ class VlmConfig:
     llm: str  # the LLM spec (path) the projector was trained against
     llm_fingerprint: str
     unfrozen_layers: int = 0  # last LLM layers trained with the projector (saved with it)
+    vision_layer: int = -1  # the vision tower's block the tokens come from (-1: the last)
 
 
 @dataclass
@@ -285,9 +286,10 @@ def _under(state: dict, prefix: str) -> dict:
 # ---------------------------------------------------------------- vision features
 
 
-def image_features(encoder, paths: Sequence[Path], tokens: int | None,
+def image_features(encoder, paths: Sequence[Path], tokens: int | None, layer: int = -1,
                    batch_size: int = 64) -> torch.Tensor:
-    """(N, T, C) vision tokens of image files, via the encoder's own preprocessing."""
+    """(N, T, C) vision tokens of image files from block `layer` of the vision tower, via the
+    encoder's own preprocessing."""
     from mmindex.data.images import DecodeError, decode_image
 
     chunks = []
@@ -299,5 +301,5 @@ def image_features(encoder, paths: Sequence[Path], tokens: int | None,
             except (DecodeError, OSError) as exc:
                 raise UserInputError(f"cannot read image {path}: {exc}") from None
             pixels.append(encoder.preprocess(image))
-        chunks.append(encoder.patch_tokens(torch.stack(pixels), tokens))  # (b, T, C)
+        chunks.append(encoder.patch_tokens(torch.stack(pixels), tokens, layer))  # (b, T, C)
     return torch.cat(chunks)
