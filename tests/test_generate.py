@@ -262,16 +262,22 @@ def test_a_checkpoint_from_before_vision_layers_reads_as_the_last_layer(shapes, 
     assert read_vlm_config(old).vision_layer == -1
 
 
-def test_cli_vision_layer_reaches_the_checkpoint_and_a_missing_one_is_refused(shapes, tmp_path):
+def test_cli_vision_layer_and_lora_reach_the_checkpoint_and_a_missing_layer_is_refused(
+        shapes, tmp_path):
+    from safetensors.torch import load_file
+
     from mmindex.cli import app
 
     root, _ = shapes
     args = ["train-projector", "--model", TINY, "--llm", TEST_TINY, "--questions",
             str(root / "data" / "questions.parquet"), "--qa-steps", "1", "--batch-size", "2",
             "--image-tokens", "4"]
-    result = CliRunner().invoke(app, args + ["--vision-layer", "-2", "--out", str(tmp_path / "p")])
+    result = CliRunner().invoke(app, args + ["--vision-layer", "-2", "--lora-rank", "2",
+                                             "--out", str(tmp_path / "p")])
     assert result.exit_code == 0, result.output
-    assert json.loads((tmp_path / "p" / "config.json").read_text())["vision_layer"] == -2
+    saved = json.loads((tmp_path / "p" / "config.json").read_text())
+    assert saved["vision_layer"] == -2 and saved["lora_rank"] == 2
+    assert any(".lora_B." in k for k in load_file(str(tmp_path / "p" / "model.safetensors")))
     result = CliRunner().invoke(app, args + ["--vision-layer", "-5", "--out", str(tmp_path / "q")])
     assert result.exit_code != 0 and "vision layer -5 does not exist" in result.output
     assert not (tmp_path / "q").exists()

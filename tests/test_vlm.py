@@ -10,6 +10,7 @@ from mmindex.errors import ModelMismatchError, UserInputError
 from mmindex.models.llm import build_test_tiny_llm
 from mmindex.models.vlm import (
     IGNORE_INDEX,
+    WEIGHTS_FILE,
     PromptError,
     Vlm,
     VlmConfig,
@@ -17,6 +18,7 @@ from mmindex.models.vlm import (
     collate,
     encode_prompt,
     image_prompt,
+    load_trained_state,
     load_vlm,
     save_vlm,
 )
@@ -181,3 +183,38 @@ def test_another_vision_model_or_llm_is_refused(llm, tmp_path):
     other = build_test_tiny_llm(layers=1)
     with pytest.raises(ModelMismatchError, match="trained against LLM"):
         load_vlm(tmp_path / "ckpt", other, "vision-fp")
+
+
+def test_lora_adapters_train_alone_and_are_saved_and_restored(tmp_path):
+    llm = build_test_tiny_llm()  # its own copy: LoRA is injected into the model in place
+    config = VlmConfig("mlp2x_gelu", C, llm.hidden_size, T, "test-vision", "vision-fp",
+                       llm.name, llm.fingerprint, lora_rank=2)
+    vlm = Vlm(config, llm)
+    trainable = {n for n, p in vlm.llm.named_parameters() if p.requires_grad}
+    assert trainable and all(".lora_A." in n or ".lora_B." in n for n in trainable)
+    assert not any("lm_head" in n for n in trainable)
+    with torch.no_grad():  # B starts at zero (the adapters change nothing): make them count
+        for name, parameter in vlm.llm.named_parameters():
+            if ".lora_B." in name:
+                parameter.normal_(0, 0.5)
+    save_vlm(vlm.eval(), tmp_path / "ckpt")
+    ids = torch.tensor([[5, 6, 7, 8]])
+    loaded = load_vlm(tmp_path / "ckpt", build_test_tiny_llm(), "vision-fp")
+    fresh = build_test_tiny_llm()
+    with torch.no_grad():
+        expected = vlm.llm(input_ids=ids).logits
+        torch.testing.assert_close(loaded.llm(input_ids=ids).logits, expected)
+        assert not torch.allclose(fresh.model(input_ids=ids).logits, expected)
+
+
+def test_adapters_into_a_model_without_lora_are_refused(tmp_path):
+    from safetensors.torch import load_file
+
+    llm = build_test_tiny_llm()
+    config = VlmConfig("mlp2x_gelu", C, llm.hidden_size, T, "test-vision", "vision-fp",
+                       llm.name, llm.fingerprint, lora_rank=2)
+    save_vlm(Vlm(config, llm), tmp_path / "ckpt")
+    plain = make_vlm(build_test_tiny_llm())
+    with pytest.raises(ModelMismatchError, match="LoRA rank"):
+        load_trained_state(plain, load_file(str(tmp_path / "ckpt" / WEIGHTS_FILE)),
+                           tmp_path / "ckpt")

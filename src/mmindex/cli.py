@@ -423,6 +423,10 @@ def train_projector_command(
     lr: float = typer.Option(1e-3, "--lr"),
     unfreeze_last: int = typer.Option(0, "--unfreeze-last", min=0, help="Train the LLM's last "
                                       "N layers too"),
+    lora_rank: int = typer.Option(0, "--lora-rank", min=0, help="Train LoRA adapters of this "
+                                  "rank on the LLM's linear layers (0: none)"),
+    llm_lr: float = typer.Option(1e-4, "--llm-lr", help="Learning rate of the LLM's trained "
+                                 "layers or adapters"),
     distractor_rate: float = typer.Option(0.0, "--distractor-rate", help="Share of QA prompts "
                                           "with other images after the target"),
     precision: str = typer.Option("bf16", "--precision", help="bf16 (autocast) | fp32"),
@@ -439,11 +443,10 @@ def train_projector_command(
     config = TrainProjectorConfig(
         vision_model=model, out_dir=out, captions=captions, questions=questions, llm=llm,
         projector=projector, image_tokens=image_tokens or None, vision_layer=vision_layer,
-        caption_steps=caption_steps,
-        qa_steps=qa_steps, caption_minutes=caption_minutes, qa_minutes=qa_minutes,
-        batch_size=batch_size, lr=lr, unfreeze_last=unfreeze_last,
-        distractor_rate=distractor_rate, precision=precision, threads=threads,
-        init_from=init_from, seed=seed)
+        caption_steps=caption_steps, qa_steps=qa_steps, caption_minutes=caption_minutes,
+        qa_minutes=qa_minutes, batch_size=batch_size, lr=lr, llm_lr=llm_lr,
+        unfreeze_last=unfreeze_last, lora_rank=lora_rank, distractor_rate=distractor_rate,
+        precision=precision, threads=threads, init_from=init_from, seed=seed)
     with _progress(enabled=not as_json) as bar:
         report = train_projector(config, lambda stage, step, total, loss: bar(stage, step, total))
     if as_json:

@@ -40,6 +40,7 @@ class TrainProjectorConfig:
     lr: float = 1e-3  # projector
     llm_lr: float = 1e-4  # unfrozen LLM layers
     unfreeze_last: int = 0
+    lora_rank: int = 0  # LoRA adapters on the LLM, trained at llm_lr
     warmup_steps: int = 20
     distractor_rate: float = 0.0  # share of QA prompts with 1-2 other images after the target
     precision: str = "bf16"  # "fp32" | "bf16" (autocast; ~2x less CPU time per step)
@@ -110,15 +111,16 @@ def _load_weights(vlm, checkpoint: Path, encoder) -> None:
     """Start from a checkpoint trained against the same vision model and LLM."""
     from safetensors.torch import load_file
 
-    from mmindex.models.vlm import WEIGHTS_FILE, check_matches, read_vlm_config
+    from mmindex.models.vlm import (
+        WEIGHTS_FILE,
+        check_matches,
+        load_trained_state,
+        read_vlm_config,
+    )
 
     check_matches(read_vlm_config(checkpoint), encoder.info.fingerprint,
                   _LlmId(vlm.config.llm, vlm.config.llm_fingerprint))
-    state = load_file(str(Path(checkpoint) / WEIGHTS_FILE))
-    vlm.projector.load_state_dict({k.removeprefix("projector."): v for k, v in state.items()
-                                   if k.startswith("projector.")})
-    vlm.llm.load_state_dict({k.removeprefix("llm."): v for k, v in state.items()
-                             if k.startswith("llm.")}, strict=False)
+    load_trained_state(vlm, load_file(str(Path(checkpoint) / WEIGHTS_FILE)), checkpoint)
 
 
 @dataclass(frozen=True)
@@ -141,7 +143,8 @@ def vlm_config(config: TrainProjectorConfig, encoder, llm, features: torch.Tenso
                      llm_dim=llm.hidden_size, image_tokens=int(features.shape[1]),
                      vision_model=encoder.info.spec, vision_fingerprint=encoder.info.fingerprint,
                      llm=llm.name, llm_fingerprint=llm.fingerprint,
-                     unfrozen_layers=config.unfreeze_last, vision_layer=config.vision_layer)
+                     unfrozen_layers=config.unfreeze_last, vision_layer=config.vision_layer,
+                     lora_rank=config.lora_rank)
 
 
 # ---------------------------------------------------------------- data

@@ -49,6 +49,7 @@ class VlmConfig:
     llm_fingerprint: str
     unfrozen_layers: int = 0  # last LLM layers trained with the projector (saved with it)
     vision_layer: int = -1  # the vision tower's block the tokens come from (-1: the last)
+    lora_rank: int = 0  # LoRA adapters of this rank on the LLM's linear layers (0: none)
 
 
 @dataclass
@@ -146,6 +147,7 @@ class Vlm(nn.Module):
             ProjectorConfig(config.projector, config.vision_dim, config.llm_dim))
         self.llm = llm.model
         self.tokenizer = llm.tokenizer
+        add_lora(self.llm, config.lora_rank)  # first: peft freezes all but its adapters
         unfreeze_last_layers(self.llm, config.unfrozen_layers)
 
     def embed(self, batch: Batch, features: torch.Tensor) -> torch.Tensor:
@@ -213,6 +215,22 @@ def autocast(precision: str):
     return torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16")
 
 
+def add_lora(llm, rank: int) -> None:
+    """LoRA adapters (peft) on every linear layer of the decoder, in place, with alpha = 2 x
+    rank (LLaVA's setting); only the adapters train. The output head keeps its weights, tied
+    to the input embeddings in small models. The adapters are named under the layers they
+    adapt, so a checkpoint saves and loads them like unfrozen layers."""
+    if rank <= 0:
+        return
+    try:
+        from peft import LoraConfig, inject_adapter_in_model
+    except ImportError:
+        raise ModelError("LoRA needs peft: pip install 'mmindex[ask]'") from None
+    config = LoraConfig(r=rank, lora_alpha=2 * rank, lora_dropout=0.0,
+                        target_modules="all-linear")
+    inject_adapter_in_model(config, llm)
+
+
 def unfreeze_last_layers(llm, n: int) -> None:
     """Let the last n decoder layers (and the final norm) train; embeddings stay frozen, as
     they are tied to the output head in small models."""
@@ -259,12 +277,20 @@ def load_vlm(path: Path, llm: LoadedLlm, vision_fingerprint: str) -> Vlm:
     config = read_vlm_config(path)
     check_matches(config, vision_fingerprint, llm)
     vlm = Vlm(config, llm)
-    state = load_file(str(Path(path) / WEIGHTS_FILE))
-    vlm.projector.load_state_dict(_under(state, "projector."))
-    llm_state = _under(state, "llm.")
-    if llm_state:
-        vlm.llm.load_state_dict(llm_state, strict=False)
+    load_trained_state(vlm, load_file(str(Path(path) / WEIGHTS_FILE)), path)
     return vlm.eval()
+
+
+def load_trained_state(vlm: Vlm, state: dict[str, torch.Tensor], source: Path) -> None:
+    """Put a checkpoint's weights in place: the projector, and the LLM parameters it trained
+    (last layers, LoRA adapters). LLM weights the model has no place for are refused: they
+    would be dropped silently, e.g. adapters into a model built without LoRA."""
+    vlm.projector.load_state_dict(_under(state, "projector."))
+    unexpected = vlm.llm.load_state_dict(_under(state, "llm."), strict=False).unexpected_keys
+    if unexpected:
+        raise ModelMismatchError(
+            f"{source} holds LLM weights this model lacks ({unexpected[0]}, {len(unexpected)} "
+            f"in all): its LoRA rank differs from this one's")
 
 
 def check_matches(config: VlmConfig, vision_fingerprint: str, llm: LoadedLlm) -> None:
