@@ -96,3 +96,21 @@ def test_a_bf16_model_is_not_exported_and_says_nothing(tmp_path, monkeypatch):
         warnings.simplefilter("error")  # an ingest in bf16 must not warn about this
         assert text_tower.save(bf16) is None
     assert not (tmp_path / "text-towers").exists() or not any((tmp_path / "text-towers").iterdir())
+
+
+def test_only_the_most_recently_used_towers_are_kept(tiny, tmp_path, monkeypatch):
+    import os
+
+    monkeypatch.setenv("MMINDEX_CACHE", str(tmp_path))
+    monkeypatch.setattr(text_tower, "KEEP", 2)
+    for age, name in enumerate(["newest", "older", "oldest"]):  # stand-ins for other models
+        (tmp_path / "text-towers" / name).mkdir(parents=True)
+        meta = tmp_path / "text-towers" / name / "tower.json"
+        meta.write_text("{}")
+        os.utime(meta, (1e9 - age * 100, 1e9 - age * 100))
+    mine = text_tower.save(tiny)  # the newest of all: two kept, itself and "newest"
+    assert sorted(p.name for p in (tmp_path / "text-towers").iterdir()) == sorted(
+        [mine.name, "newest"])
+    os.utime(mine / "tower.json", (1, 1))  # long unused, until a search loads it again
+    assert text_tower.load(tiny.info.fingerprint) is not None
+    assert text_tower.evict(keep=1) == [tmp_path / "text-towers" / "newest"]

@@ -35,6 +35,7 @@ import numpy as np
 FORMAT = 1
 ENV = "MMINDEX_TEXT_TOWER"  # "0" disables
 CACHE_ENV = "MMINDEX_CACHE"  # the cache directory; default: the user cache directory
+KEEP = 8  # towers kept; the least recently used go (a ViT-B/32 text side is ~250 MB)
 _LOADERS = {"starter": "mmindex.models.starter:load_text_tower",
             "clip": "mmindex.models.clip:load_text_tower"}
 
@@ -80,6 +81,7 @@ def load(fingerprint: str):
         tower = getattr(importlib.import_module(module_name), function)(directory, meta)
         if tower.info.fingerprint != fingerprint:
             raise ValueError(f"it holds model {tower.info.fingerprint}")
+        os.utime(directory / "tower.json")  # recently used: `evict` keeps it
     except Exception as exc:  # any unreadable tower: the full model still answers
         warnings.warn(f"discarding the cached text model in {directory}: {exc}", stacklevel=2)
         shutil.rmtree(directory, ignore_errors=True)
@@ -103,6 +105,7 @@ def save(encoder) -> Path | None:
                     "info": dataclasses.asdict(encoder.info), **export(staging)}
             (staging / "tower.json").write_text(json.dumps(meta, indent=2))
             os.rename(staging, directory)  # atomic: a reader sees a whole tower or none
+            evict(keep=KEEP)
         except OSError:
             if not (directory / "tower.json").is_file():  # not another process winning
                 raise
@@ -115,6 +118,17 @@ def save(encoder) -> Path | None:
                       "keep loading the full model", stacklevel=2)
         return None
     return directory
+
+
+def evict(keep: int) -> list[Path]:
+    """Delete all but the `keep` most recently used towers (by their tower.json's time, which
+    `load` touches); a process still reading one falls back to the full model."""
+    towers = sorted(cache_dir().glob("text-towers/*/tower.json"),
+                    key=lambda meta: meta.stat().st_mtime, reverse=True)
+    gone = [meta.parent for meta in towers[keep:]]
+    for directory in gone:
+        shutil.rmtree(directory, ignore_errors=True)
+    return gone
 
 
 # ---------------------------------------------------------------- the pieces both kinds use
