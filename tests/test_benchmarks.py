@@ -42,3 +42,13 @@ def test_memory_benchmark_runs():
 
     summary = bench.main(["--tiny"])
     assert summary["corpus_ratio"] == 3 and summary["growth_ratio"] > 0
+
+
+def test_ask_benchmark_runs():
+    pytest.importorskip("transformers")
+    import ask as bench
+
+    summary = bench.main(["--tiny", "--new-tokens", "4"])
+    assert summary["k0_prompt_tokens"] + 3 * 4 < summary["k3_prompt_tokens"]  # 3 images, 4 each
+    assert summary["k3_decode_tokens_per_s"] > 0 and summary["k3_prefill_ratio"] > 0
+    assert summary["vision_3_images_s"] > 0 and summary["peak_rss_mb"] > 0
