@@ -77,15 +77,10 @@ def tiny_generator(root: Path):
 
 
 def measure(generator, new_tokens: int) -> dict:
-    from mmindex.models.vlm import image_features
-
-    vlm = generator.vlm
+    vlm, encoder = generator.vlm, generator.index.encoder
     paths = [Path(hit.path) for hit in generator.index.search(QUESTION, k=3)]
-    vision_s = best_of(3, lambda: image_features(generator.index.encoder, paths,
-                                                 vlm.config.image_tokens,
-                                                 vlm.config.vision_layer))
-    features = image_features(generator.index.encoder, paths, vlm.config.image_tokens,
-                              vlm.config.vision_layer)  # (3, T, C)
+    vision_s = best_of(3, lambda: vlm.image_features(encoder, paths))
+    features = vlm.image_features(encoder, paths)  # (3, T, C)
     by_k = {k: speed(vlm, features, k, new_tokens) for k in (0, 1, 3)}
     base = by_k[0]
     return {"image_tokens": vlm.config.image_tokens, "vision_3_images_s": round(vision_s, 4),

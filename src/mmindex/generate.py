@@ -104,15 +104,14 @@ class Generator:
 
     def _answer(self, prompt: str, images: Sequence[Path], max_new_tokens: int,
                 on_text: Callable[[str], None] | None = None):
-        from mmindex.models.vlm import build_example, collate, image_features
+        from mmindex.models.vlm import build_example, collate
 
         vlm = self.vlm
-        features = image_features(self.index.encoder, images, vlm.config.image_tokens,
-                                  vlm.config.vision_layer)
+        features = vlm.image_features(self.index.encoder, images)  # (k, T, C)
         example = build_example(vlm.tokenizer, prompt, list(range(len(images))),
                                 vlm.config.image_tokens)
         batch = collate([example], vlm.tokenizer.pad_token_id, left_pad=True)
-        text = vlm.generate(batch, features, max_new_tokens, on_text)[0]  # features: (k, T, C)
+        text = vlm.generate(batch, features, max_new_tokens, on_text)[0]
         return text, len(vlm.tokenizer(text).input_ids)
 
 

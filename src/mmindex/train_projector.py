@@ -92,7 +92,8 @@ def train_projector(config: TrainProjectorConfig, progress: Progress | None = No
     encoder, llm = load_encoder(config.vision_model), load_llm(config.llm)
     captions, questions, paths = read_samples(config.captions, config.questions)
     started = time.perf_counter()
-    features = cache_features(encoder, paths, config.image_tokens, config.vision_layer)  # (N, T, C)
+    features = cache_features(encoder, paths, config.image_tokens,
+                              config.vision_layer)  # (N, T, C)
     report = TrainReport(str(config.out_dir), len(paths), time.perf_counter() - started)
     vlm = Vlm(vlm_config(config, encoder, llm, features), llm)
     if config.init_from is not None:

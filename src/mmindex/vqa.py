@@ -187,7 +187,7 @@ def run_vqa(config: VqaConfig) -> VqaReport:
     """Load the checkpoint's vision model and LLM, cache the images' tokens, evaluate."""
     from mmindex.models.llm import load_llm
     from mmindex.models.registry import load_encoder
-    from mmindex.models.vlm import image_features, load_vlm, read_vlm_config
+    from mmindex.models.vlm import load_vlm, read_vlm_config
 
     vlm_config = read_vlm_config(config.checkpoint)
     encoder = load_encoder(vlm_config.vision_model)
@@ -196,8 +196,7 @@ def run_vqa(config: VqaConfig) -> VqaReport:
     rows = sample_rows(read_vqa_rows(config.questions), config.per_kind, config.seed)
     paths = list(dict.fromkeys(r.image for r in rows))
     row_of = {p: i for i, p in enumerate(paths)}
-    features = image_features(encoder, paths, vlm_config.image_tokens,
-                              vlm_config.vision_layer)  # (N, T, C)
+    features = vlm.image_features(encoder, paths)  # (N, T, C)
     prior = read_vqa_rows(config.train_questions) if config.train_questions else None
     return evaluate_vqa(vlm, features, rows, [row_of[r.image] for r in rows], config.modes,
                         config.batch_size, prior, config.precision)

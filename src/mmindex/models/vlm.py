@@ -164,6 +164,12 @@ class Vlm(nn.Module):
         # One mask: slots are filled in (batch, position) order, which is the images' order.
         return text.masked_scatter(batch.image_mask.unsqueeze(-1), image.reshape(-1, text.shape[-1]))
 
+    def image_features(self, encoder, paths: Sequence[Path]) -> torch.Tensor:
+        """(N, T, C) tokens of image files as this projector was trained on them: from the
+        same block of the vision tower, pooled to the same count."""
+        return image_features(encoder, paths, self.config.image_tokens,
+                              self.config.vision_layer)
+
     def loss(self, batch: Batch, features: torch.Tensor) -> torch.Tensor:
         embeds = self.embed(batch, features)  # (B, L, H)
         out = self.llm(inputs_embeds=embeds, attention_mask=batch.attention_mask,
