@@ -218,3 +218,20 @@ def test_adapters_into_a_model_without_lora_are_refused(tmp_path):
     with pytest.raises(ModelMismatchError, match="LoRA rank"):
         load_trained_state(plain, load_file(str(tmp_path / "ckpt" / WEIGHTS_FILE)),
                            tmp_path / "ckpt")
+
+
+@pytest.mark.parametrize("change", [{"lora_rank": 4}, {"projector": "linear"},
+                                    {"vision_dim": C + 8}])
+def test_weights_of_other_shapes_are_a_mismatch_not_a_crash(tmp_path, change):
+    import dataclasses
+
+    from safetensors.torch import load_file
+
+    llm = build_test_tiny_llm()
+    config = VlmConfig("mlp2x_gelu", C, llm.hidden_size, T, "test-vision", "vision-fp",
+                       llm.name, llm.fingerprint, lora_rank=2)
+    save_vlm(Vlm(config, llm), tmp_path / "ckpt")
+    other = Vlm(dataclasses.replace(config, **change), build_test_tiny_llm())
+    with pytest.raises(ModelMismatchError, match="does not fit this model"):
+        load_trained_state(other, load_file(str(tmp_path / "ckpt" / WEIGHTS_FILE)),
+                           tmp_path / "ckpt")

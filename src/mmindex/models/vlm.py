@@ -290,9 +290,15 @@ def load_vlm(path: Path, llm: LoadedLlm, vision_fingerprint: str) -> Vlm:
 def load_trained_state(vlm: Vlm, state: dict[str, torch.Tensor], source: Path) -> None:
     """Put a checkpoint's weights in place: the projector, and the LLM parameters it trained
     (last layers, LoRA adapters). LLM weights the model has no place for are refused: they
-    would be dropped silently, e.g. adapters into a model built without LoRA."""
-    vlm.projector.load_state_dict(_under(state, "projector."))
-    unexpected = vlm.llm.load_state_dict(_under(state, "llm."), strict=False).unexpected_keys
+    would be dropped silently, e.g. adapters into a model built without LoRA. So are weights
+    of other shapes (another projector, vision width or LoRA rank)."""
+    try:
+        vlm.projector.load_state_dict(_under(state, "projector."))
+        unexpected = vlm.llm.load_state_dict(_under(state, "llm."), strict=False).unexpected_keys
+    except RuntimeError as exc:  # torch's "size mismatch for ..." / "Missing key(s) ..."
+        detail = str(exc).splitlines()[-1].strip()  # one of the mismatches
+        raise ModelMismatchError(f"{source} does not fit this model (another projector, vision "
+                                 f"width or LoRA rank): {detail}") from None
     if unexpected:
         raise ModelMismatchError(
             f"{source} holds LLM weights this model lacks ({unexpected[0]}, {len(unexpected)} "
