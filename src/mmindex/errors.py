@@ -29,6 +29,14 @@ class IndexFormatError(MmindexError):
     exit_code = 4
 
 
+class MissingFileError(IndexFormatError):
+    """A file the manifest names is gone: damage, or a commit that landed while reading."""
+
+
+class IndexWriteError(MmindexError):
+    """A commit could not be written (disk full, permissions); the previous generation stands."""
+
+
 class IndexLockedError(MmindexError):
     """Another writer holds the index lock."""
 

@@ -14,7 +14,7 @@ import pyarrow as pa
 
 from mmindex import store
 from mmindex.config import default_index_dir
-from mmindex.errors import ModelMismatchError, UserInputError
+from mmindex.errors import MissingFileError, ModelMismatchError, UserInputError
 from mmindex.index import VectorIndex
 from mmindex.schema import VECTOR_TABLES, table_schema
 
@@ -84,7 +84,7 @@ class Index:
                         self.vectors(table)
                 self._shard_bytes = {t: self._stat_shards(t) for t in self.manifest.tables}
                 return
-            except store.MissingFileError:
+            except MissingFileError:
                 moved = store.read_manifest(self.root).generation != self.manifest.generation
                 if not moved or attempt == attempts - 1:
                     raise
@@ -94,7 +94,7 @@ class Index:
         try:
             return sum((self.root / s).stat().st_size for s in self.manifest.tables[table].shards)
         except FileNotFoundError as exc:
-            raise store.MissingFileError(f"shard {exc.filename} is missing; run `mmindex "
+            raise MissingFileError(f"shard {exc.filename} is missing; run `mmindex "
                                          "doctor`") from None
 
     # -- lazily loaded parts of this generation --------------------------------------------

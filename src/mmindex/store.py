@@ -21,7 +21,13 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from mmindex import faults
-from mmindex.errors import IndexFormatError, IndexLockedError, MmindexError
+from mmindex.errors import (
+    IndexFormatError,
+    IndexLockedError,
+    IndexWriteError,
+    MissingFileError,
+    MmindexError,
+)
 from mmindex.models.encoder import EncoderInfo
 from mmindex.schema import FORMAT_VERSION, TABLES, VECTOR_TABLES, table_schema
 
@@ -31,14 +37,6 @@ MAX_SHARD_ROWS = 50_000  # bounds what a copy-on-write delete rewrites
 MODEL_METADATA = b"mmindex.model"  # each shard names its model, so doctor can rebuild a manifest
 # Stepwise manifest migrations: MIGRATIONS[v] turns a format-v manifest dict into format v+1.
 MIGRATIONS: dict[int, Callable[[dict], dict]] = {}
-
-
-class IndexWriteError(MmindexError):
-    """A commit could not be written (disk full, permissions); the previous generation stands."""
-
-
-class MissingFileError(IndexFormatError):
-    """A file the manifest names is gone: damage, or a commit that landed while reading."""
 
 
 @dataclass(frozen=True)
