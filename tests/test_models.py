@@ -100,3 +100,17 @@ def test_trimmed_text_padding_gives_the_untrimmed_embeddings(tiny_encoder):
         full = tiny_encoder.model.encode_text(tiny_encoder.tokenizer(texts), normalize=True)
     assert clip._can_trim_padding(tiny_encoder.model)
     assert np.allclose(tiny_encoder.encode_texts(texts), full.numpy(), atol=1e-5)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_a_cuda_encoder_takes_cpu_inputs_and_returns_cpu_embeddings():
+    cpu = registry.load_encoder("test-tiny", "fp32")
+    gpu = registry.load_encoder("test-tiny", "fp32")
+    gpu.model.to("cuda")
+    pixels, texts = torch.rand(3, 3, 32, 32), ["a cat", "a red bicycle"]
+    assert gpu.device.type == "cuda"
+    assert np.allclose(gpu.encode_images(pixels), cpu.encode_images(pixels), atol=1e-4)
+    assert np.allclose(gpu.encode_texts(texts), cpu.encode_texts(texts), atol=1e-4)
+    tokens = gpu.patch_tokens(pixels)
+    assert tokens.device.type == "cpu"
+    assert torch.allclose(tokens, cpu.patch_tokens(pixels), atol=1e-4)

@@ -682,29 +682,9 @@ def _evaluate(encoder, val: Pairs | None, config: FinetuneConfig) -> RetrievalRe
     amp = autocast_dtype(config.precision, device)
     try:
         with _autocast(device, amp):
-            return evaluate_retrieval(_OnDevice(encoder, device), val, batch_size=128)
+            return evaluate_retrieval(encoder, val, batch_size=128)  # inputs go to its device
     finally:
         model.train(was_training)
-
-
-class _OnDevice:
-    """The encoder contract with pixels and tokens moved to the model's device."""
-
-    def __init__(self, encoder, device: torch.device):
-        self.encoder, self.device, self.info = encoder, device, encoder.info
-
-    def preprocess(self, image):
-        return self.encoder.preprocess(image)
-
-    @torch.inference_mode()
-    def encode_images(self, pixels):
-        features = self.encoder.model.encode_image(pixels.to(self.device), normalize=True)
-        return features.float().cpu().numpy()  # (N, D)
-
-    @torch.inference_mode()
-    def encode_texts(self, texts):
-        tokens = self.encoder.tokenizer(list(texts)).to(self.device)  # (N, L)
-        return self.encoder.model.encode_text(tokens, normalize=True).float().cpu().numpy()
 
 
 # ---------------------------------------------------------------- checkpoints and resume

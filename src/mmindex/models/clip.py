@@ -42,17 +42,22 @@ class ClipEncoder:
     def dtype(self) -> torch.dtype:
         return next(self.model.parameters()).dtype
 
+    @property
+    def device(self) -> torch.device:
+        """Where the weights are: inputs go there, embeddings come back to the CPU."""
+        return next(self.model.parameters()).device
+
     def preprocess(self, image) -> torch.Tensor:
         return self._preprocess(image)  # (3, H, W) float32
 
     @torch.inference_mode()
     def encode_images(self, pixels: torch.Tensor) -> np.ndarray:
-        features = self.model.encode_image(pixels.to(self.dtype))  # (N, D)
+        features = self.model.encode_image(pixels.to(self.device, self.dtype))  # (N, D)
         return _normalised(features)
 
     @torch.inference_mode()
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
-        tokens = self.tokenizer(list(texts))  # (N, context_length) int
+        tokens = self.tokenizer(list(texts)).to(self.device)  # (N, context_length) int
         if _can_trim_padding(self.model):
             return _normalised(_encode_text_trimmed(self.model, tokens))
         return _normalised(self.model.encode_text(tokens))  # (N, D)
@@ -66,7 +71,7 @@ class ClipEncoder:
         tokens after ln_post. ModifiedResNet: the stage's feature map flattened; the last one
         plus the attention pool's position embeddings (without them the tokens do not say
         where; earlier stages are narrower than those embeddings and rely on token order)."""
-        visual, x = self.model.visual, pixels.to(self.dtype)
+        visual, x = self.model.visual, pixels.to(self.device, self.dtype)
         resnet = hasattr(visual, "attnpool")
         blocks = 4 if resnet else len(visual.transformer.resblocks)  # ResNet: 4 stages
         if not -blocks <= layer <= -1:
@@ -78,7 +83,7 @@ class ClipEncoder:
         x = maps[0].flatten(2).transpose(1, 2)  # (N, h*w, C)
         if resnet and layer == -1:
             x = x + visual.attnpool.positional_embedding[1:].to(x.dtype)  # (N, h*w, C)
-        x = x.float()
+        x = x.float().cpu()  # consumers (projector training, answering) keep them on the CPU
         if tokens and tokens < x.shape[1]:
             x = _pool_tokens(x, tokens)  # (N, tokens, C)
         return x
@@ -150,7 +155,7 @@ def _encode_text_prefix(model, tokens: torch.Tensor) -> torch.Tensor:
 
 def _normalised(features: torch.Tensor) -> np.ndarray:
     """L2-normalise in float32: a bf16 norm is off by ~0.5%, enough to blur close scores."""
-    return torch.nn.functional.normalize(features.float(), dim=-1).numpy()
+    return torch.nn.functional.normalize(features.float(), dim=-1).cpu().numpy()
 
 
 def _side(image_size) -> int:
