@@ -39,6 +39,8 @@ def test_errors_are_one_line_with_an_exit_code(tmp_path):
     assert "Traceback" not in result.output
     result = invoke("ingest", tmp_path / "missing", "--index", tmp_path / "i", "--model", "test-tiny")
     assert result.exit_code == 2 and "no such file" in result.output
+    result = invoke("ingest", tmp_path, "--index", tmp_path / "i", "--device", "gpu0")
+    assert result.exit_code == 2 and "--device must be cpu or cuda, not 'gpu0'" in result.output
 
 
 def test_models_lists_named_models():

@@ -6,11 +6,14 @@ import time
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+import torch
 
 from conftest import TINY, _photo
 from mmindex import IngestConfig, ingest, open_index
 from mmindex.errors import ModelMismatchError, UserInputError
 from mmindex.models import registry
+
+HAS_CUDA = torch.cuda.is_available()
 
 
 def run(folder, index_dir, **kwargs):
@@ -172,6 +175,53 @@ def test_ray_executor_gives_the_same_embeddings_as_local(photo_folder, tmp_path)
     for row in a.rows("images").to_pylist():
         vector = a.vectors("images").index.reconstruct(row["id"])
         hit = b.search(vector=vector, k=1)[0]
+        assert hit.path == row["path"] and hit.score > 0.999
+
+
+@pytest.mark.slow
+def test_a_pool_of_two_ray_actors_gives_the_same_embeddings(photo_folder, tmp_path):
+    import ray
+
+    local = run(photo_folder, tmp_path / "local", executor="local")
+    ray.init(num_cpus=3, include_dashboard=False, log_to_driver=False)  # reads keep a CPU
+    try:
+        pooled = run(photo_folder, tmp_path / "ray", executor="ray", actors=2, actor_cpus=1,
+                     batch_size=2)
+    finally:
+        ray.shutdown()
+    assert (local.executor, pooled.executor, pooled.failed) == ("local", "ray", 0)
+    a, b = open_index(tmp_path / "local"), open_index(tmp_path / "ray")
+    assert b.rows("images").num_rows == a.rows("images").num_rows == 6
+    for row in a.rows("images").to_pylist():
+        hit = b.search(vector=a.vectors("images").index.reconstruct(row["id"]), k=1)[0]
+        assert hit.path == row["path"] and hit.score > 0.999
+
+
+def test_actor_pool_holds_a_gpu_only_for_a_cuda_model():
+    from mmindex.pipeline_ray import ActorPool
+
+    assert ActorPool().map_batches_options() == {"concurrency": 1, "num_cpus": 1}
+    assert ActorPool(4, 8, gpu=True).map_batches_options() == {
+        "concurrency": 4, "num_cpus": 8, "num_gpus": 1}
+
+
+@pytest.mark.skipif(HAS_CUDA, reason="checks the refusal on a machine without CUDA")
+def test_device_cuda_without_a_gpu_is_refused_before_the_index_is_touched(photo_folder,
+                                                                         tmp_path):
+    with pytest.raises(UserInputError, match="no CUDA device"):
+        run(photo_folder, tmp_path / "idx", device="cuda")
+    assert not (tmp_path / "idx").exists()
+    with pytest.raises(UserInputError, match="cpu or cuda, not 'tpu'"):
+        run(photo_folder, tmp_path / "idx", device="tpu")
+
+
+@pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA device")
+def test_cuda_ingest_matches_cpu_ingest(photo_folder, tmp_path):
+    run(photo_folder, tmp_path / "cpu")
+    run(photo_folder, tmp_path / "gpu", device="cuda")
+    a, b = open_index(tmp_path / "cpu"), open_index(tmp_path / "gpu")
+    for row in a.rows("images").to_pylist():
+        hit = b.search(vector=a.vectors("images").index.reconstruct(row["id"]), k=1)[0]
         assert hit.path == row["path"] and hit.score > 0.999
 
 

@@ -74,6 +74,13 @@ def ingest(
                                              help="Refuse larger images (bomb guard)"),
     precision: str = typer.Option("auto", "--precision",
                                   help="auto | fp32 | bf16 (auto: bf16 where the CPU/GPU has it)"),
+    device: str = typer.Option("cpu", "--device", help="cpu | cuda (each Ray actor holds a GPU)"),
+    actors: int = typer.Option(1, "--actors", min=1, help="Ray encoder actors (a cluster: one "
+                               "per GPU, or per share of CPUs)"),
+    actor_cpus: int = typer.Option(0, "--actor-cpus", min=0, help="CPUs each Ray actor holds "
+                                   "and uses (0: holds 1, uses every core of its node)"),
+    decode_threads: int = typer.Option(2, "--decode-threads", min=1, help="Image decoding "
+                                       "threads per encoder (raise them to feed a GPU)"),
     as_json: bool = JsonOption,
 ):
     """Index images and texts; re-running encodes only new or changed files."""
@@ -82,7 +89,8 @@ def ingest(
 
     config = IngestConfig(roots=tuple(paths), index_dir=_index_dir(index), model=model,
                           executor=executor, ray_address=ray_address, batch_size=batch_size,
-                          precision=precision,
+                          precision=precision, device=device, actors=actors,
+                          actor_cpus=actor_cpus, decode_threads=decode_threads,
                           **({"max_pixels": max_pixels} if max_pixels else {}))
     with _progress(enabled=not as_json) as progress:
         summary = run_ingest(config, progress)

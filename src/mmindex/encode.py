@@ -4,6 +4,7 @@ the worker, so no heavy object is pickled across processes."""
 
 from __future__ import annotations
 
+import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -18,8 +19,8 @@ class ImageBatchEncoder:
     """{"path"} -> {"path", "ok", "reason", "width", "height", "format", "embedding"}."""
 
     def __init__(self, spec: str, max_pixels: int, threads: int | None = None, encoder=None,
-                 precision: str = "auto", decode_threads: int = 2):
-        self.encoder = encoder or _build(spec, threads, precision)
+                 precision: str = "auto", decode_threads: int = 2, device: str = "cpu"):
+        self.encoder = encoder or _build(spec, threads, precision, device)
         self.max_pixels = max_pixels
         self.decoders = ThreadPoolExecutor(max(1, decode_threads), thread_name_prefix="decode")
 
@@ -70,19 +71,20 @@ class TextBatchEncoder:
     """{"text"} -> {"text", "embedding"}."""
 
     def __init__(self, spec: str, threads: int | None = None, encoder=None,
-                 precision: str = "auto"):
-        self.encoder = encoder or _build(spec, threads, precision)
+                 precision: str = "auto", device: str = "cpu"):
+        self.encoder = encoder or _build(spec, threads, precision, device)
 
     def __call__(self, batch: Batch) -> Batch:
         texts = [str(t) for t in batch["text"]]
         return {**batch, "embedding": self.encoder.encode_texts(texts)}  # (N, D)
 
 
-def _build(spec: str, threads: int | None, precision: str):
+def _build(spec: str, threads: int | None, precision: str, device: str):
+    """The model inside a worker. Ray sets a worker's OMP threads to the CPUs it holds (1), so
+    torch is told how many to use: `threads`, or every core of the node it landed on."""
     import torch
 
     from mmindex.models.registry import load_encoder
 
-    if threads:
-        torch.set_num_threads(threads)  # one worker must not oversubscribe the cores it holds
-    return load_encoder(spec, precision)
+    torch.set_num_threads(threads or os.cpu_count() or 1)
+    return load_encoder(spec, precision, device)

@@ -27,6 +27,7 @@ import torch
 from mmindex.data.pairs import Pair, Pairs, SkippedRow, load_pairs
 from mmindex.errors import ModelError, UserInputError
 from mmindex.evaluate import RetrievalReport, evaluate_retrieval
+from mmindex.models.registry import check_device
 
 Progress = Callable[[str, int, int], None]
 PRECISIONS = ("auto", "bf16", "fp32")
@@ -540,9 +541,8 @@ def _make_trainer(plan: TrainPlan, rank: int, world_size: int) -> _Trainer:
     encoder = build_start_encoder(config)
     if config.loss == "siglip":
         ensure_logit_bias(encoder)
+    check_device(config.device)  # here, in the process that trains: a Ray worker may differ
     device = torch.device(config.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UserInputError("--device cuda, but torch sees no CUDA device")
     encoder.model.to(device)
     apply_locks(encoder.model, config)
     optimizer = torch.optim.AdamW(

@@ -20,7 +20,8 @@ from mmindex.data.scan import (IMAGE_EXTENSIONS, TEXT_EXTENSIONS, CorpusError,
 from mmindex.encode import ImageBatchEncoder, TextBatchEncoder
 from mmindex.errors import ModelMismatchError, UserInputError
 from mmindex.index import VectorIndex
-from mmindex.models.registry import canonical_spec, default_model_spec, load_encoder
+from mmindex.models.registry import (canonical_spec, check_device, default_model_spec,
+                                     load_encoder)
 from mmindex.schema import FILE_SCHEMA, embedding_type, table_schema
 
 ProgressFn = Callable[[str, int, int], None]  # (stage, done, total)
@@ -53,6 +54,7 @@ class IngestSummary:
 def ingest(config: IngestConfig, progress: ProgressFn | None = None) -> IngestSummary:
     started = time.monotonic()
     roots = _check_roots(config.roots)
+    check_device(config.device)  # before the lock and the scan: a wrong flag fails at once
     with store.StoreWriter(config.index_dir) as writer:
         spec = _resolve_spec(config.model, writer.manifest)
         run = _IngestRun(config, writer, spec, progress or (lambda *a: None))
@@ -101,7 +103,7 @@ class _IngestRun:
     def encoder(self):
         """Loaded on first need: an unchanged folder re-ingests without touching the model."""
         if self._encoder is None:
-            self._encoder = load_encoder(self.spec, self.config.precision)
+            self._encoder = load_encoder(self.spec, self.config.precision, self.config.device)
             self.writer.initialise(self._encoder.info)
             manifest_model = self.writer.manifest.model
             if manifest_model.fingerprint != self._encoder.info.fingerprint:
@@ -248,11 +250,13 @@ class _IngestRun:
             and (self.config.ray_address or len(values) >= self.config.ray_threshold))
         self.executor_used = "ray" if use_ray else "local"
         if use_ray:
-            from mmindex.pipeline_ray import run_ray
+            from mmindex.pipeline_ray import ActorPool, run_ray
 
-            spec = {"spec": self.spec, "precision": self.config.precision}
-            return run_ray(worker_cls, {**spec, **kwargs}, column, values,
-                           self.config.batch_size, self.config.ray_address)
+            c = self.config
+            spec = {"spec": self.spec, "precision": c.precision, "device": c.device}
+            pool = ActorPool(c.actors, c.actor_cpus, gpu=c.device == "cuda")
+            return run_ray(worker_cls, {**spec, **kwargs}, column, values, c.batch_size,
+                           c.ray_address, pool)
         worker = worker_cls(spec=self.spec, encoder=self.encoder, **kwargs)
         return _run_local(worker, column, values, self.config.batch_size)
 

@@ -4,28 +4,41 @@ unless an address of an existing cluster is given (whose workers need mmindex in
 
 from __future__ import annotations
 
-import os
+from dataclasses import dataclass
 from typing import Iterator
 
 from mmindex.errors import MmindexError
 
 
+@dataclass(frozen=True)
+class ActorPool:
+    """How the encoders spread over Ray. The default, one actor holding one CPU, leaves the
+    other cores to Ray's own tasks (a pool that takes every CPU stalls the read stage:
+    FIELD_NOTES.md) while torch inside it uses them all. A cluster asks for more actors, each
+    holding `cpus` (torch then uses that many) and a GPU when the model runs on one."""
+
+    actors: int = 1
+    cpus: int = 0  # 0: hold 1, use every core of the node
+    gpu: bool = False
+
+    def map_batches_options(self) -> dict:
+        return {"concurrency": self.actors, "num_cpus": self.cpus or 1,
+                **({"num_gpus": 1} if self.gpu else {})}
+
+
 def run_ray(worker_cls, worker_kwargs: dict, column: str, values: list, batch_size: int,
-            address: str | None) -> Iterator[dict]:
+            address: str | None, pool: ActorPool = ActorPool()) -> Iterator[dict]:
     import ray
 
     started_here = _ensure_ray(ray, address)
     try:
         dataset = ray.data.from_items([{column: v} for v in values])
-        # One actor holding one CPU leaves the other cores to Ray's own tasks (a pool that
-        # takes every CPU stalls the read stage: FIELD_NOTES.md); inside, torch uses them all.
         encoded = dataset.map_batches(
             worker_cls,
-            fn_constructor_kwargs={**worker_kwargs, "threads": os.cpu_count()},
+            fn_constructor_kwargs={**worker_kwargs, "threads": pool.cpus or None},
             batch_size=batch_size,
             batch_format="numpy",
-            concurrency=1,
-            num_cpus=1,
+            **pool.map_batches_options(),
         )
         yield from encoded.iter_batches(batch_size=None, batch_format="numpy")
     finally:

@@ -15,7 +15,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from mmindex.errors import ModelError
+from mmindex.errors import ModelError, UserInputError
 from mmindex.models.encoder import Encoder
 
 DEFAULT_CLIP = "ViT-B-32:laion2b_s34b_b79k"
@@ -64,15 +64,31 @@ def _looks_like_path(text: str) -> bool:
 
 
 PRECISIONS = ("auto", "fp32", "bf16")
+DEVICES = ("cpu", "cuda")
 
 
-def resolve_precision(requested: str = "auto") -> str:
+def check_device(device: str) -> None:
+    """A device torch can use here, else a UserInputError saying what to pass instead."""
+    import torch
+
+    if device not in DEVICES:
+        raise UserInputError(f"--device must be cpu or cuda, not {device!r}")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise UserInputError("--device cuda, but torch sees no CUDA device here: use --device "
+                             "cpu, or install a CUDA build of torch")
+
+
+def resolve_precision(requested: str = "auto", device: str = "cpu") -> str:
     """bf16 where the hardware computes it natively (AVX512-BF16 / AMX on the CPU, or a
     bf16-capable GPU): ~4x the fp32 throughput of ViT-B/32 here (FIELD_NOTES.md)."""
     if requested not in PRECISIONS:
         raise ModelError(f"precision must be one of {', '.join(PRECISIONS)}, not {requested!r}")
     if requested != "auto":
         return requested
+    if device == "cuda":
+        import torch
+
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
     return "bf16" if _cpu_has_bf16() else "fp32"
 
 
@@ -84,13 +100,20 @@ def _cpu_has_bf16() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
-def load_encoder(spec: str, precision: str = "fp32") -> Encoder:
-    """Build the encoder a spec names, cast to `precision` where the model supports it.
-    Raises ModelError with a one-line reason."""
+def load_encoder(spec: str, precision: str = "fp32", device: str = "cpu") -> Encoder:
+    """Build the encoder a spec names, cast to `precision` where the model supports it and
+    placed on `device`. Raises ModelError with a one-line reason."""
+    check_device(device)
     encoder = _load(canonical_spec(spec))
-    precision = resolve_precision(precision)
+    precision = resolve_precision(precision, device)
     if precision != "fp32" and hasattr(encoder, "set_precision"):
         encoder.set_precision(precision)
+    if device != "cpu":
+        from mmindex.models.clip import ClipEncoder
+
+        if not isinstance(encoder, ClipEncoder):
+            raise UserInputError(f"the model '{spec}' runs on the CPU only: drop --device")
+        encoder.model.to(device)  # ClipEncoder moves its inputs to where the weights are
     return encoder
 
 
