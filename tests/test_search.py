@@ -40,6 +40,17 @@ def test_bad_or_hostile_predicates_are_refused(index, where):
         index.search("x", where=where)
 
 
+def test_a_predicate_that_runs_too_long_is_stopped(index):
+    import time
+
+    endless = "id IN (SELECT count(*) FROM range(1000000000000) WHERE range % 7 = 3)"
+    started = time.monotonic()
+    with pytest.raises(UserInputError, match="longer than 0.3 s"):
+        index.filter_ids("images", endless, timeout_s=0.3)
+    assert time.monotonic() - started < 30  # the query alone would run for hours
+    assert len(index.filter_ids("images", "width > 0", timeout_s=0.3)) == 6  # a fresh connection
+
+
 def test_exactly_one_query_kind(index):
     with pytest.raises(UserInputError):
         index.search("x", vector=[0.0] * 64)

@@ -18,6 +18,8 @@ from mmindex.errors import MissingFileError, ModelMismatchError, UserInputError
 from mmindex.index import VectorIndex
 from mmindex.schema import VECTOR_TABLES, table_schema
 
+WHERE_TIMEOUT_S = 10.0  # a metadata predicate over 1M rows takes well under a second
+
 
 @dataclass(frozen=True)
 class Hit:
@@ -189,23 +191,34 @@ class Index:
                                  f"{self.manifest.model.dim}")
         return vector / max(float(np.linalg.norm(vector)), 1e-12)
 
-    def filter_ids(self, target: str, where: str) -> np.ndarray:
+    def filter_ids(self, target: str, where: str,
+                   timeout_s: float = WHERE_TIMEOUT_S) -> np.ndarray:
         """Ids of the rows a SQL predicate admits, run by DuckDB over this generation's rows.
-        The database sees only those in-memory rows: file access is switched off."""
+        The database sees only those in-memory rows: file access is switched off, and a
+        predicate still running after `timeout_s` (a hostile subquery over range(1e12)) is
+        interrupted, so it cannot hold a server's thread."""
+        import threading
+
         import duckdb
 
         con = duckdb.connect(config={"enable_external_access": False})
         query = f"SELECT id FROM {target} WHERE ({where})"
+        watchdog = threading.Timer(timeout_s, con.interrupt)
         try:
             if len(con.extract_statements(query)) != 1:  # a ';' inside a quoted value is fine
                 raise UserInputError(f"--where takes one SQL predicate, not statements: {where!r}")
             con.register(target, self.rows(target))
+            watchdog.start()
             result = con.execute(query).fetchnumpy()
+        except duckdb.InterruptException:
+            raise UserInputError(f"--where {where!r} ran longer than {timeout_s:g} s and was "
+                                 "stopped: filter on the columns directly") from None
         except duckdb.Error as exc:
             columns = ", ".join(self.rows(target).column_names)
             raise UserInputError(f"--where {where!r} is not a usable predicate: "
                                  f"{str(exc).splitlines()[0]} (columns: {columns})") from None
         finally:
+            watchdog.cancel()
             con.close()
         return result["id"].astype(np.int64)
 
