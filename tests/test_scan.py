@@ -56,3 +56,12 @@ def test_table_without_text_column_is_a_corpus_error(tmp_path):
     (tmp_path / "x.csv").write_text("caption\nhello\n")
     with pytest.raises(CorpusError, match="no 'text' column"):
         read_text_documents(str(tmp_path / "x.csv"))
+
+
+def test_a_csv_corpus_reads_big_cells_and_leaves_the_process_csv_limit_alone(tmp_path):
+    import csv
+
+    (tmp_path / "big.csv").write_text("text\n" + "w" * 200_000 + "\n")  # over csv's 128 KiB
+    before = csv.field_size_limit()
+    assert len(read_text_documents(str(tmp_path / "big.csv"))) == 1
+    assert csv.field_size_limit() == before

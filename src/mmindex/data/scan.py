@@ -15,6 +15,7 @@ DOCUMENT_EXTENSIONS = frozenset({".txt", ".md"})  # one document per file
 TABLE_EXTENSIONS = frozenset({".jsonl", ".csv", ".parquet"})  # one document per row
 TEXT_EXTENSIONS = DOCUMENT_EXTENSIONS | TABLE_EXTENSIONS
 MAX_DOCUMENT_CHARS = 20_000  # the encoders read ~77 tokens; more is memory without meaning
+CSV_FIELD_LIMIT = 1 << 24  # a 16 MB cell; bigger is a malformed file, reported as such
 
 
 @dataclass(frozen=True)
@@ -127,7 +128,8 @@ def _jsonl_texts(path: str) -> Iterator[tuple[int, object]]:
 
 
 def _csv_texts(path: str) -> Iterator[tuple[int, object]]:
-    csv.field_size_limit(1 << 24)
+    # csv's field limit is process-wide: raised for this file only, then given back
+    previous = csv.field_size_limit(CSV_FIELD_LIMIT)
     reader = csv.DictReader(_read_text(path).splitlines())
     try:
         if "text" not in (reader.fieldnames or []):
@@ -136,6 +138,8 @@ def _csv_texts(path: str) -> Iterator[tuple[int, object]]:
             yield i, row.get("text")
     except csv.Error as exc:  # e.g. a field over the size limit (an enormous line)
         raise CorpusError(f"malformed CSV near line {reader.line_num}: {exc}") from None
+    finally:
+        csv.field_size_limit(previous)
 
 
 def _parquet_texts(path: str) -> Iterator[tuple[int, object]]:
