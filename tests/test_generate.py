@@ -47,6 +47,9 @@ def test_train_projector_runs_both_stages_and_writes_a_checkpoint(shapes):
     config = json.loads((root / "idx" / "projector" / "config.json").read_text())
     assert config["image_tokens"] == 4 and config["llm"] == TEST_TINY
     assert config["vision_model"] == TINY and config["train"]["stages"][1]["name"] == "qa"
+    for stage in report.stages:  # fewer than CURVE_STEPS steps: one point, their mean
+        assert stage.loss_curve == [pytest.approx(stage.last_loss)]
+    assert (root / "idx" / "projector" / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_ask_cites_the_retrieved_images_with_scores(shapes):
@@ -152,8 +155,8 @@ def test_missing_llm_says_how_to_get_one(monkeypatch, tmp_path):
         llm.load_llm(None)
 
 
-def test_vqa_scores_every_mode_and_the_prior(shapes):
-    from mmindex.vqa import VqaConfig, format_vqa, run_vqa
+def test_vqa_scores_every_mode_and_the_prior(shapes, tmp_path):
+    from mmindex.vqa import VqaConfig, format_vqa, plot_vqa, run_vqa
 
     root, _ = shapes
     questions = root / "data" / "questions.parquet"
@@ -165,6 +168,7 @@ def test_vqa_scores_every_mode_and_the_prior(shapes):
     assert report.prior["overall"] > 0  # the majority answer is right on its own data
     table = format_vqa(report)
     assert "prior" in table and "overall" in table
+    assert plot_vqa(report, tmp_path / "vqa.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_relevant_queries_come_from_questions_or_captions(shapes):

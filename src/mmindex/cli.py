@@ -555,10 +555,12 @@ def eval_vqa(
     precision: str = typer.Option("bf16", "--precision", help="bf16 (autocast) | fp32"),
     threads: Optional[int] = typer.Option(None, "--threads", min=1),
     llm: Optional[str] = LlmOption,
+    plot: Optional[Path] = typer.Option(None, "--plot", help="Also draw the table as bars "
+                                        "into this PNG file"),
     as_json: bool = JsonOption,
 ):
     """VQA exact match per question kind: full model vs text only vs random image tokens."""
-    from mmindex.vqa import VqaConfig, format_vqa, run_vqa
+    from mmindex.vqa import VqaConfig, format_vqa, plot_vqa, run_vqa
 
     if threads:
         import torch
@@ -568,6 +570,8 @@ def eval_vqa(
                                train_questions=train_questions, per_kind=per_kind or None,
                                modes=tuple(m.strip() for m in modes.split(",") if m.strip()),
                                batch_size=batch_size, precision=precision))
+    if plot:
+        plot_vqa(report, plot)
     if as_json:
         _print_json(report.to_dict())
         return

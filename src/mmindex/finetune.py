@@ -869,13 +869,10 @@ def format_report(result: FinetuneResult, config: FinetuneConfig) -> str:
 
 def plot_curves(history: Sequence[EpochMetrics], path: Path) -> None:
     """Loss and validation recall@1 per epoch."""
-    import matplotlib
-
-    matplotlib.use("Agg")  # no display on servers; never pop a window
-    import matplotlib.pyplot as plt
+    from mmindex import plots
 
     epochs = [e.epoch for e in history]
-    figure, (loss_axes, recall_axes) = plt.subplots(1, 2, figsize=(9, 3.5))
+    figure, (loss_axes, recall_axes) = plots.figure(2, (9, 3.5))
     loss_axes.plot(epochs, [e.train_loss for e in history], marker="o")
     loss_axes.set(xlabel="epoch", ylabel="training loss", title="loss")
     for key, label in (
@@ -889,6 +886,4 @@ def plot_curves(history: Sequence[EpochMetrics], path: Path) -> None:
     recall_axes.set(xlabel="epoch", ylabel="recall@1", ylim=(0, 1), title="validation")
     if recall_axes.lines:
         recall_axes.legend(loc="best", fontsize="small")
-    figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
+    plots.save(figure, path)

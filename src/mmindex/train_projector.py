@@ -21,6 +21,9 @@ import torch
 from mmindex.errors import UserInputError
 from mmindex.models.vlm import CAPTION_PROMPT
 
+CURVE_STEPS = 20  # steps averaged into one point of the loss curve (2400 steps: 120 points)
+LOSS_PLOT = "loss.png"  # written beside the checkpoint
+
 
 @dataclass(frozen=True)
 class TrainProjectorConfig:
@@ -64,6 +67,7 @@ class StageReport:
     first_loss: float = float("nan")
     last_loss: float = float("nan")  # mean of the last 20 steps
     interrupted: bool = False
+    loss_curve: list[float] = field(default_factory=list)  # mean of each CURVE_STEPS steps
 
 
 @dataclass
@@ -105,7 +109,24 @@ def train_projector(config: TrainProjectorConfig, progress: Progress | None = No
             report.stages.append(run_stage(vlm, features, samples, name, steps, minutes,
                                            config, progress))
     save_vlm(vlm.eval(), config.out_dir, extra={"train": report.to_dict()})
+    plot_losses(report.stages, Path(config.out_dir) / LOSS_PLOT)
     return report
+
+
+def plot_losses(stages: list[StageReport], path: Path) -> Path | None:
+    """Each stage's training loss against its step, one line per stage."""
+    from mmindex import plots
+
+    if not any(s.loss_curve for s in stages):
+        return None
+    figure, axes = plots.figure()
+    for stage in stages:
+        steps = [min((i + 1) * CURVE_STEPS, stage.steps) for i in range(len(stage.loss_curve))]
+        axes.plot(steps, stage.loss_curve, label=f"{stage.name} ({stage.steps} steps)")
+    axes.set(xlabel="step", ylabel=f"loss (mean of {CURVE_STEPS} steps)", yscale="log",
+             title="train-projector")
+    axes.legend(loc="best", fontsize="small")
+    return plots.save(figure, path)
 
 
 def _load_weights(vlm, checkpoint: Path, encoder) -> None:
@@ -228,6 +249,8 @@ def run_stage(vlm, features, samples: list[Sample], name: str, steps: int,
         return report
     report.steps, report.seconds = len(losses), time.perf_counter() - started
     report.first_loss, report.last_loss = losses[0], sum(losses[-20:]) / len(losses[-20:])
+    report.loss_curve = [sum(w) / len(w) for w in
+                         (losses[i:i + CURVE_STEPS] for i in range(0, len(losses), CURVE_STEPS))]
     return report
 
 

@@ -220,3 +220,25 @@ def format_vqa(report: VqaReport) -> str:
                      f"object not 'there is none' {r.hallucination['absent_not_none']:.3f}; "
                      f"{r.seconds:.0f}s, {r.new_tokens / max(r.seconds, 1e-9):.1f} new tokens/s")
     return "\n".join(lines) + "\n"
+
+
+def plot_vqa(report: VqaReport, path: Path) -> Path:
+    """format_vqa's table as grouped bars: accuracy per kind, one bar per condition."""
+    import numpy as np
+
+    from mmindex import plots
+
+    kinds = sorted(report.per_kind) + ["overall"]
+    columns = {mode: [r.overall if k == "overall" else r.accuracy.get(k, np.nan) for k in kinds]
+               for mode, r in report.modes.items()}
+    if report.prior:
+        columns["prior"] = [report.prior.get(k, np.nan) for k in kinds]
+    figure, axes = plots.figure(size=(8, 3.5))
+    width = 0.8 / len(columns)
+    for i, (name, values) in enumerate(columns.items()):
+        axes.bar(np.arange(len(kinds)) + i * width, values, width, label=name)
+    axes.set_xticks(np.arange(len(kinds)) + width * (len(columns) - 1) / 2, kinds)
+    axes.set(ylabel="exact match", ylim=(0, 1),
+             title=f"VQA, {report.n_questions} held-out questions")
+    axes.legend(loc="upper left", fontsize="small", ncols=len(columns))
+    return plots.save(figure, path)
