@@ -159,6 +159,25 @@ def test_texts_are_searchable_from_text_and_image(tmp_path, photo_folder):
     assert sorted(texts) == ["a cat asleep", "a red bicycle by the canal"]
 
 
+def test_an_empty_corpus_file_is_reported_once_then_unchanged(tmp_path):
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "a.txt").write_text("a red bicycle by the canal")
+    (corpus / "empty.txt").write_text("")
+    (corpus / "blank.csv").write_text("text\n   \n")
+    first = run(corpus, tmp_path / "idx")
+    assert (first.added, first.failed, first.documents) == (1, 2, 1)
+    assert {(e.path.rsplit("/", 1)[-1], "no text" in e.reason) for e in first.errors} == {
+        ("empty.txt", True), ("blank.csv", True)}
+    again = run(corpus, tmp_path / "idx")
+    assert (again.added, again.unchanged, again.failed) == (0, 3, 0)
+    (corpus / "empty.txt").write_text("now it has words")
+    filled = run(corpus, tmp_path / "idx")
+    assert (filled.updated, filled.documents) == (1, 1)
+    texts = open_index(tmp_path / "idx").rows("texts").column("text").to_pylist()
+    assert sorted(texts) == ["a red bicycle by the canal", "now it has words"]
+
+
 def test_commits_in_chunks_so_a_killed_run_keeps_its_work(photo_folder, tmp_path):
     summary = run(photo_folder, tmp_path / "idx", commit_every=2, batch_size=2)
     assert summary.generation >= 3

@@ -684,8 +684,10 @@ def test_hostile_corpora_ingest_what_is_usable_and_report_the_rest(tmp_path, fas
     assert sorted(by_file["broken.jsonl"]) == ["café", "ok"]
     assert len(by_file["long.jsonl"][0]) == 20_000  # MAX_DOCUMENT_CHARS
     failed = {Path(e.path).name: e.reason for e in summary.errors}
-    assert set(failed) == {"missing.csv", "huge.csv", "empty.csv", "empty.parquet"}
+    no_text = {"empty.txt", "empty.md", "empty.jsonl", "numbers.parquet"}  # reported once
+    assert set(failed) == {"missing.csv", "huge.csv", "empty.csv", "empty.parquet"} | no_text
     assert "no 'text' column" in failed["missing.csv"] and "malformed CSV" in failed["huge.csv"]
+    assert all("holds no text" in failed[name] for name in no_text)
     assert_consistent(tmp_path / "idx")
 
 

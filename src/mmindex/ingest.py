@@ -210,7 +210,11 @@ class _IngestRun:
         parsed = []
         for candidate in candidates:
             try:
-                parsed.append((candidate, read_text_documents(candidate.stat.path)))
+                docs = read_text_documents(candidate.stat.path)
+                if not docs:  # recorded, so an unchanged empty file is not "added" every run
+                    raise CorpusError("holds no text to index (an empty file, or no row with "
+                                      "a non-empty 'text')")
+                parsed.append((candidate, docs))
             except (CorpusError, OSError) as exc:
                 self.commits.remove("texts", candidate.old_ids)
                 self.commits.remove("errors", candidate.old_error_ids)
