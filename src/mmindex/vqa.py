@@ -236,9 +236,11 @@ def plot_vqa(report: VqaReport, path: Path) -> Path:
     figure, axes = plots.figure(size=(8, 3.5))
     width = 0.8 / len(columns)
     for i, (name, values) in enumerate(columns.items()):
-        axes.bar(np.arange(len(kinds)) + i * width, values, width, label=name)
+        bars = axes.bar(np.arange(len(kinds)) + i * width, values, width, label=name)
+        axes.bar_label(bars, fmt="%.2f", fontsize=6)
     axes.set_xticks(np.arange(len(kinds)) + width * (len(columns) - 1) / 2, kinds)
-    axes.set(ylabel="exact match", ylim=(0, 1),
+    axes.set_yticks(np.linspace(0, 1, 6))
+    axes.set(ylabel="exact match", ylim=(0, 1.2),  # the headroom holds the legend
              title=f"VQA, {report.n_questions} held-out questions")
-    axes.legend(loc="upper left", fontsize="small", ncols=len(columns))
+    axes.legend(loc="upper center", fontsize="small", ncols=len(columns), frameon=False)
     return plots.save(figure, path)
