@@ -285,3 +285,39 @@ def test_cli_vision_layer_and_lora_reach_the_checkpoint_and_a_missing_layer_is_r
     result = CliRunner().invoke(app, args + ["--vision-layer", "-5", "--out", str(tmp_path / "q")])
     assert result.exit_code != 0 and "vision layer -5 does not exist" in result.output
     assert not (tmp_path / "q").exists()
+
+
+def test_a_cuda_device_without_a_gpu_is_refused_before_loading(shapes, tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("checks the refusal on a machine without CUDA")
+    root, _ = shapes
+    config = TrainProjectorConfig(vision_model=TINY, out_dir=tmp_path / "p", llm=TEST_TINY,
+                                  questions=root / "data" / "questions.parquet", qa_steps=1,
+                                  device="cuda")
+    with pytest.raises(UserInputError, match="no CUDA device"):
+        train_projector(config)
+    assert not (tmp_path / "p").exists()
+
+
+def test_training_and_vqa_on_cuda_match_the_cpu(shapes, tmp_path):
+    import torch
+
+    from mmindex.vqa import VqaConfig, run_vqa
+
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA device")
+    root, _ = shapes
+    losses = {}
+    for device in ("cpu", "cuda"):
+        config = TrainProjectorConfig(vision_model=TINY, out_dir=tmp_path / device, llm=TEST_TINY,
+                                      questions=root / "data" / "questions.parquet",
+                                      image_tokens=4, qa_steps=2, batch_size=4, device=device,
+                                      precision="fp32")
+        losses[device] = train_projector(config).stages[0].loss_curve[0]
+        report = run_vqa(VqaConfig(questions=root / "data" / "questions.parquet",
+                                   checkpoint=tmp_path / device, per_kind=2, device=device,
+                                   precision="fp32"))
+        assert report.modes["full"].overall >= 0
+    assert losses["cuda"] == pytest.approx(losses["cpu"], rel=1e-3)

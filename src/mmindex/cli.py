@@ -22,6 +22,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
 IndexOption = typer.Option(None, "--index", help="Index directory [env MMINDEX_INDEX; "
                            "default: the user data directory]")
 JsonOption = typer.Option(False, "--json", help="Print JSON instead of a table")
+DeviceOption = typer.Option("cpu", "--device", help="cpu | cuda (the model's weights go there)")
 
 
 def _show_warning(message, category, *args, **kwargs) -> None:
@@ -74,7 +75,7 @@ def ingest(
                                              help="Refuse larger images (bomb guard)"),
     precision: str = typer.Option("auto", "--precision",
                                   help="auto | fp32 | bf16 (auto: bf16 where the CPU/GPU has it)"),
-    device: str = typer.Option("cpu", "--device", help="cpu | cuda (each Ray actor holds a GPU)"),
+    device: str = DeviceOption,
     actors: int = typer.Option(1, "--actors", min=1, help="Ray encoder actors (a cluster: one "
                                "per GPU, or per share of CPUs)"),
     actor_cpus: int = typer.Option(0, "--actor-cpus", min=0, help="CPUs each Ray actor holds "
@@ -360,7 +361,7 @@ def finetune_command(
     wise_ft: Optional[float] = typer.Option(None, "--wise-ft", help="WiSE-FT: mix ALPHA of the "
                                             "fine-tuned weights with 1-ALPHA of the start"),
     loss: str = typer.Option("clip", "--loss", help="clip | siglip"),
-    device: str = typer.Option("cpu", "--device", help="cpu | cuda"),
+    device: str = DeviceOption,
     workers: int = typer.Option(1, "--workers", min=1, help="Ray Train workers"),
     precision: str = typer.Option("auto", "--precision", help="auto | bf16 | fp32"),
     seed: int = typer.Option(0, "--seed"),
@@ -443,6 +444,7 @@ def train_projector_command(
     init_from: Optional[Path] = typer.Option(None, "--init-from", help="Continue from this "
                                              "projector checkpoint (same CLIP and LLM)"),
     seed: int = typer.Option(0, "--seed"),
+    device: str = DeviceOption,
     as_json: bool = JsonOption,
 ):
     """Train the projector between a CLIP and the LLM (stage 1 captions, stage 2 QA)."""
@@ -454,7 +456,7 @@ def train_projector_command(
         caption_steps=caption_steps, qa_steps=qa_steps, caption_minutes=caption_minutes,
         qa_minutes=qa_minutes, batch_size=batch_size, lr=lr, llm_lr=llm_lr,
         unfreeze_last=unfreeze_last, lora_rank=lora_rank, distractor_rate=distractor_rate,
-        precision=precision, threads=threads, init_from=init_from, seed=seed)
+        precision=precision, threads=threads, init_from=init_from, seed=seed, device=device)
     with _progress(enabled=not as_json) as bar:
         report = train_projector(config, lambda stage, step, total, loss: bar(stage, step, total))
     if as_json:
@@ -557,6 +559,7 @@ def eval_vqa(
     llm: Optional[str] = LlmOption,
     plot: Optional[Path] = typer.Option(None, "--plot", help="Also draw the table as bars "
                                         "into this PNG file"),
+    device: str = DeviceOption,
     as_json: bool = JsonOption,
 ):
     """VQA exact match per question kind: full model vs text only vs random image tokens."""
@@ -569,7 +572,8 @@ def eval_vqa(
     report = run_vqa(VqaConfig(questions=questions, checkpoint=projector, llm=llm,
                                train_questions=train_questions, per_kind=per_kind or None,
                                modes=tuple(m.strip() for m in modes.split(",") if m.strip()),
-                               batch_size=batch_size, precision=precision))
+                               batch_size=batch_size, precision=precision,
+                               device=device))
     if plot:
         plot_vqa(report, plot)
     if as_json:

@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 
 from mmindex.errors import UserInputError
+from mmindex.models.registry import check_device
 from mmindex.models.vlm import CAPTION_PROMPT
 
 CURVE_STEPS = 20  # steps averaged into one point of the loss curve (2400 steps: 120 points)
@@ -48,6 +49,7 @@ class TrainProjectorConfig:
     distractor_rate: float = 0.0  # share of QA prompts with 1-2 other images after the target
     precision: str = "bf16"  # "fp32" | "bf16" (autocast; ~2x less CPU time per step)
     threads: int | None = None  # torch threads; 1 is far faster on a CPU shared with others
+    device: str = "cpu"  # "cuda": the LLM and projector train on a GPU
     init_from: Path | None = None  # continue from this checkpoint's weights (same models)
     seed: int = 0
 
@@ -102,6 +104,7 @@ def train_projector(config: TrainProjectorConfig, progress: Progress | None = No
     vlm = Vlm(vlm_config(config, encoder, llm, features), llm)
     if config.init_from is not None:
         _load_weights(vlm, config.init_from, encoder)
+    vlm.to(config.device)  # the vision tokens stay cached on the CPU; batches move
     for name, samples, steps, minutes in (("captions", captions, config.caption_steps,
                                            config.caption_minutes),
                                           ("qa", questions, config.qa_steps, config.qa_minutes)):
@@ -156,6 +159,7 @@ def _check(config: TrainProjectorConfig) -> None:
         raise UserInputError("give --captions (stage 1) and/or --questions (stage 2)")
     if config.batch_size < 1:
         raise UserInputError(f"--batch-size must be at least 1, not {config.batch_size}")
+    check_device(config.device)
 
 
 def vlm_config(config: TrainProjectorConfig, encoder, llm, features: torch.Tensor):
@@ -271,8 +275,8 @@ def train_step(vlm, features, batch_samples: list[Sample], images: list[list[int
     examples = [build_example(tokenizer, s.prompt, imgs, vlm.config.image_tokens, s.answer)
                 for s, imgs in zip(batch_samples, images)]
     batch = collate(examples, tokenizer.pad_token_id)
-    with autocast(precision):
-        loss = vlm.loss(batch, features[batch.images].float())  # features: (M, T, C)
+    with autocast(precision, vlm.device):
+        loss = vlm.loss(batch, features[batch.images])  # features: (M, T, C)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()

@@ -45,6 +45,7 @@ class VqaConfig:
     batch_size: int = 32
     seed: int = 0
     precision: str = "bf16"  # "fp32" | "bf16" autocast
+    device: str = "cpu"  # "cuda": the LLM and projector answer on a GPU
 
 
 @dataclass
@@ -95,7 +96,7 @@ def evaluate_vqa(vlm, features: torch.Tensor, rows: Sequence[VqaRow], image_rows
         raise UserInputError(f"unknown VQA mode(s) {sorted(unknown)}; choose from {MODES}")
     from mmindex.models.vlm import autocast
 
-    with autocast(precision):
+    with autocast(precision, vlm.device):
         results = {mode: _run_mode(vlm, _features_for(mode, features), rows, image_rows, mode,
                                    batch_size) for mode in modes}
     prior = prior_accuracy(prior_rows, rows) if prior_rows else None
@@ -186,13 +187,14 @@ def read_vqa_rows(path: Path) -> list[VqaRow]:
 def run_vqa(config: VqaConfig) -> VqaReport:
     """Load the checkpoint's vision model and LLM, cache the images' tokens, evaluate."""
     from mmindex.models.llm import load_llm
-    from mmindex.models.registry import load_encoder
+    from mmindex.models.registry import check_device, load_encoder
     from mmindex.models.vlm import load_vlm, read_vlm_config
 
     vlm_config = read_vlm_config(config.checkpoint)
     encoder = load_encoder(vlm_config.vision_model)
+    check_device(config.device)
     vlm = load_vlm(config.checkpoint, load_llm(config.llm or vlm_config.llm),
-                   encoder.info.fingerprint)
+                   encoder.info.fingerprint).to(config.device)
     rows = sample_rows(read_vqa_rows(config.questions), config.per_kind, config.seed)
     paths = list(dict.fromkeys(r.image for r in rows))
     row_of = {p: i for i, p in enumerate(paths)}
