@@ -204,11 +204,10 @@ def test_a_pool_of_two_ray_actors_gives_the_same_embeddings(photo_folder, tmp_pa
     local = run(photo_folder, tmp_path / "local", executor="local")
     ray.init(num_cpus=3, include_dashboard=False, log_to_driver=False)  # reads keep a CPU
     try:
-        pooled = run(photo_folder, tmp_path / "ray", executor="ray", actors=2, actor_cpus=1,
-                     batch_size=2)
+        pooled = run(photo_folder, tmp_path / "ray", actors=2, actor_cpus=1, batch_size=2)
     finally:
         ray.shutdown()
-    assert (local.executor, pooled.executor, pooled.failed) == ("local", "ray", 0)
+    assert (local.executor, pooled.executor, pooled.failed) == ("local", "ray", 0)  # auto
     a, b = open_index(tmp_path / "local"), open_index(tmp_path / "ray")
     assert b.rows("images").num_rows == a.rows("images").num_rows == 6
     for row in a.rows("images").to_pylist():

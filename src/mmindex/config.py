@@ -25,7 +25,9 @@ class IngestConfig:
     roots: tuple[Path, ...]
     index_dir: Path
     model: str | None = None  # None: the index's own model, or the default for a new index
-    executor: str = "auto"  # "local" | "ray" | "auto" (Ray from RAY_THRESHOLD files to encode)
+    # "local" | "ray" | "auto": Ray from ray_threshold files to encode, or at any size with a
+    # ray_address or more than one actor
+    executor: str = "auto"
     ray_address: str | None = None  # an existing cluster; None starts a local Ray
     batch_size: int = 32
     commit_every: int = 2048  # rows; a killed ingest loses at most this much work

@@ -249,14 +249,14 @@ class _IngestRun:
     def _run_encoder(self, worker_cls, kwargs: dict, column: str, values: list) -> Iterator[dict]:
         if not values:
             return iter(())
-        use_ray = self.config.executor == "ray" or (
-            self.config.executor == "auto"
-            and (self.config.ray_address or len(values) >= self.config.ray_threshold))
+        c = self.config
+        asked_for_ray = c.ray_address or c.actors > 1  # a cluster or a pool: Ray at any size
+        use_ray = c.executor == "ray" or (
+            c.executor == "auto" and (asked_for_ray or len(values) >= c.ray_threshold))
         self.executor_used = "ray" if use_ray else "local"
         if use_ray:
             from mmindex.pipeline_ray import ActorPool, run_ray
 
-            c = self.config
             spec = {"spec": self.spec, "precision": c.precision, "device": c.device}
             pool = ActorPool(c.actors, c.actor_cpus, gpu=c.device == "cuda")
             return run_ray(worker_cls, {**spec, **kwargs}, column, values, c.batch_size,
