@@ -301,6 +301,41 @@ def test_a_cuda_device_without_a_gpu_is_refused_before_loading(shapes, tmp_path)
     assert not (tmp_path / "p").exists()
 
 
+def test_ask_and_caption_refuse_cuda_without_a_gpu_before_loading(shapes, monkeypatch):
+    import torch
+
+    import mmindex.models.llm
+    from mmindex.cli import app
+
+    if torch.cuda.is_available():
+        pytest.skip("checks the refusal on a machine without CUDA")
+    monkeypatch.setattr(mmindex.models.llm, "load_llm", lambda *a: pytest.fail("it loaded"))
+    root, _ = shapes
+    image = next((root / "data" / "images").glob("*.png"))
+    for args in (["ask", "a red circle"], ["caption", str(image)]):
+        result = CliRunner().invoke(app, args + ["--index", str(root / "idx"), "--llm",
+                                                 TEST_TINY, "--device", "cuda"])
+        assert result.exit_code == 2 and "no CUDA device" in result.output, result.output
+
+
+def test_ask_on_cuda_gives_the_cpu_answer(shapes):
+    import torch
+
+    from mmindex.generate import open_generator
+
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA device")
+    root, _ = shapes
+    answers = {}
+    for device in ("cpu", "cuda"):
+        generator = open_generator(root / "idx", llm=TEST_TINY, device=device)
+        assert generator.vlm.device.type == device
+        answers[device] = generator.ask("a red circle", AskConfig(k=2, threshold=-1.0,
+                                                                  max_new_tokens=4))
+    assert answers["cuda"].citations == answers["cpu"].citations
+    assert answers["cuda"].text == answers["cpu"].text  # greedy, fp32
+
+
 def test_training_and_vqa_on_cuda_match_the_cpu(shapes, tmp_path):
     import torch
 

@@ -318,10 +318,11 @@ class _FakeGenerate:
     """The surface of mmindex.generate that the server uses, answering from the index's hits."""
 
     def __init__(self, fail_loading: bool = False):
-        self.loads, self.fail_loading = 0, fail_loading
+        self.loads, self.fail_loading, self.devices = 0, fail_loading, []
 
-    def open_generator(self, index_dir):
+    def open_generator(self, index_dir, device="cpu"):
         self.loads += 1
+        self.devices.append(device)
         if self.fail_loading:
             raise UserInputError(f"no projector checkpoint at {index_dir}/projector")
         return SimpleNamespace(vlm="the vlm")
@@ -359,6 +360,15 @@ def test_ask_wires_the_generator_once_and_passes_k_and_filters(built):
         assert body["text"] == "[1] the vlm" and len(body["citations"]) == 2
         assert all("/2024/" in c["path"] for c in body["citations"])
     assert fake.loads == 1  # the LLM stays loaded
+    assert fake.devices == ["cpu"]
+
+
+def test_serve_device_reaches_the_generator(built):
+    fake = _FakeGenerate()
+    client = TestClient(create_app(built[1], answers=Answers(find_module=lambda: fake,
+                                                             device="cuda")))
+    assert client.post("/api/ask", json={"question": "a photo"}).status_code == 200
+    assert fake.devices == ["cuda"]
 
 
 def _events(body: str) -> list[tuple[str, dict]]:
@@ -491,9 +501,20 @@ def test_cli_serve_help_names_its_options():
 
     result = CliRunner().invoke(app, ["serve", "--help"])
     assert result.exit_code == 0
-    for option in ("--index", "--host", "--port", "--token", "--ingest-root"):
+    for option in ("--index", "--host", "--port", "--token", "--ingest-root", "--device"):
         assert option in result.output
     assert "127.0.0.1" in result.output
+
+
+def test_cli_serve_refuses_a_device_it_cannot_use_before_serving(built, monkeypatch):
+    from typer.testing import CliRunner
+
+    import mmindex.serve.run
+    from mmindex.cli import app
+
+    monkeypatch.setattr(mmindex.serve.run, "serve", lambda *a, **k: pytest.fail("it served"))
+    result = CliRunner().invoke(app, ["serve", "--index", str(built[1]), "--device", "tpu"])
+    assert result.exit_code == 2 and "--device must be cpu or cuda, not 'tpu'" in result.output
 
 
 # -- property-based: no request the schema allows makes a server error -----------------

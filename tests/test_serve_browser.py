@@ -227,7 +227,7 @@ class _CitingGenerate:
     """Stands in for mmindex.generate (issue 5): cites the top hits, answers with their names."""
 
     @staticmethod
-    def open_generator(index_dir):
+    def open_generator(index_dir, device="cpu"):
         return SimpleNamespace(vlm=None)
 
     @staticmethod

@@ -294,12 +294,15 @@ def serve(
                                         help="Require 'Authorization: Bearer TOKEN' on /api"),
     ingest_roots: List[Path] = typer.Option([], "--ingest-root", help="A folder that POST "
                                             "/api/ingest may index (repeatable)"),
+    device: str = DeviceOption,  # the projector and LLM of /api/ask
 ):
     """Serve the HTTP API (/openapi.json) and the web page (needs the `serve` extra)."""
+    from mmindex.models.registry import check_device
     from mmindex.serve.run import serve as run_server
 
+    check_device(device)  # now, not at the first question
     run_server(_index_dir(index), host=host, port=port, token=token,
-               ingest_roots=tuple(ingest_roots))
+               ingest_roots=tuple(ingest_roots), device=device)
 
 
 @app.command()
@@ -481,12 +484,13 @@ def ask(
     index: Optional[Path] = IndexOption,
     projector: Optional[Path] = ProjectorOption,
     llm: Optional[str] = LlmOption,
+    device: str = DeviceOption,
     as_json: bool = JsonOption,
 ):
     """Answer from the top-k retrieved images, citing them; abstain when none is relevant."""
     from mmindex.generate import AskConfig, open_generator
 
-    generator = open_generator(_index_dir(index), projector, llm)
+    generator = open_generator(_index_dir(index), projector, llm, device)
     streamed = []  # the answer's words, printed as they are generated
     answer = generator.ask(question, AskConfig(k=k, where=where, threshold=threshold,
                                                max_new_tokens=max_new_tokens),
@@ -515,11 +519,12 @@ def caption(
     index: Optional[Path] = IndexOption,
     projector: Optional[Path] = ProjectorOption,
     llm: Optional[str] = LlmOption,
+    device: str = DeviceOption,
 ):
     """Describe one image with the index's model, projector and LLM."""
     from mmindex.generate import open_generator
 
-    typer.echo(open_generator(_index_dir(index), projector, llm).caption(image))
+    typer.echo(open_generator(_index_dir(index), projector, llm, device).caption(image))
 
 
 @app.command("calibrate-ask")

@@ -116,17 +116,21 @@ class Generator:
 
 
 def open_generator(index_dir: Path, projector: Path | None = None,
-                   llm: str | None = None) -> Generator:
-    """The index's own encoder, the projector trained for it, and that projector's LLM."""
+                   llm: str | None = None, device: str = "cpu") -> Generator:
+    """The index's own encoder, the projector trained for it, and that projector's LLM.
+    `device` holds the projector and the LLM; retrieval and the vision tokens stay on the
+    CPU, where the index's encoder is (k images' tokens are cheap to move)."""
     from mmindex.models.llm import load_llm
+    from mmindex.models.registry import check_device
     from mmindex.models.vlm import load_vlm, read_vlm_config
     from mmindex.search import open_index
 
+    check_device(device)  # before the LLM's seconds of loading
     index = open_index(index_dir)
     checkpoint = projector_dir(index.root, projector)
     config = read_vlm_config(checkpoint)
     vlm = load_vlm(checkpoint, load_llm(llm or config.llm), index.encoder.info.fingerprint)
-    return Generator(index, vlm)
+    return Generator(index, vlm.to(device))
 
 
 def projector_dir(index_root: Path, given: Path | None) -> Path:

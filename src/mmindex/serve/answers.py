@@ -1,7 +1,7 @@
 """/api/ask wiring: the generator of issue 5 (`mmindex.generate`), loaded once, asked one
 question at a time. Everything about answering is the library's; this file only adapts.
 
-Expected library surface (issue 5): `open_generator(index_dir) -> Generator` whose `.vlm` is
+Expected library surface (issue 5): `open_generator(index_dir, device=) -> Generator` whose `.vlm` is
 the projector + LLM, `Generator(index, vlm).ask(question, AskConfig(k=, where=)) -> Answer`
 with `Answer.to_dict()`. Pairing the loaded vlm with the server's live Index keeps answers on
 the newest generation without reloading the LLM."""
@@ -36,8 +36,9 @@ def generator_module() -> ModuleType | None:
 
 
 class Answers:
-    def __init__(self, find_module=generator_module):
+    def __init__(self, find_module=generator_module, device: str = "cpu"):
         self._find_module = find_module
+        self._device = device  # where the projector and LLM answer: `serve --device`
         self._vlm = None
         # One answer at a time: generation takes every core and most of the memory budget.
         self._lock = threading.Lock()
@@ -85,7 +86,7 @@ class Answers:
     def _loaded_vlm(self, module: ModuleType, index):
         if self._vlm is None:
             try:
-                self._vlm = module.open_generator(index.root).vlm
+                self._vlm = module.open_generator(index.root, device=self._device).vlm
             except MmindexError as exc:  # no projector trained, no LLM installed...
                 raise AnswersUnavailable(503, f"answers are unavailable: {exc}") from None
         return self._vlm

@@ -25,10 +25,11 @@ def is_loopback(host: str) -> bool:
 
 
 def serve(index_dir: Path, host: str = "127.0.0.1", port: int = 8765, token: str | None = None,
-          ingest_roots: Sequence[Path] = ()) -> None:
+          ingest_roots: Sequence[Path] = (), device: str = "cpu") -> None:
     try:
         import uvicorn
 
+        from mmindex.serve.answers import Answers
         from mmindex.serve.app import create_app
     except ImportError as exc:
         raise UserInputError(f"serving needs the serve extra ({exc.name} is missing): "
@@ -41,7 +42,8 @@ def serve(index_dir: Path, host: str = "127.0.0.1", port: int = 8765, token: str
     # 127.0.0.1 could otherwise read the API from the user's own browser.
     allowed = sorted({*LOOPBACK_NAMES, host.strip("[]")}) if loopback else None
     _one_torch_thread_per_request()
-    app = create_app(index_dir, token=token, ingest_roots=ingest_roots, allowed_hosts=allowed)
+    app = create_app(index_dir, token=token, ingest_roots=ingest_roots, allowed_hosts=allowed,
+                     answers=Answers(device=device))
     uvicorn.run(app, host=host, port=port, log_level="info")
 
 
