@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import peak_rss_mb, report  # noqa: E402
+from common import peak_rss_mb, report
 
 QUESTION = "What color is the circle?"
 

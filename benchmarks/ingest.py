@@ -22,10 +22,10 @@ import torch
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import make_photo_set, report, timed  # noqa: E402
+from common import make_photo_set, report, timed
 
-from mmindex import IngestConfig, ingest  # noqa: E402
-from mmindex.models.registry import load_encoder  # noqa: E402
+from mmindex import IngestConfig, ingest
+from mmindex.models.registry import load_encoder
 
 
 def readme_loop(paths: list[Path], spec: str, batch_size: int = 32) -> dict:

@@ -23,9 +23,9 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import report  # noqa: E402
+from common import report
 
-from mmindex import IngestConfig, ingest, open_index  # noqa: E402
+from mmindex import IngestConfig, ingest, open_index
 
 REPO = Path(__file__).resolve().parents[1]
 QUERIES = ["a cat", "a cup of coffee", "a rocket", "an astronaut", "a clock", "coins",

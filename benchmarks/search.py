@@ -19,9 +19,9 @@ import faiss
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import report  # noqa: E402
+from common import report
 
-from mmindex.index import VectorIndex, choose_kind  # noqa: E402
+from mmindex.index import VectorIndex, choose_kind
 
 
 def clustered(n: int, dim: int, seed: int, clusters: int = 1000) -> np.ndarray:

@@ -1,6 +1,6 @@
 import os
-import sys
 import shutil
+import sys
 import time
 
 import numpy as np
@@ -11,7 +11,6 @@ import torch
 from conftest import TINY, _photo
 from mmindex import IngestConfig, ingest, open_index
 from mmindex.errors import ModelMismatchError, UserInputError
-from mmindex.models import registry
 
 HAS_CUDA = torch.cuda.is_available()
 

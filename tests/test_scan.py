@@ -5,8 +5,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from mmindex.data.scan import (IMAGE_EXTENSIONS, CorpusError, read_text_documents,
-                               walk_files)
+from mmindex.data.scan import IMAGE_EXTENSIONS, CorpusError, read_text_documents, walk_files
 
 
 def test_walk_skips_hidden_and_other_files_and_matches_any_case(tmp_path):

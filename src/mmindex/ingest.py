@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -15,13 +15,18 @@ import pyarrow.compute as pc
 from mmindex import store
 from mmindex.changes import FILE_COLUMNS, Candidate, ChangePlan, errors_for, plan_changes
 from mmindex.config import IngestConfig
-from mmindex.data.scan import (IMAGE_EXTENSIONS, TEXT_EXTENSIONS, CorpusError,
-                               read_text_documents, text_sha256, walk_files)
+from mmindex.data.scan import (
+    IMAGE_EXTENSIONS,
+    TEXT_EXTENSIONS,
+    CorpusError,
+    read_text_documents,
+    text_sha256,
+    walk_files,
+)
 from mmindex.encode import ImageBatchEncoder, TextBatchEncoder
 from mmindex.errors import ModelMismatchError, UserInputError
 from mmindex.index import VectorIndex
-from mmindex.models.registry import (canonical_spec, check_device, default_model_spec,
-                                     load_encoder)
+from mmindex.models.registry import canonical_spec, check_device, default_model_spec, load_encoder
 from mmindex.schema import FILE_SCHEMA, embedding_type, table_schema
 
 ProgressFn = Callable[[str, int, int], None]  # (stage, done, total)

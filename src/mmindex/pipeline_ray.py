@@ -4,8 +4,8 @@ unless an address of an existing cluster is given (whose workers need mmindex in
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 from mmindex.errors import MmindexError
 

@@ -59,7 +59,7 @@ class IndexInfo:
         return asdict(self)
 
 
-def open_index(path: str | Path | None = None) -> "Index":
+def open_index(path: str | Path | None = None) -> Index:
     return Index(Path(path) if path else default_index_dir())
 
 

@@ -12,9 +12,9 @@ import json
 import os
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Callable
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -66,7 +66,7 @@ class Manifest:
         return named | {t.faiss for t in self.tables.values() if t.faiss}
 
     @classmethod
-    def from_json(cls, text: str, where: Path) -> "Manifest":
+    def from_json(cls, text: str, where: Path) -> Manifest:
         try:
             data = json.loads(text)
             version = data["format_version"]
@@ -224,7 +224,7 @@ class StoreWriter:
             self._lock_handle.close()
             self._lock_handle = None
 
-    def __enter__(self) -> "StoreWriter":
+    def __enter__(self) -> StoreWriter:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -374,6 +374,17 @@ def _acquire_lock(root: Path):
     return handle
 
 
-__all__ = ["Manifest", "TableState", "TableChange", "StoreWriter", "read_manifest", "read_table",
-           "read_shard", "read_vectors", "data_files", "IndexWriteError", "MissingFileError",
-           "VECTOR_TABLES"]
+__all__ = [
+    "VECTOR_TABLES",
+    "IndexWriteError",
+    "Manifest",
+    "MissingFileError",
+    "StoreWriter",
+    "TableChange",
+    "TableState",
+    "data_files",
+    "read_manifest",
+    "read_shard",
+    "read_table",
+    "read_vectors",
+]

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -103,7 +103,7 @@ class ClipEncoder:
         text_tower.save_module(traced, Path(directory) / "text.pt")
         return {"kind": "clip", "max_length": int(self.tokenizer.context_length), "pad_id": 0}
 
-    def set_precision(self, precision: str) -> "ClipEncoder":
+    def set_precision(self, precision: str) -> ClipEncoder:
         """Cast the weights for speed; the fingerprint stays that of the stored weights, so an
         index built in bf16 and searched in fp32 is the same model (cosine >= 0.99)."""
         self.model.to({"fp32": torch.float32, "bf16": torch.bfloat16}[precision])

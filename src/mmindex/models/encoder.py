@@ -7,8 +7,9 @@ backbone is one new class plus one registry entry, never a branch in the callers
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol, Sequence
+from typing import Protocol
 
 import numpy as np
 
@@ -24,7 +25,7 @@ class EncoderInfo:
 class Encoder(Protocol):
     info: EncoderInfo
 
-    def preprocess(self, image) -> "torch.Tensor":  # noqa: F821  PIL RGB image -> (3, H, W)
+    def preprocess(self, image) -> torch.Tensor:  # noqa: F821  PIL RGB image -> (3, H, W)
         ...
 
     def encode_images(self, pixels) -> np.ndarray:  # (N, 3, H, W) -> (N, D) float32, L2-normalised

@@ -24,8 +24,8 @@ CONFIG_DIR = Path(__file__).parent / "configs"
 # Named models are data: spec name -> "module:function" building it (imported lazily, so the
 # CLI never pays for timm or transformers unless the model is used).
 NAMED_MODELS = {
-    "starter": ("mmindex.models.starter:build_starter", "offline zero-shot model (ImageNet "
-                "EfficientNet-Lite0 + MiniLM text bridge); needs mmindex[starter]"),
+    "starter": ("mmindex.models.starter:build_starter", ("offline zero-shot model (ImageNet "
+                "EfficientNet-Lite0 + MiniLM text bridge); needs mmindex[starter]")),
     "test-tiny": ("mmindex.models.registry:build_test_tiny", "tiny random CLIP for tests"),
 }
 

@@ -70,7 +70,7 @@ class Batch:
     labels: torch.Tensor | None  # (B, L) long, IGNORE_INDEX where no loss
     images: list[int]  # feature rows in the order their slots appear, batch-major
 
-    def to(self, device: torch.device) -> "Batch":
+    def to(self, device: torch.device) -> Batch:
         labels = None if self.labels is None else self.labels.to(device)
         return Batch(self.input_ids.to(device), self.attention_mask.to(device),
                      self.image_mask.to(device), labels, self.images)
