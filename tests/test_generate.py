@@ -167,8 +167,24 @@ def test_vqa_scores_every_mode_and_the_prior(shapes, tmp_path):
     assert set(report.modes["full"].accuracy) == kinds
     assert report.prior["overall"] > 0  # the majority answer is right on its own data
     table = format_vqa(report)
-    assert "prior" in table and "overall" in table
+    assert "prior" in table and "overall" in table and "95% CI" in table
     assert plot_vqa(report, tmp_path / "vqa.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_hallucination_rates_come_with_a_wilson_interval_and_their_count():
+    from pathlib import Path
+
+    from mmindex.vqa import VqaRow, _score, wilson_interval
+
+    rows = [VqaRow(Path("a.png"), "Is there a star?", "no", "exists")] * 20
+    result = _score(rows, ["yes"] * 2 + ["no"] * 18, seconds=1.0, new_tokens=20)
+    assert result.hallucination["exists_yes_when_absent"] == pytest.approx(0.1)
+    assert result.hallucination_n == {"exists_yes_when_absent": 20, "absent_not_none": 0}
+    low, high = result.hallucination_interval["exists_yes_when_absent"]
+    assert 0.02 < low < 0.1 < high < 0.31  # Wilson for 2 of 20: 0.028-0.301
+    # 0 of n is not a certainty: the upper bound is z^2 / (n + z^2), 0.161 for n = 20
+    assert wilson_interval(0, 20) == pytest.approx((0.0, 1.96**2 / (20 + 1.96**2)), abs=1e-3)
+    assert wilson_interval(500, 1000)[1] - wilson_interval(500, 1000)[0] < 0.07
 
 
 def test_relevant_queries_come_from_questions_or_captions(shapes):

@@ -53,6 +53,10 @@ class ModeResult:
     accuracy: dict[str, float]  # kind -> exact match
     overall: float
     hallucination: dict[str, float]  # exists_yes_when_absent, absent_not_none
+    # Each hallucination rate's 95% Wilson interval and the questions behind it: at 100 per
+    # kind a measured 5.5% cannot be told from a 5% aim, and the report should say so.
+    hallucination_interval: dict[str, tuple[float, float]]
+    hallucination_n: dict[str, int]
     yes_rate_present: float
     seconds: float
     new_tokens: int
@@ -144,13 +148,27 @@ def _score(rows, predictions, seconds: float, new_tokens: int) -> ModeResult:
     absent = [p != NONE_ANSWER for r, p in said if r.kind == "absent"]
     examples = [{"question": r.question, "answer": r.answer, "predicted": p}
                 for r, p in zip(rows[::max(len(rows) // 6, 1)], predictions[::max(len(rows) // 6, 1)])]
+    hallucinated = {"exists_yes_when_absent": absent_exists, "absent_not_none": absent}
     return ModeResult(
         accuracy={kind: _mean(v) for kind, v in sorted(hits.items())},
         overall=_mean([h for v in hits.values() for h in v]),
-        hallucination={"exists_yes_when_absent": _mean(absent_exists),
-                       "absent_not_none": _mean(absent)},
+        hallucination={name: _mean(v) for name, v in hallucinated.items()},
+        hallucination_interval={name: wilson_interval(sum(v), len(v))
+                                for name, v in hallucinated.items()},
+        hallucination_n={name: len(v) for name, v in hallucinated.items()},
         yes_rate_present=_mean(present_exists), seconds=seconds, new_tokens=new_tokens,
         examples=examples)
+
+
+def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
+    """The Wilson score interval of a rate: unlike the normal approximation it stays inside
+    [0, 1] and is not zero-width at 0 of n, which is where hallucination rates live."""
+    if n == 0:
+        return (float("nan"), float("nan"))
+    from scipy.stats import binomtest
+
+    interval = binomtest(successes, n).proportion_ci(confidence, method="wilson")
+    return (float(interval.low), float(interval.high))
 
 
 def _mean(values) -> float:
@@ -217,11 +235,17 @@ def format_vqa(report: VqaReport) -> str:
             cells.append(report.prior.get(kind, float("nan")))
         lines.append(f"{kind:<10} {n:>4} " + " ".join(f"{c:>8.3f}" for c in cells))
     for mode, r in report.modes.items():
-        lines.append(f"{mode}: 'yes' for an absent object {r.hallucination['exists_yes_when_absent']:.3f}, "
+        lines.append(f"{mode}: 'yes' for an absent object {_rate(r, 'exists_yes_when_absent')}, "
                      f"'yes' for a present one {r.yes_rate_present:.3f}, answer to a missing "
-                     f"object not 'there is none' {r.hallucination['absent_not_none']:.3f}; "
+                     f"object not 'there is none' {_rate(r, 'absent_not_none')}; "
                      f"{r.seconds:.0f}s, {r.new_tokens / max(r.seconds, 1e-9):.1f} new tokens/s")
     return "\n".join(lines) + "\n"
+
+
+def _rate(result: ModeResult, name: str) -> str:
+    low, high = result.hallucination_interval[name]
+    return (f"{result.hallucination[name]:.3f} (95% CI {low:.3f}-{high:.3f}, "
+            f"n={result.hallucination_n[name]})")
 
 
 def plot_vqa(report: VqaReport, path: Path) -> Path:
