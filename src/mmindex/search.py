@@ -97,7 +97,7 @@ class Index:
             return sum((self.root / s).stat().st_size for s in self.manifest.tables[table].shards)
         except FileNotFoundError as exc:
             raise MissingFileError(f"shard {exc.filename} is missing; run `mmindex "
-                                         "doctor`") from None
+                                   "doctor`") from None
 
     # -- lazily loaded parts of this generation --------------------------------------------
     @property
