@@ -512,9 +512,13 @@ def test_cli_serve_refuses_a_device_it_cannot_use_before_serving(built, monkeypa
     import mmindex.serve.run
     from mmindex.cli import app
 
-    monkeypatch.setattr(mmindex.serve.run, "serve", lambda *a, **k: pytest.fail("it served"))
+    served = []
+    monkeypatch.setattr(mmindex.serve.run, "serve", lambda *a, **k: served.append(k))
     result = CliRunner().invoke(app, ["serve", "--index", str(built[1]), "--device", "tpu"])
     assert result.exit_code == 2 and "--device must be cpu or cuda, not 'tpu'" in result.output
+    assert served == []
+    result = CliRunner().invoke(app, ["serve", "--index", str(built[1]), "--device", "cpu"])
+    assert result.exit_code == 0 and served[0]["device"] == "cpu"
 
 
 # -- property-based: no request the schema allows makes a server error -----------------
