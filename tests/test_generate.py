@@ -372,3 +372,11 @@ def test_training_and_vqa_on_cuda_match_the_cpu(shapes, tmp_path):
                                    precision="fp32"))
         assert report.modes["full"].overall >= 0
     assert losses["cuda"] == pytest.approx(losses["cpu"], rel=1e-3)
+
+
+def test_loading_an_llm_without_the_ask_extra_says_what_to_install(monkeypatch):
+    from mmindex.errors import ModelError
+    from mmindex.models import llm
+    monkeypatch.setattr(llm, "ask_extra_installed", lambda: False)
+    with pytest.raises(ModelError, match=r"pip install 'mmindex\[ask\]'"):
+        llm.load_llm(TEST_TINY)

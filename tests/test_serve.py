@@ -30,7 +30,7 @@ from mmindex.serve.limits import host_name
 from mmindex.serve.live import LiveIndex
 from mmindex.serve.run import is_loopback
 
-NO_GENERATOR = Answers(find_module=lambda: None)  # as before issue 5, whatever is installed
+NO_GENERATOR = Answers(find_module=lambda: None)  # as without the ask extra, whatever is installed
 
 
 def _write_album(folder: Path, count: int = 6, first: int = 0) -> None:
@@ -308,10 +308,18 @@ def test_live_index_keeps_the_model_across_generations(tmp_path):
 
 
 # -- ask, auth, errors, headers ----------------------------------------------------------
-def test_ask_is_501_until_the_generator_exists(client):
+def test_ask_is_501_without_the_ask_extra(client):
     response = client.post("/api/ask", json={"question": "what is in the photos?"})
     assert response.status_code == 501
-    assert "issue 5" in response.json()["message"]
+    assert "pip install 'mmindex[ask]'" in response.json()["message"]
+
+
+def test_the_generator_module_needs_transformers(monkeypatch):
+    from mmindex.serve import answers
+    monkeypatch.setattr(answers, "ask_extra_installed", lambda: False)
+    assert answers.generator_module() is None
+    monkeypatch.setattr(answers, "ask_extra_installed", lambda: True)
+    assert answers.generator_module() is not None
 
 
 class _FakeGenerate:
@@ -551,7 +559,7 @@ def fuzz_index():
 def test_no_request_makes_a_server_error(case):
     response = case.call(headers=_FUZZ_AUTH)
     case.validate_response(response, headers=_FUZZ_AUTH, excluded_checks=[not_a_server_error, positive_data_acceptance])
-    by_design = case.path == "/api/ask" and response.status_code == 501  # until issue 5
+    by_design = case.path == "/api/ask" and response.status_code == 501  # no ask extra
     assert response.status_code < 500 or by_design, (case.method, case.formatted_path,
                                                       response.text)
     assert response.status_code < 400 or set(response.json()) == {"error", "message"}

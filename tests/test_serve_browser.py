@@ -185,7 +185,7 @@ def test_errors_show_in_the_page(page):
     sync_api.expect(_search_error).to_contain_text("not a number")
     page.fill("#question", "what is in the photos?")
     page.press("#question", "Enter")
-    sync_api.expect(page.locator("#answer.error")).to_contain_text("issue 5")
+    sync_api.expect(page.locator("#answer.error")).to_contain_text("mmindex[ask]")
 
 
 def test_phone_width_has_no_horizontal_scroll(browser, base_url):
@@ -224,7 +224,7 @@ def test_token_prompt_then_search_with_thumbnails(browser, album_index):
 
 
 class _CitingGenerate:
-    """Stands in for mmindex.generate (issue 5): cites the top hits, answers with their names."""
+    """Stands in for mmindex.generate: cites the top hits, answers with their names."""
 
     @staticmethod
     def open_generator(index_dir, device="cpu"):

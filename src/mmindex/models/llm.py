@@ -12,6 +12,7 @@ The LLM is named by a string, like encoders are:
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 from dataclasses import dataclass
@@ -57,6 +58,14 @@ def default_llm_dir() -> Path:
     return Path(user_data_dir("mmindex")) / "llm" / SMOLLM2_DIR_NAME
 
 
+ASK_EXTRA_MISSING = "answers need the `ask` extra, which this installation lacks: pip install 'mmindex[ask]'"
+
+
+def ask_extra_installed() -> bool:
+    """Whether transformers (the `ask` extra's core) can be imported; serve asks this too."""
+    return importlib.util.find_spec("transformers") is not None
+
+
 def resolve_llm_spec(spec: str | None) -> str:
     """The spec to load: the given one, MMINDEX_LLM, or the installed default."""
     spec = spec or os.environ.get(LLM_ENV)
@@ -70,6 +79,8 @@ def resolve_llm_spec(spec: str | None) -> str:
 
 def load_llm(spec: str | None = None) -> LoadedLlm:
     """Load the causal LM a spec names (see the module docstring). Raises ModelError."""
+    if not ask_extra_installed():
+        raise ModelError(ASK_EXTRA_MISSING)
     spec = resolve_llm_spec(spec)
     if spec == TEST_TINY:
         return build_test_tiny_llm()

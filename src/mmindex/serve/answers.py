@@ -1,7 +1,7 @@
-"""/api/ask wiring: the generator of issue 5 (`mmindex.generate`), loaded once, asked one
+"""/api/ask wiring: the generator (`mmindex.generate`), loaded once, asked one
 question at a time. Everything about answering is the library's; this file only adapts.
 
-Expected library surface (issue 5): `open_generator(index_dir, device=) -> Generator` whose `.vlm` is
+The library surface it uses: `open_generator(index_dir, device=) -> Generator` whose `.vlm` is
 the projector + LLM, `Generator(index, vlm).ask(question, AskConfig(k=, where=)) -> Answer`
 with `Answer.to_dict()`. Pairing the loaded vlm with the server's live Index keeps answers on
 the newest generation without reloading the LLM."""
@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from types import ModuleType
 
 from mmindex.errors import MmindexError
+from mmindex.models.llm import ASK_EXTRA_MISSING, ask_extra_installed
 
 _REQUIRED = ("open_generator", "Generator", "AskConfig")
 
@@ -28,6 +29,9 @@ class AnswersUnavailable(Exception):
 
 
 def generator_module() -> ModuleType | None:
+    """mmindex.generate when this installation can answer (the `ask` extra is installed)."""
+    if not ask_extra_installed():
+        return None
     try:
         module = importlib.import_module("mmindex.generate")
     except ImportError:
@@ -78,9 +82,7 @@ class Answers:
     def _module(self) -> ModuleType:
         module = self._find_module()
         if module is None:
-            raise AnswersUnavailable(501, "answers need the generator of issue 5 (`mmindex "
-                                     "ask`, module mmindex.generate), which this installation "
-                                     "does not have yet; search works")
+            raise AnswersUnavailable(501, f"{ASK_EXTRA_MISSING}; search works")
         return module
 
     def _loaded_vlm(self, module: ModuleType, index):

@@ -319,7 +319,7 @@ def _chosen_roots(asked: list[str] | None, configured: tuple[Path, ...]) -> list
     return [by_name[a] for a in asked]
 
 
-# -- answers (issue 5) -------------------------------------------------------------------
+# -- answers -------------------------------------------------------------------------------
 _EVENT_STREAM = "text/event-stream"
 _ASK_RESPONSES = _errors(501) | {200: {"description": (
     "The answer as JSON; or, when the request's Accept header asks for text/event-stream, "
@@ -330,7 +330,7 @@ _ASK_RESPONSES = _errors(501) | {200: {"description": (
 
 @api.post("/ask", responses=_ASK_RESPONSES)
 def ask(question: AskIn, ctx: Context, request: Request) -> Response:
-    """Answer a question from retrieved images, citing them (the generator of issue 5).
+    """Answer a question from retrieved images, citing them (mmindex.generate).
     501 where it is not installed, 503 where it cannot load for this index."""
     index = ctx.live.get()
     where = compile_filters("images", question.filter)

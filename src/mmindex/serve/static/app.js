@@ -169,7 +169,7 @@ function describeStatus(status) {
   return parts.join(" · ");
 }
 
-// -- asking (issue 5's generator; without it the server answers 501 and we show why) ----------
+// -- asking (without the ask extra the server answers 501 and we show why) ----------
 async function ask(question) {
   const answer = $("answer");
   answer.classList.remove("error");
