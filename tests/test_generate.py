@@ -2,6 +2,7 @@
 and the VQA evaluation with its baselines."""
 
 import json
+from dataclasses import replace
 
 import pytest
 
@@ -240,7 +241,13 @@ def test_training_can_continue_from_a_checkpoint(shapes, tmp_path):
     config = TrainProjectorConfig(vision_model=TINY, out_dir=tmp_path / "p", llm=TEST_TINY,
                                   questions=root / "data" / "questions.parquet", image_tokens=4,
                                   qa_steps=1, batch_size=2, lr=1e-12, init_from=start)
-    train_projector(config)
+    report = train_projector(config)
+    assert [(s.name, s.steps) for s in report.earlier_stages] == [("captions", 3), ("qa", 4)]
+    config = replace(config, init_from=tmp_path / "p", out_dir=tmp_path / "p2")
+    lineage = train_projector(config).earlier_stages  # the grandparent's stages come too
+    assert [(s.name, s.steps) for s in lineage] == [("captions", 3), ("qa", 4), ("qa", 1)]
+    saved = json.loads((tmp_path / "p2" / "config.json").read_text())["train"]
+    assert [s["steps"] for s in saved["earlier_stages"]] == [3, 4, 1]
     before, after = load_file(str(start / "model.safetensors")), load_file(
         str(tmp_path / "p" / "model.safetensors"))
     for name, tensor in before.items():
@@ -380,3 +387,11 @@ def test_loading_an_llm_without_the_ask_extra_says_what_to_install(monkeypatch):
     monkeypatch.setattr(llm, "ask_extra_installed", lambda: False)
     with pytest.raises(ModelError, match=r"pip install 'mmindex\[ask\]'"):
         llm.load_llm(TEST_TINY)
+
+
+def test_loss_curves_of_a_lineage_follow_one_another():
+    from mmindex.train_projector import CURVE_STEPS, StageReport, curve_steps
+    first = StageReport("captions", steps=CURVE_STEPS + 5, loss_curve=[3.0, 2.0])
+    second = StageReport("qa", steps=CURVE_STEPS, loss_curve=[1.0])
+    assert curve_steps([first, second]) == [[CURVE_STEPS, CURVE_STEPS + 5],
+                                            [2 * CURVE_STEPS + 5]]

@@ -9,6 +9,7 @@ the answer (or caption) tokens only.
 
 from __future__ import annotations
 
+import json
 import math
 import random
 import time
@@ -78,6 +79,9 @@ class TrainReport:
     n_images: int
     feature_seconds: float
     stages: list[StageReport] = field(default_factory=list)
+    # The stages behind the --init-from checkpoint (its own ancestors' too), oldest first:
+    # a projector trained in several continued runs keeps its whole recipe and loss curve.
+    earlier_stages: list[StageReport] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -104,6 +108,7 @@ def train_projector(config: TrainProjectorConfig, progress: Progress | None = No
     vlm = Vlm(vlm_config(config, encoder, llm, features), llm)
     if config.init_from is not None:
         _load_weights(vlm, config.init_from, encoder)
+        report.earlier_stages = stages_behind(config.init_from)
     vlm.to(config.device)  # the vision tokens stay cached on the CPU; batches move
     for name, samples, steps, minutes in (("captions", captions, config.caption_steps,
                                            config.caption_minutes),
@@ -112,24 +117,46 @@ def train_projector(config: TrainProjectorConfig, progress: Progress | None = No
             report.stages.append(run_stage(vlm, features, samples, name, steps, minutes,
                                            config, progress))
     save_vlm(vlm.eval(), config.out_dir, extra={"train": report.to_dict()})
-    plot_losses(report.stages, Path(config.out_dir) / LOSS_PLOT)
+    plot_losses(report.earlier_stages + report.stages, Path(config.out_dir) / LOSS_PLOT)
     return report
 
 
+def stages_behind(checkpoint: Path) -> list[StageReport]:
+    """Every training stage that made a checkpoint, oldest first ([] when it has no record)."""
+    from mmindex.models.vlm import CONFIG_FILE
+
+    try:
+        train = json.loads((Path(checkpoint) / CONFIG_FILE).read_text()).get("train", {})
+    except (OSError, ValueError):
+        return []
+    return [StageReport(**stage) for stage in
+            train.get("earlier_stages", []) + train.get("stages", [])]
+
+
 def plot_losses(stages: list[StageReport], path: Path) -> Path | None:
-    """Each stage's training loss against its step, one line per stage."""
+    """Each stage's training loss against the step count of the whole lineage, one line per
+    stage, so the runs of a continued training follow one another."""
     from mmindex import plots
 
     if not any(s.loss_curve for s in stages):
         return None
     figure, axes = plots.figure()
-    for stage in stages:
-        steps = [min((i + 1) * CURVE_STEPS, stage.steps) for i in range(len(stage.loss_curve))]
+    for stage, steps in zip(stages, curve_steps(stages)):
         axes.plot(steps, stage.loss_curve, label=f"{stage.name} ({stage.steps} steps)")
     axes.set(xlabel="step", ylabel=f"loss (mean of {CURVE_STEPS} steps)", yscale="log",
              title="train-projector")
     axes.legend(loc="best", fontsize="small")
     return plots.save(figure, path)
+
+
+def curve_steps(stages: list[StageReport]) -> list[list[int]]:
+    """The step (counted over all the stages before it) of each point of each loss curve."""
+    done, steps = 0, []
+    for stage in stages:
+        steps.append([done + min((i + 1) * CURVE_STEPS, stage.steps)
+                      for i in range(len(stage.loss_curve))])
+        done += stage.steps
+    return steps
 
 
 def _load_weights(vlm, checkpoint: Path, encoder) -> None:
