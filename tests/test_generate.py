@@ -291,6 +291,7 @@ def test_a_checkpoint_from_before_vision_layers_reads_as_the_last_layer(shapes, 
 
 def test_cli_vision_layer_and_lora_reach_the_checkpoint_and_a_missing_layer_is_refused(
         shapes, tmp_path):
+    import torch
     from safetensors.torch import load_file
 
     from mmindex.cli import app
@@ -305,6 +306,14 @@ def test_cli_vision_layer_and_lora_reach_the_checkpoint_and_a_missing_layer_is_r
     saved = json.loads((tmp_path / "p" / "config.json").read_text())
     assert saved["vision_layer"] == -2 and saved["lora_rank"] == 2
     assert any(".lora_B." in k for k in load_file(str(tmp_path / "p" / "model.safetensors")))
+    result = CliRunner().invoke(app, args + ["--token-positions", "--out", str(tmp_path / "t")])
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "t" / "config.json").read_text())["token_positions"] is True
+    weights = load_file(str(tmp_path / "t" / "model.safetensors"))
+    assert weights["projector.position"].shape == (4, 64)
+    index = open_index(root / "idx")  # the checkpoint loads back with its positions
+    vlm = load_vlm(tmp_path / "t", load_llm(TEST_TINY), index.encoder.info.fingerprint)
+    torch.testing.assert_close(vlm.projector.position.detach(), weights["projector.position"])
     result = CliRunner().invoke(app, args + ["--vision-layer", "-5", "--out", str(tmp_path / "q")])
     assert result.exit_code != 0 and "vision layer -5 does not exist" in result.output
     assert not (tmp_path / "q").exists()

@@ -21,6 +21,19 @@ def test_projector_specs_map_vision_width_to_llm_width(spec, linears):
     assert sum(isinstance(m, torch.nn.Linear) for m in projector.modules()) == linears
 
 
+def test_token_positions_tell_identical_tokens_apart_once_learned():
+    projector = build_projector(ProjectorConfig("mlp2x_gelu", 12, 20, positions=3))
+    same = torch.randn(12).expand(2, 3, 12)  # one token repeated at three positions
+    out = projector(same)
+    torch.testing.assert_close(out[:, 0], out[:, 2])  # zero at the start: the plain projector
+    with torch.no_grad():
+        projector.position.normal_()
+    out = projector(same)
+    assert out.shape == (2, 3, 20) and not torch.allclose(out[:, 0], out[:, 2])
+    with pytest.raises(RuntimeError):  # another token count than it was built for
+        projector(torch.randn(2, 4, 12))
+
+
 @pytest.mark.parametrize("spec", ["mlp", "mlp0x_gelu", "conv", ""])
 def test_unknown_projector_spec_is_a_user_error(spec):
     with pytest.raises(UserInputError, match="unknown projector"):

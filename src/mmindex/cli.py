@@ -426,6 +426,9 @@ def train_projector_command(
     vision_layer: int = typer.Option(-1, "--vision-layer", max=-1, help="The vision tower's "
                                      "block to take tokens from: -1 the last, -2 the one "
                                      "before (a ResNet's is twice as fine)"),
+    token_positions: bool = typer.Option(False, "--token-positions", help="Learn an "
+                                         "embedding per token position (for ResNet tokens, "
+                                         "which do not carry their place in the image)"),
     caption_steps: int = typer.Option(0, "--caption-steps", min=0),
     qa_steps: int = typer.Option(500, "--qa-steps", min=0),
     caption_minutes: float | None = typer.Option(None, "--caption-minutes"),
@@ -455,6 +458,7 @@ def train_projector_command(
     config = TrainProjectorConfig(
         vision_model=model, out_dir=out, captions=captions, questions=questions, llm=llm,
         projector=projector, image_tokens=image_tokens or None, vision_layer=vision_layer,
+        token_positions=token_positions,
         caption_steps=caption_steps, qa_steps=qa_steps, caption_minutes=caption_minutes,
         qa_minutes=qa_minutes, batch_size=batch_size, lr=lr, llm_lr=llm_lr,
         unfreeze_last=unfreeze_last, lora_rank=lora_rank, distractor_rate=distractor_rate,

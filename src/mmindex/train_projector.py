@@ -46,6 +46,7 @@ class TrainProjectorConfig:
     llm_lr: float = 1e-4  # unfrozen LLM layers
     unfreeze_last: int = 0
     lora_rank: int = 0  # LoRA adapters on the LLM, trained at llm_lr
+    token_positions: bool = False  # learn an embedding per vision-token position
     warmup_steps: int = 20
     distractor_rate: float = 0.0  # share of QA prompts with 1-2 other images after the target
     precision: str = "bf16"  # "fp32" | "bf16" (autocast; ~2x less CPU time per step)
@@ -197,7 +198,7 @@ def vlm_config(config: TrainProjectorConfig, encoder, llm, features: torch.Tenso
                      vision_model=encoder.info.spec, vision_fingerprint=encoder.info.fingerprint,
                      llm=llm.name, llm_fingerprint=llm.fingerprint,
                      unfrozen_layers=config.unfreeze_last, vision_layer=config.vision_layer,
-                     lora_rank=config.lora_rank)
+                     lora_rank=config.lora_rank, token_positions=config.token_positions)
 
 
 # ---------------------------------------------------------------- data

@@ -50,6 +50,7 @@ class VlmConfig:
     unfrozen_layers: int = 0  # last LLM layers trained with the projector (saved with it)
     vision_layer: int = -1  # the vision tower's block the tokens come from (-1: the last)
     lora_rank: int = 0  # LoRA adapters of this rank on the LLM's linear layers (0: none)
+    token_positions: bool = False  # a learned embedding per token position (projector.py)
 
 
 @dataclass
@@ -149,7 +150,8 @@ class Vlm(nn.Module):
                                      f"{llm.name} takes {llm.hidden_size}")
         self.config = config
         self.projector = build_projector(
-            ProjectorConfig(config.projector, config.vision_dim, config.llm_dim))
+            ProjectorConfig(config.projector, config.vision_dim, config.llm_dim,
+                            positions=config.image_tokens if config.token_positions else 0))
         self.llm = llm.model
         self.tokenizer = llm.tokenizer
         add_lora(self.llm, config.lora_rank)  # first: peft freezes all but its adapters
