@@ -427,8 +427,8 @@ def train_projector_command(
                                      "block to take tokens from: -1 the last, -2 the one "
                                      "before (a ResNet's is twice as fine)"),
     token_positions: bool = typer.Option(False, "--token-positions", help="Learn an "
-                                         "embedding per token position (for ResNet tokens, "
-                                         "which do not carry their place in the image)"),
+                                         "embedding per token position, added to the "
+                                         "vision tokens before the projector"),
     caption_steps: int = typer.Option(0, "--caption-steps", min=0),
     qa_steps: int = typer.Option(500, "--qa-steps", min=0),
     caption_minutes: float | None = typer.Option(None, "--caption-minutes"),

@@ -4,8 +4,10 @@
     mlpNx_gelu      N Linear layers with GELU between them (LLaVA-1.5 uses mlp2x_gelu)
 
 With `positions` > 0 a learned embedding per token position (zero at the start) is added to
-the vision tokens first. A ViT's tokens carry their place in the image already; a ResNet's
-feature map does not, so the LLM can only tell where a token came from by its order.
+the vision tokens first, trained with the projector for the questions at hand. A ViT's
+tokens and a ResNet's last stage (with its attention pool's position embeddings) carry
+their place in the image already, learned for CLIP's objective; an earlier ResNet stage
+(`--vision-layer -2`) carries none, and the LLM can tell its tokens apart only by order.
 """
 
 from __future__ import annotations
