@@ -314,6 +314,10 @@ def test_cli_vision_layer_and_lora_reach_the_checkpoint_and_a_missing_layer_is_r
     index = open_index(root / "idx")  # the checkpoint loads back with its positions
     vlm = load_vlm(tmp_path / "t", load_llm(TEST_TINY), index.encoder.info.fingerprint)
     torch.testing.assert_close(vlm.projector.position.detach(), weights["projector.position"])
+    result = CliRunner().invoke(app, args + ["--init-from", str(root / "idx" / "projector"),
+                                             "--out", str(tmp_path / "c")])
+    assert result.exit_code == 0, result.output
+    assert "trained before for 7 steps: captions 3, qa 4" in result.output
     result = CliRunner().invoke(app, args + ["--vision-layer", "-5", "--out", str(tmp_path / "q")])
     assert result.exit_code != 0 and "vision layer -5 does not exist" in result.output
     assert not (tmp_path / "q").exists()

@@ -470,8 +470,9 @@ def train_projector_command(
         return
     typer.echo(f"{report.n_images} images' tokens cached in {report.feature_seconds:.0f}s")
     if report.earlier_stages:
-        typer.echo(f"  continued from {init_from}: {len(report.earlier_stages)} earlier "
-                   f"stages, {sum(s.steps for s in report.earlier_stages)} steps")
+        typer.echo(f"  continued from {init_from}, trained before for "
+                   f"{sum(s.steps for s in report.earlier_stages)} steps: "
+                   + ", ".join(f"{s.name} {s.steps}" for s in report.earlier_stages))
     for stage in report.stages:
         typer.echo(f"  {stage.name:<9} {stage.steps} steps in {stage.seconds:.0f}s, loss "
                    f"{stage.first_loss:.3f} -> {stage.last_loss:.3f}")
