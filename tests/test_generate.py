@@ -73,6 +73,51 @@ def test_ask_streams_the_answer_text_as_it_is_generated(shapes):
     assert "".join(pieces).strip() == answer.text  # the pieces are the answer, in order
 
 
+def test_ask_answers_each_image_alone_unless_joint(shapes, monkeypatch):
+    root, _ = shapes
+    gen = generator(root)
+    shown = []  # the images of each prompt
+    answer_one = gen._answer
+    monkeypatch.setattr(gen, "_answer", lambda prompt, images, *rest:
+                        shown.append(len(images)) or answer_one(prompt, images, *rest))
+    each = gen.ask("a red circle", AskConfig(k=3, threshold=-1.0, max_new_tokens=4))
+    assert shown == [1, 1, 1]
+    assert each.text.split("\n") == [f"[{c.tag}] {c.answer}" for c in each.citations]
+    shown.clear()
+    joint = gen.ask("a red circle", AskConfig(k=3, threshold=-1.0, max_new_tokens=4,
+                                              joint=True))
+    assert shown == [3] and [c.answer for c in joint.citations] == [None] * 3
+
+
+def test_each_images_line_is_what_that_image_answers_alone(shapes):
+    root, _ = shapes
+    gen = generator(root)
+    each = gen.ask("a red circle", AskConfig(k=2, threshold=-1.0, max_new_tokens=6))
+    for c in each.citations:
+        alone = gen.ask("a red circle", AskConfig(k=1, threshold=-1.0, max_new_tokens=6,
+                                                  where=f"path = '{c.path}'"))
+        assert [a.path for a in alone.citations] == [c.path]
+        assert alone.citations[0].answer == c.answer
+
+
+def test_each_images_answer_streams_exactly_the_answer_text(shapes):
+    root, _ = shapes
+    pieces = []
+    answer = generator(root).ask("a red circle", AskConfig(k=3, threshold=-1.0,
+                                                            max_new_tokens=12), on_text=pieces.append)
+    assert "".join(pieces) == answer.text and answer.text.startswith("[1] ")
+
+
+def test_streamed_answers_are_trimmed_as_the_answer_text_is():
+    from mmindex.generate import _trimmed
+
+    pieces = []
+    forward = _trimmed(pieces.append)
+    for text in ["  ", " ab", " ", "c ", " \n"]:
+        forward(text)
+    assert "".join(pieces) == "ab c"
+
+
 def test_ask_abstains_below_the_threshold(shapes):
     root, _ = shapes
     pieces = []
@@ -134,6 +179,11 @@ def test_cli_ask_json_and_missing_projector(shapes, tmp_path):
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
     assert len(data["citations"]) == 2 and data["abstained"] is False
+    assert all(c["answer"] is not None for c in data["citations"])  # each image asked alone
+    joint = runner.invoke(app, ["ask", "a red circle", "-k", "2", "--threshold", "-1",
+                                "--max-new-tokens", "2", "--index", str(root / "idx"),
+                                "--llm", TEST_TINY, "--json", "--joint"])
+    assert [c["answer"] for c in json.loads(joint.stdout)["citations"]] == [None, None]
     streamed = runner.invoke(app, ["ask", "a red circle", "-k", "2", "--threshold", "-1",
                                    "--max-new-tokens", "2", "--index", str(root / "idx"),
                                    "--llm", TEST_TINY])
@@ -170,6 +220,29 @@ def test_vqa_scores_every_mode_and_the_prior(shapes, tmp_path):
     table = format_vqa(report)
     assert "prior" in table and "overall" in table and "95% CI" in table
     assert plot_vqa(report, tmp_path / "vqa.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_vqa_with_several_images_per_question(shapes, tmp_path):
+    from mmindex.vqa import VqaConfig, format_vqa, run_vqa
+
+    root, _ = shapes
+    questions = root / "data" / "questions.parquet"
+    config = VqaConfig(questions=questions, checkpoint=root / "idx" / "projector", per_kind=3,
+                       batch_size=8, images_per_question=2)
+    report = run_vqa(config)
+    assert set(report.modes) == {"joint", "each"}
+    assert "count" not in report.per_kind and report.n_questions > 0  # counts name nothing
+    assert "joint" in format_vqa(report)
+    with pytest.raises(UserInputError, match="pairs"):
+        run_vqa(replace(config, pairs=tmp_path / "none.parquet"))
+    from mmindex.cli import app
+
+    result = CliRunner().invoke(app, ["eval", "vqa", "--questions", str(questions),
+                                      "--projector", str(root / "idx" / "projector"),
+                                      "--images-per-question", "3", "--modes", "each",
+                                      "--per-kind", "2", "--json"])
+    assert result.exit_code == 0, result.output
+    assert list(json.loads(result.stdout)["modes"]) == ["each"]
 
 
 def test_hallucination_rates_come_with_a_wilson_interval_and_their_count():

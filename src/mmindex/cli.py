@@ -488,6 +488,8 @@ def ask(
     threshold: float | None = typer.Option(None, "--threshold", help="Abstain below this "
                                               "top score [default: calibrate-ask's]"),
     max_new_tokens: int = typer.Option(48, "--max-new-tokens", min=1),
+    joint: bool = typer.Option(False, "--joint", help="Show the LLM all k images in one "
+                               "prompt [default: ask each image alone, one line each]"),
     index: Path | None = IndexOption,
     projector: Path | None = ProjectorOption,
     llm: str | None = LlmOption,
@@ -500,7 +502,7 @@ def ask(
     generator = open_generator(_index_dir(index), projector, llm, device)
     streamed = []  # the answer's words, printed as they are generated
     answer = generator.ask(question, AskConfig(k=k, where=where, threshold=threshold,
-                                               max_new_tokens=max_new_tokens),
+                                               max_new_tokens=max_new_tokens, joint=joint),
                            on_text=None if as_json else lambda text: _echo_piece(streamed, text))
     if as_json:
         _print_json(answer.to_dict())
@@ -564,7 +566,14 @@ def eval_vqa(
     train_questions: Path | None = typer.Option(None, "--train-questions", help="For the "
                                                    "per-question majority-answer prior"),
     per_kind: int = typer.Option(100, "--per-kind", min=0, help="Questions per kind (0: all)"),
-    modes: str = typer.Option("full,text,random", "--modes"),
+    modes: str | None = typer.Option(None, "--modes", help="full,text,random; with several "
+                                     "images per question joint,each [default: all]"),
+    images_per_question: int = typer.Option(1, "--images-per-question", min=1, help="Show "
+                                            "each question's image among distractors that "
+                                            "lack what it names"),
+    pairs: Path | None = typer.Option(None, "--pairs", help="The images' objects, for "
+                                      "distractors [default: pairs.parquet beside "
+                                      "--questions]"),
     batch_size: int = typer.Option(32, "--batch-size", min=1),
     precision: str = typer.Option("bf16", "--precision", help="bf16 (autocast) | fp32"),
     threads: int | None = typer.Option(None, "--threads", min=1),
@@ -583,15 +592,20 @@ def eval_vqa(
         torch.set_num_threads(threads)
     report = run_vqa(VqaConfig(questions=questions, checkpoint=projector, llm=llm,
                                train_questions=train_questions, per_kind=per_kind or None,
-                               modes=tuple(m.strip() for m in modes.split(",") if m.strip()),
-                               batch_size=batch_size, precision=precision,
-                               device=device))
+                               modes=_names(modes), batch_size=batch_size,
+                               precision=precision, device=device,
+                               images_per_question=images_per_question, pairs=pairs))
     if plot:
         plot_vqa(report, plot)
     if as_json:
         _print_json(report.to_dict())
         return
     typer.echo(format_vqa(report), nl=False)
+
+
+def _names(text: str | None) -> tuple[str, ...] | None:
+    """A comma-separated option as a tuple (None when not given)."""
+    return tuple(m.strip() for m in text.split(",") if m.strip()) if text else None
 
 
 if __name__ == "__main__":

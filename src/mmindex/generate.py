@@ -40,6 +40,11 @@ class AskConfig:
     where: str | None = None
     threshold: float | None = None  # None: the index's calibrated threshold
     max_new_tokens: int = 48
+    # False: each retrieved image answers alone, one line each ("[1] yellow"). The shapes
+    # projector was trained on one image per prompt, and three images in one prompt made it
+    # answer "there is none" about a star that all three showed (docs/ask.md, session 7).
+    # True: one prompt holds all k images, each after its tag.
+    joint: bool = False
 
 
 @dataclass(frozen=True)
@@ -48,6 +53,7 @@ class Citation:
     id: int
     path: str
     score: float
+    answer: str | None = None  # this image's own answer; None when asked jointly
 
 
 @dataclass(frozen=True)
@@ -91,9 +97,15 @@ class Generator:
         if best is None or (threshold is not None and best < threshold):
             return Answer(question, NOT_FOUND, (), True, threshold, best,
                           time.perf_counter() - started, 0)
-        text, new_tokens = self._answer(question, [Path(h.path) for h in hits],
-                                        config.max_new_tokens, on_text)
-        citations = tuple(Citation(i, h.id, h.path, h.score) for i, h in enumerate(hits, 1))
+        paths = [Path(h.path) for h in hits]
+        if config.joint:
+            text, new_tokens = self._answer(question, paths, config.max_new_tokens, on_text)
+            own = [None] * len(hits)
+        else:
+            text, new_tokens, own = self._answer_each(question, paths, config.max_new_tokens,
+                                                      on_text)
+        citations = tuple(Citation(i, h.id, h.path, h.score, answer)
+                          for i, (h, answer) in enumerate(zip(hits, own), 1))
         return Answer(question, text, citations, False, threshold, best,
                       time.perf_counter() - started, new_tokens)
 
@@ -101,6 +113,20 @@ class Generator:
         from mmindex.models.vlm import CAPTION_PROMPT
 
         return self._answer(CAPTION_PROMPT, [Path(image)], max_new_tokens)[0]
+
+    def _answer_each(self, question: str, images: Sequence[Path], max_new_tokens: int,
+                     on_text: Callable[[str], None] | None = None):
+        """Ask each image alone: the text is one "[tag] answer" line per image, streamed as
+        it is generated; also returns the new tokens and each image's own answer."""
+        answers, new_tokens = [], 0
+        for tag, image in enumerate(images, 1):
+            if on_text is not None:
+                on_text(("\n" if tag > 1 else "") + f"[{tag}] ")
+            text, n = self._answer(question, [image], max_new_tokens, _trimmed(on_text))
+            answers.append(text)
+            new_tokens += n
+        text = "\n".join(f"[{tag}] {answer}" for tag, answer in enumerate(answers, 1))
+        return text, new_tokens, answers
 
     def _answer(self, prompt: str, images: Sequence[Path], max_new_tokens: int,
                 on_text: Callable[[str], None] | None = None):
@@ -113,6 +139,24 @@ class Generator:
         batch = collate([example], vlm.tokenizer.pad_token_id, left_pad=True)
         text = vlm.generate(batch, features, max_new_tokens, on_text)[0]
         return text, len(vlm.tokenizer(text).input_ids)
+
+
+def _trimmed(on_text: Callable[[str], None] | None):
+    """on_text receiving exactly the stripped answer (as Answer.text has it): the opening
+    whitespace dropped, whitespace held back until more text follows it."""
+    if on_text is None:
+        return None
+    started, held = False, ""
+
+    def forward(text: str) -> None:
+        nonlocal started, held
+        text = held + text if started else text.lstrip()
+        body = text.rstrip()
+        held = text[len(body):]
+        if body:
+            started = True
+            on_text(body)
+    return forward
 
 
 def open_generator(index_dir: Path, projector: Path | None = None,

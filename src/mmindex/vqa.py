@@ -6,6 +6,12 @@ mean and spread. A fourth, the prior, needs no model: the most frequent training
 each question text (the best any image-blind model trained on those questions can do).
 Hallucination: "yes" to an object that is not there, and any answer but "there is none" to
 a question that presumes a missing object. Tests and benchmarks call `evaluate_vqa`.
+
+With several images per question (`evaluate_multi_image`), each question's image stands
+among distractors that hold nothing the question names (no star for "What color is the
+star?"), so the set has the answer the image alone has. Two ways answer it: "joint" (one
+prompt with every image, as `ask --joint`) and "each" (every image asked alone, as `ask`
+does by default, the answers combined by `combine_answers`).
 """
 
 from __future__ import annotations
@@ -23,7 +29,9 @@ import torch
 from mmindex.errors import UserInputError
 
 MODES = ("full", "text", "random")
+MULTI_MODES = ("joint", "each")  # several images per question
 NONE_ANSWER = "there is none"
+NEGATIVE_ANSWERS = ("no", NONE_ANSWER)  # what an image without the named object answers
 
 
 @dataclass(frozen=True)
@@ -41,11 +49,15 @@ class VqaConfig:
     llm: str | None = None  # None: the LLM the checkpoint names
     train_questions: Path | None = None  # for the prior baseline
     per_kind: int | None = 100  # questions sampled per kind; None: all
-    modes: tuple[str, ...] = MODES
+    modes: tuple[str, ...] | None = None  # None: MODES (MULTI_MODES for several images)
     batch_size: int = 32
     seed: int = 0
     precision: str = "bf16"  # "fp32" | "bf16" autocast
     device: str = "cpu"  # "cuda": the LLM and projector answer on a GPU
+    # >1: each question's image among distractors (modes MULTI_MODES); their objects come
+    # from the pairs file's attributes (None: pairs.parquet beside the questions)
+    images_per_question: int = 1
+    pairs: Path | None = None
 
 
 @dataclass
@@ -117,14 +129,136 @@ def _features_for(mode: str, features: torch.Tensor) -> torch.Tensor:
 
 
 def _run_mode(vlm, features, rows, image_rows, mode: str, batch_size: int) -> ModeResult:
-    started, predictions, new_tokens = time.perf_counter(), [], 0
-    for start in range(0, len(rows), batch_size):
-        chunk = range(start, min(start + batch_size, len(rows)))
-        answers = answer_batch(vlm, features, [rows[i].question for i in chunk],
-                               [[] if mode == "text" else [image_rows[i]] for i in chunk])
+    started = time.perf_counter()
+    images = [[] if mode == "text" else [image_rows[i]] for i in range(len(rows))]
+    predictions, new_tokens = _predict(vlm, features, [r.question for r in rows], images,
+                                       batch_size)
+    return _score(rows, predictions, time.perf_counter() - started, new_tokens)
+
+
+def _predict(vlm, features, questions: Sequence[str], images: Sequence[list[int]],
+             batch_size: int) -> tuple[list[str], int]:
+    """Each question answered from its images (rows of features); also the new tokens."""
+    predictions, new_tokens = [], 0
+    for start in range(0, len(questions), batch_size):
+        chunk = slice(start, start + batch_size)
+        answers = answer_batch(vlm, features, questions[chunk], images[chunk])
         predictions += answers
         new_tokens += sum(len(vlm.tokenizer(a).input_ids) + 1 for a in answers)
+    return predictions, new_tokens
+
+
+# ---------------------------------------------------------------- several images per question
+
+
+def evaluate_multi_image(vlm, features: torch.Tensor, rows: Sequence[VqaRow],
+                         image_sets: Sequence[list[int]], modes: Sequence[str] = MULTI_MODES,
+                         batch_size: int = 32, precision: str = "fp32") -> VqaReport:
+    """Score "joint" and "each" on `rows`, row i shown the images features[image_sets[i]]
+    (its own among distractors, see distractor_sets)."""
+    unknown = set(modes) - set(MULTI_MODES)
+    if unknown:
+        raise UserInputError(f"unknown mode(s) {sorted(unknown)} for several images per "
+                             f"question; choose from {MULTI_MODES}")
+    from mmindex.models.vlm import autocast
+
+    runs = {"joint": _run_joint, "each": _run_each}
+    with autocast(precision, vlm.device):
+        results = {mode: runs[mode](vlm, features, rows, image_sets, batch_size)
+                   for mode in modes}
+    return VqaReport(len(rows), dict(Counter(r.kind for r in rows)), results, None)
+
+
+def _run_joint(vlm, features, rows, image_sets, batch_size) -> ModeResult:
+    started = time.perf_counter()
+    predictions, new_tokens = _predict(vlm, features, [r.question for r in rows],
+                                       list(image_sets), batch_size)
     return _score(rows, predictions, time.perf_counter() - started, new_tokens)
+
+
+def _run_each(vlm, features, rows, image_sets, batch_size) -> ModeResult:
+    started = time.perf_counter()
+    questions = [r.question for r, images in zip(rows, image_sets) for _ in images]
+    singles = [[image] for images in image_sets for image in images]
+    answers, new_tokens = _predict(vlm, features, questions, singles, batch_size)
+    predictions, start = [], 0
+    for images in image_sets:
+        predictions.append(combine_answers(answers[start:start + len(images)]))
+        start += len(images)
+    return _score(rows, predictions, time.perf_counter() - started, new_tokens)
+
+
+def combine_answers(answers: Sequence[str]) -> str:
+    """One answer for a set of images from each one's own: the one thing found, if the images
+    found exactly one ("yes" from any image answers "Is there...?"); when none found
+    anything, their most common negative ("no" or "there is none"); when they found
+    different things, all of them, which matches no single expected answer."""
+    said = [normalise(a) for a in answers]
+    found = list(dict.fromkeys(a for a in said if a not in NEGATIVE_ANSWERS))
+    if not found:
+        return Counter(said).most_common(1)[0][0] if said else NONE_ANSWER
+    return " | ".join(found)
+
+
+def named_objects(question: str) -> tuple[str | None, str | None]:
+    """The colour and the shape a shapes question names (None where it names none)."""
+    from mmindex.data.shapes import COLORS, SHAPES
+
+    words = set(re.findall(r"[a-z]+", question.lower()))
+    color = next((c for c in COLORS if c in words), None)
+    shape = next((s for s in SHAPES if s in words), None)
+    return color, shape
+
+
+def holds(objects, color: str | None, shape: str | None) -> bool:
+    """Whether any object has the named colour and shape (either may be unnamed)."""
+    return any((color is None or o.color == color) and (shape is None or o.shape == shape)
+               for o in objects)
+
+
+def distractor_sets(rows: Sequence[VqaRow], objects: dict[Path, tuple], k: int,
+                    seed: int = 0) -> list[tuple[VqaRow, list[Path]]]:
+    """For each row whose question names a colour or a shape, its image and k-1 others that
+    hold no such object, the row's image at a random place among them. Questions that name
+    nothing ("How many shapes are there?") have no such distractors and are left out, as are
+    rows whose image has no known objects."""
+    rng = random.Random(seed)
+    pool = sorted(objects)  # resolved paths, as read_objects keys them
+    picked = []
+    for row in rows:
+        color, shape = named_objects(row.question)
+        image = row.image.resolve()
+        if (color is None and shape is None) or image not in objects:
+            continue
+        others = [p for p in pool if p != image and not holds(objects[p], color, shape)]
+        if len(others) < k - 1:
+            continue
+        images = rng.sample(others, k - 1)
+        images.insert(rng.randrange(k), image)
+        picked.append((row, images))
+    return picked
+
+
+def read_objects(pairs: Path) -> dict[Path, tuple]:
+    """Each image's objects, from the attributes column `make-shapes` writes."""
+    import pyarrow.parquet as pq
+
+    from mmindex.data.shapes import parse_attributes
+
+    if not pairs.is_file():
+        raise UserInputError(f"no pairs file at {pairs}: several images per question need "
+                             "each image's objects (the attributes column of make-shapes' "
+                             "pairs.parquet); pass --pairs FILE")
+    table = pq.read_table(pairs)
+    if "attributes" not in table.column_names:
+        raise UserInputError(f"{pairs} has no attributes column; several images per question "
+                             "need make-shapes' pairs.parquet")
+    root = pairs.parent
+    return {(root / image).resolve(): parse_attributes(text)
+            for image, text in zip(table["image"].to_pylist(), table["attributes"].to_pylist())}
+
+
+# ---------------------------------------------------------------- one batch of answers
 
 
 def answer_batch(vlm, features, questions: Sequence[str], images: Sequence[list[int]],
@@ -213,13 +347,32 @@ def run_vqa(config: VqaConfig) -> VqaReport:
     check_device(config.device)
     vlm = load_vlm(config.checkpoint, load_llm(config.llm or vlm_config.llm),
                    encoder.info.fingerprint).to(config.device)
+    if config.images_per_question > 1:
+        return _run_multi_image(config, vlm, encoder)
     rows = sample_rows(read_vqa_rows(config.questions), config.per_kind, config.seed)
     paths = list(dict.fromkeys(r.image for r in rows))
     row_of = {p: i for i, p in enumerate(paths)}
     features = vlm.image_features(encoder, paths)  # (N, T, C)
     prior = read_vqa_rows(config.train_questions) if config.train_questions else None
-    return evaluate_vqa(vlm, features, rows, [row_of[r.image] for r in rows], config.modes,
-                        config.batch_size, prior, config.precision)
+    return evaluate_vqa(vlm, features, rows, [row_of[r.image] for r in rows],
+                        config.modes or MODES, config.batch_size, prior, config.precision)
+
+
+def _run_multi_image(config: VqaConfig, vlm, encoder) -> VqaReport:
+    objects = read_objects(config.pairs or Path(config.questions).parent / "pairs.parquet")
+    naming = [r for r in read_vqa_rows(config.questions) if any(named_objects(r.question))]
+    askable = distractor_sets(sample_rows(naming, config.per_kind, config.seed), objects,
+                              config.images_per_question, config.seed)
+    if not askable:
+        raise UserInputError(f"no question of {config.questions} names a colour or shape of "
+                             "an image in the pairs file; are they from the same split?")
+    rows, sets = [row for row, _ in askable], [images for _, images in askable]
+    paths = list(dict.fromkeys(p for images in sets for p in images))
+    row_of = {p: i for i, p in enumerate(paths)}
+    features = vlm.image_features(encoder, paths)  # (N, T, C)
+    return evaluate_multi_image(vlm, features, rows, [[row_of[p] for p in s] for s in sets],
+                                config.modes or MULTI_MODES, config.batch_size,
+                                config.precision)
 
 
 def format_vqa(report: VqaReport) -> str:
