@@ -8,8 +8,10 @@ prompt is prefilled (a one-token generation) and then decoded for a fixed number
 tokens (`min_new_tokens`, so an early end-of-answer cannot shorten the run); each time is
 the best of three. Image tokens lengthen the prompt, which prefill pays once and every
 decoded token pays again in attention: the ratios against k = 0 are that cost. The vision
-tower's own time (reading and encoding the images) is measured apart. Peak RSS is the
-process's, models included.
+tower's own time (reading and encoding the images) is measured apart. Last, a whole
+`Generator.ask` with k = 3 both ways: each image asked alone (the default) against one joint
+prompt (`joint=True`); their answers end where the LLM stops, so the ratio also holds how
+much each one said. Peak RSS is the process's, models included.
 """
 
 from __future__ import annotations
@@ -77,13 +79,20 @@ def tiny_generator(root: Path):
 
 
 def measure(generator, new_tokens: int) -> dict:
+    from mmindex.generate import AskConfig
+
     vlm, encoder = generator.vlm, generator.index.encoder
     paths = [Path(hit.path) for hit in generator.index.search(QUESTION, k=3)]
     vision_s = best_of(3, lambda: vlm.image_features(encoder, paths))
     features = vlm.image_features(encoder, paths)  # (3, T, C)
     by_k = {k: speed(vlm, features, k, new_tokens) for k in (0, 1, 3)}
     base = by_k[0]
+    whole = {joint: best_of(3, lambda: generator.ask(QUESTION, AskConfig(
+        k=3, threshold=float("-inf"), max_new_tokens=new_tokens, joint=joint)))
+        for joint in (False, True)}
     return {"image_tokens": vlm.config.image_tokens, "vision_3_images_s": round(vision_s, 4),
+            "ask_k3_each_s": round(whole[False], 4), "ask_k3_joint_s": round(whole[True], 4),
+            "ask_k3_each_vs_joint": round(whole[False] / whole[True], 2),
             **{f"k{k}_{name}": round(value, 4) for k, row in by_k.items()
                for name, value in row.items()},
             **{f"k{k}_prefill_ratio": round(by_k[k]["prefill_s"] / base["prefill_s"], 2)
@@ -120,6 +129,8 @@ def main(argv=None) -> dict:
                      f"{summary[f'k{k}_decode_tokens_per_s']:.1f}",
                      f"{summary.get(f'k{k}_prefill_ratio', 1.0):.2f}x",
                      f"{summary.get(f'k{k}_decode_ratio', 1.0):.2f}x"))
+    rows.append(("ask k=3", "each alone", f"{summary['ask_k3_each_s']:.3f}", "joint",
+                 f"{summary['ask_k3_joint_s']:.3f}", f"{summary['ask_k3_each_vs_joint']:.2f}x"))
     report(f"ask ({summary['image_tokens']} tokens per image)", rows, summary)
     return summary
 

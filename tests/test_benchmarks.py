@@ -52,3 +52,4 @@ def test_ask_benchmark_runs():
     assert summary["k0_prompt_tokens"] + 3 * 4 < summary["k3_prompt_tokens"]  # 3 images, 4 each
     assert summary["k3_decode_tokens_per_s"] > 0 and summary["k3_prefill_ratio"] > 0
     assert summary["vision_3_images_s"] > 0 and summary["peak_rss_mb"] > 0
+    assert summary["ask_k3_each_s"] > 0 and summary["ask_k3_joint_s"] > 0
