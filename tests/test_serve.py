@@ -325,6 +325,8 @@ def test_the_generator_module_needs_transformers(monkeypatch):
 class _FakeGenerate:
     """The surface of mmindex.generate that the server uses, answering from the index's hits."""
 
+    configs: list = []  # every AskConfig a question was answered with
+
     def __init__(self, fail_loading: bool = False):
         self.loads, self.fail_loading, self.devices = 0, fail_loading, []
 
@@ -336,14 +338,15 @@ class _FakeGenerate:
         return SimpleNamespace(vlm="the vlm")
 
     @staticmethod
-    def AskConfig(k, where):  # stands in for a dataclass
-        return SimpleNamespace(k=k, where=where)
+    def AskConfig(k, where, joint=False):  # stands in for a dataclass
+        return SimpleNamespace(k=k, where=where, joint=joint)
 
     class Generator:
         def __init__(self, index, vlm):
             self.index, self.vlm = index, vlm
 
         def ask(self, question, config, on_text=None):
+            _FakeGenerate.configs.append(config)
             hits = self.index.search(question, k=config.k, where=config.where)
             citations = [{"tag": i, "id": h.id, "path": h.path, "score": h.score}
                          for i, h in enumerate(hits, 1)]
@@ -369,6 +372,11 @@ def test_ask_wires_the_generator_once_and_passes_k_and_filters(built):
         assert all("/2024/" in c["path"] for c in body["citations"])
     assert fake.loads == 1  # the LLM stays loaded
     assert fake.devices == ["cpu"]
+    assert _FakeGenerate.configs[-1].joint is False  # each image asked alone by default
+    for stream in (False, True):
+        client.post("/api/ask", json={"question": "a photo", "joint": True},
+                    headers={"Accept": "text/event-stream"} if stream else {})
+        assert _FakeGenerate.configs[-1].joint is True
 
 
 def test_serve_device_reaches_the_generator(built):

@@ -231,8 +231,8 @@ class _CitingGenerate:
         return SimpleNamespace(vlm=None)
 
     @staticmethod
-    def AskConfig(k, where):  # stands in for a dataclass
-        return SimpleNamespace(k=k, where=where)
+    def AskConfig(k, where, joint=False):  # stands in for a dataclass
+        return SimpleNamespace(k=k, where=where, joint=joint)
 
     class Generator:
         def __init__(self, index, vlm):

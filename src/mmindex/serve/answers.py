@@ -2,7 +2,7 @@
 question at a time. Everything about answering is the library's; this file only adapts.
 
 The library surface it uses: `open_generator(index_dir, device=) -> Generator` whose `.vlm` is
-the projector + LLM, `Generator(index, vlm).ask(question, AskConfig(k=, where=)) -> Answer`
+the projector + LLM, `Generator(index, vlm).ask(question, AskConfig(k=, where=, joint=)) -> Answer`
 with `Answer.to_dict()`. Pairing the loaded vlm with the server's live Index keeps answers on
 the newest generation without reloading the LLM."""
 
@@ -50,15 +50,17 @@ class Answers:
     def available(self) -> bool:
         return self._find_module() is not None
 
-    def ask(self, index, question: str, k: int, where: str | None,
+    def ask(self, index, question: str, k: int, where: str | None, joint: bool = False,
             on_text: Callable[[str], None] | None = None) -> dict:
         module = self._module()
         with self._lock:
             generator = module.Generator(index, self._loaded_vlm(module, index))
-            answer = generator.ask(question, module.AskConfig(k=k, where=where), on_text=on_text)
+            answer = generator.ask(question, module.AskConfig(k=k, where=where, joint=joint),
+                                   on_text=on_text)
         return answer.to_dict()
 
-    def stream(self, index, question: str, k: int, where: str | None) -> Iterator[tuple[str, dict]]:
+    def stream(self, index, question: str, k: int, where: str | None,
+               joint: bool = False) -> Iterator[tuple[str, dict]]:
         """("token", {"text": piece}) events while the answer is generated, then ("answer",
         the whole answer). Unavailability is raised here, before the first event, so it can
         still be a status code; a failure while generating is raised from the iterator."""
@@ -69,7 +71,7 @@ class Answers:
 
         def generate() -> None:  # on its own thread: the caller reads events as they come
             try:
-                answer = self.ask(index, question, k, where,
+                answer = self.ask(index, question, k, where, joint,
                                   on_text=lambda text: events.put(("token", {"text": text})))
                 events.put(("answer", answer))
             except Exception as exc:  # handed to the reader, which maps it to an error event

@@ -109,6 +109,8 @@ class AskIn(BaseModel):
     question: str = Field(min_length=1, max_length=2000)
     k: int = Field(3, ge=1, le=20)
     filter: list[str] = Field(default_factory=list, description=FILTER_HELP)
+    joint: bool = Field(False, description="one prompt with all k images instead of asking "
+                                           "each image alone (one cited line each)")
 
 
 def _errors(*statuses: int) -> dict:
@@ -336,10 +338,12 @@ def ask(question: AskIn, ctx: Context, request: Request) -> Response:
     where = compile_filters("images", question.filter)
     try:
         if _EVENT_STREAM in request.headers.get("accept", ""):
-            events = ctx.answers.stream(index, question.question, k=question.k, where=where)
+            events = ctx.answers.stream(index, question.question, k=question.k, where=where,
+                                        joint=question.joint)
             return StreamingResponse(_server_sent(events), media_type=_EVENT_STREAM,
                                      headers={"Cache-Control": "no-store"})
-        return JSONResponse(ctx.answers.ask(index, question.question, k=question.k, where=where))
+        return JSONResponse(ctx.answers.ask(index, question.question, k=question.k, where=where,
+                                            joint=question.joint))
     except AnswersUnavailable as exc:
         code = "not_implemented" if exc.status == 501 else "generator_unavailable"
         raise ApiError(exc.status, str(exc), code=code) from None
