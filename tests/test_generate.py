@@ -345,7 +345,7 @@ def test_a_projector_on_an_earlier_vision_layer_answers_from_that_layer(shapes, 
     vlm = load_vlm(tmp_path / "p", load_llm(TEST_TINY), index.encoder.info.fingerprint)
     answer = Generator(index, vlm).ask("a red circle", AskConfig(k=2, threshold=-1.0,
                                                                   max_new_tokens=2))
-    assert not answer.abstained and asked == [-2]
+    assert not answer.abstained and asked == [-2, -2]  # each of the 2 images, alone
 
 
 def test_a_checkpoint_from_before_vision_layers_reads_as_the_last_layer(shapes, tmp_path):
