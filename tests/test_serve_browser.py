@@ -239,6 +239,7 @@ class _CitingGenerate:
             self.index = index
 
         def ask(self, question, config, on_text=None):
+            _CitingGenerate.configs.append(config)
             hits = self.index.search(question, k=config.k)
             names = ", ".join(Path(h.path).name for h in hits)
             on_text("I see ")  # the page asks for a stream
@@ -250,6 +251,7 @@ class _CitingGenerate:
             return SimpleNamespace(to_dict=lambda: answer)
 
     go_on = threading.Event()  # set by the test once it saw the first streamed piece
+    configs: list = []  # each question's AskConfig
 
 
 def test_ask_box_shows_the_answer_and_its_cited_thumbnails(browser, album_index):
@@ -270,4 +272,10 @@ def test_ask_box_shows_the_answer_and_its_cited_thumbnails(browser, album_index)
         sync_api.expect(page.locator("#citations .hit")).to_have_count(3)
         page.wait_for_function("() => [...document.querySelectorAll('#citations img')]"
                                ".every(i => i.complete && i.naturalWidth > 0)")
+        assert _CitingGenerate.configs[-1].joint is False  # each image alone by default
+        page.check("#joint")
+        page.press("#question", "Enter")
+        page.wait_for_function("() => document.querySelector('#answer')"
+                               ".getAttribute('aria-busy') === 'false'")
+        assert len(_CitingGenerate.configs) == 2 and _CitingGenerate.configs[-1].joint is True
         page.close()

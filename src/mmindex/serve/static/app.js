@@ -179,7 +179,7 @@ async function ask(question) {
   try {
     const response = await send("/api/ask", {
       method: "POST", headers: { "Content-Type": "application/json", Accept: "text/event-stream" },
-      body: JSON.stringify({ question, k: 3 }),
+      body: JSON.stringify({ question, k: 3, joint: $("joint").checked }),
     });
     let text = "";
     for await (const [name, data] of serverSentEvents(response)) {
