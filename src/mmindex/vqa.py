@@ -129,8 +129,13 @@ def _features_for(mode: str, features: torch.Tensor) -> torch.Tensor:
 
 
 def _run_mode(vlm, features, rows, image_rows, mode: str, batch_size: int) -> ModeResult:
-    started = time.perf_counter()
     images = [[] if mode == "text" else [image_rows[i]] for i in range(len(rows))]
+    return _run_prompts(vlm, features, rows, images, batch_size)
+
+
+def _run_prompts(vlm, features, rows, images: Sequence[list[int]], batch_size) -> ModeResult:
+    """Row i asked once, with the images features[images[i]] in its prompt, and scored."""
+    started = time.perf_counter()
     predictions, new_tokens = _predict(vlm, features, [r.question for r in rows], images,
                                        batch_size)
     return _score(rows, predictions, time.perf_counter() - started, new_tokens)
@@ -162,18 +167,11 @@ def evaluate_multi_image(vlm, features: torch.Tensor, rows: Sequence[VqaRow],
                              f"question; choose from {MULTI_MODES}")
     from mmindex.models.vlm import autocast
 
-    runs = {"joint": _run_joint, "each": _run_each}
+    runs = {"joint": _run_prompts, "each": _run_each}
     with autocast(precision, vlm.device):
         results = {mode: runs[mode](vlm, features, rows, image_sets, batch_size)
                    for mode in modes}
     return VqaReport(len(rows), dict(Counter(r.kind for r in rows)), results, None)
-
-
-def _run_joint(vlm, features, rows, image_sets, batch_size) -> ModeResult:
-    started = time.perf_counter()
-    predictions, new_tokens = _predict(vlm, features, [r.question for r in rows],
-                                       list(image_sets), batch_size)
-    return _score(rows, predictions, time.perf_counter() - started, new_tokens)
 
 
 def _run_each(vlm, features, rows, image_sets, batch_size) -> ModeResult:
