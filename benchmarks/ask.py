@@ -64,9 +64,9 @@ def tiny_generator(root: Path):
     """A tiny shapes index with a projector trained for one step (test-tiny models)."""
     from mmindex import IngestConfig, ingest
     from mmindex.data.shapes import write_shapes
-    from mmindex.generate import open_generator
+    from mmindex.ask.generator import open_generator
     from mmindex.models.llm import TEST_TINY
-    from mmindex.train_projector import TrainProjectorConfig, train_projector
+    from mmindex.train.projector import TrainProjectorConfig, train_projector
 
     write_shapes(root / "data", n=6, seed=0, size=32)
     ingest(IngestConfig(roots=(root / "data" / "images",), index_dir=root / "idx",
@@ -79,7 +79,7 @@ def tiny_generator(root: Path):
 
 
 def measure(generator, new_tokens: int) -> dict:
-    from mmindex.generate import AskConfig
+    from mmindex.ask.generator import AskConfig
 
     vlm, encoder = generator.vlm, generator.index.encoder
     paths = [Path(hit.path) for hit in generator.index.search(QUESTION, k=3)]
@@ -117,7 +117,7 @@ def main(argv=None) -> dict:
         if args.tiny:
             generator = tiny_generator(Path(tmp))
         else:
-            from mmindex.generate import open_generator
+            from mmindex.ask.generator import open_generator
 
             generator = open_generator(args.index)
         summary = {"llm": generator.vlm.config.llm, "threads": args.threads,

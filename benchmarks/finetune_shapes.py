@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from mmindex.data.shapes import write_shapes
-from mmindex.evaluate import hit_ranks, retrieval_metrics
-from mmindex.finetune import FinetuneConfig, finetune, interpolate_weights, recall_summary
+from mmindex.eval.retrieval import hit_ranks, retrieval_metrics
+from mmindex.train.finetune import FinetuneConfig, finetune, interpolate_weights, recall_summary
 
 SPLITS = {  # name: (n, seed, size, background)
     "train": (10_000, 0, 96, "mixed"),
@@ -89,7 +89,7 @@ def train_shift(work: Path) -> None:
 
 def write_wise_models(work: Path) -> None:
     """WiSE-FT checkpoints between the scratch model and the shifted fine-tune."""
-    from mmindex.finetune import _encoder_with, _write_checkpoint_files
+    from mmindex.train.finetune import _encoder_with, _write_checkpoint_files
     from mmindex.models.clip import load_checkpoint
 
     start, tuned = load_checkpoint(work / "scratch"), load_checkpoint(work / "shifted")
@@ -104,7 +104,7 @@ def split_scores(encoder, pairs_path: Path) -> tuple[dict, dict[int, float]]:
     """Recall@1 summary of a split and matched text→image recall@1 by the number of objects
     a query names (ranked over the whole split); the images are encoded once for both."""
     from mmindex.data.pairs import load_pairs
-    from mmindex.evaluate import _encode_images, _encode_texts, _group_by_image
+    from mmindex.eval.retrieval import _encode_images, _encode_texts, _group_by_image
 
     groups = _group_by_image(load_pairs(pairs_path))
     images, kept, _ = _encode_images(encoder, groups, 128)  # (N_img, D)

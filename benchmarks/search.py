@@ -4,7 +4,7 @@
     python benchmarks/search.py --tiny               # seconds; what the test suite runs
 
 For each size, the index kind mmindex chooses (exact below 100k, IVF-Flat above) is built
-through mmindex.index.VectorIndex, and exact inner-product search on the same vectors is
+through mmindex.index.vectors.VectorIndex, and exact inner-product search on the same vectors is
 the baseline: recall@10, p50/p99 of single queries, batched queries/s, build time, size.
 """
 
@@ -21,7 +21,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parent))
 from common import report
 
-from mmindex.index import VectorIndex, choose_kind
+from mmindex.index.vectors import VectorIndex, choose_kind
 
 
 def clustered(n: int, dim: int, seed: int, clusters: int = 1000) -> np.ndarray:

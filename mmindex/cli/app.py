@@ -1,0 +1,96 @@
+"""The command line's shared parts: the app, common options, error handling, output.
+
+Imports of the heavy libraries happen inside the commands, so `mmindex --help` is instant.
+Library errors (MmindexError) become one line on stderr and an exit code; nothing else
+here decides anything."""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+import warnings
+from pathlib import Path
+
+import typer
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Search and question image and text collections with multimodal models.")
+
+IndexOption = typer.Option(None, "--index", help="Index directory [env MMINDEX_INDEX; "
+                           "default: the user data directory]")
+JsonOption = typer.Option(False, "--json", help="Print JSON instead of a table")
+DeviceOption = typer.Option("cpu", "--device", help="cpu | cuda (the model's weights go there)")
+
+
+def _show_warning(message, category, *args, **kwargs) -> None:
+    """The library's warnings (e.g. a fallback model) as one line on stderr, at the edge."""
+    typer.secho(f"warning: {message}", err=True, fg="yellow")
+
+
+def fail_cleanly(command):
+    """Turn the library's typed errors into one line and an exit code, never a traceback."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        from mmindex.errors import MmindexError
+
+        warnings.showwarning = _show_warning
+        try:
+            return command(*args, **kwargs)
+        except MmindexError as exc:
+            typer.secho(f"error: {exc}", err=True, fg="red")
+            raise typer.Exit(exc.exit_code)
+        except KeyboardInterrupt:
+            typer.secho("interrupted; what was committed is kept", err=True)
+            raise typer.Exit(130)
+
+    return wrapper
+
+
+def resolve_index_dir(index: Path | None) -> Path:
+    from mmindex.core.paths import default_index_dir
+
+    return index or default_index_dir()
+
+
+def print_json(data) -> None:
+    typer.echo(json.dumps(data, indent=2, default=str))
+
+
+class progress_reporter:
+    """A rich progress bar on a terminal; silent when piped or printing JSON."""
+
+    def __init__(self, enabled: bool):
+        self.enabled = enabled and sys.stderr.isatty()
+        self.bar = None
+        self.tasks = {}
+
+    def __enter__(self):
+        if self.enabled:
+            from rich.progress import Progress
+
+            self.bar = Progress(transient=True)
+            self.bar.start()
+        return self
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        if self.bar is None:
+            return
+        if stage not in self.tasks:
+            self.tasks[stage] = self.bar.add_task(stage, total=total or None)
+        self.bar.update(self.tasks[stage], completed=done, total=total or None)
+
+    def __exit__(self, *exc):
+        if self.bar is not None:
+            self.bar.stop()
+
+eval_app = typer.Typer(no_args_is_help=True, help="Measure models on labelled data.")
+app.add_typer(eval_app, name="eval")
+
+llm_app = typer.Typer(no_args_is_help=True, help="The language model that answers `ask`.")
+app.add_typer(llm_app, name="llm")
+ProjectorOption = typer.Option(None, "--projector", envvar="MMINDEX_PROJECTOR", help="Projector "
+                               "checkpoint [default: INDEX/projector]")
+LlmOption = typer.Option(None, "--llm", help="HF causal-LM dir or .gguf [default: the one the "
+                         "projector was trained with]")

@@ -1,0 +1,1 @@
+"""Measurements: retrieval recall and VQA accuracy, on labelled data."""

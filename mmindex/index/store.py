@@ -1,0 +1,390 @@
+"""The index directory: Parquet shards, FAISS files and one manifest, committed atomically.
+
+A writer adds files under new names, fsyncs them, then replaces manifest.json (temporary
+file, fsync, rename, fsync of the directory). A reader opens the manifest once and sees one
+generation. Shards are copy-on-write: a commit that removes rows rewrites only the shards
+holding them. Files no manifest names are garbage that the next writer deletes."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from mmindex.core import faults
+from mmindex.errors import (
+    IndexFormatError,
+    IndexLockedError,
+    IndexWriteError,
+    MissingFileError,
+    MmindexError,
+)
+from mmindex.models.encoder import EncoderInfo
+from mmindex.index.schema import FORMAT_VERSION, TABLES, VECTOR_TABLES, table_schema
+
+MANIFEST = "manifest.json"
+LOCK = "lock"
+MAX_SHARD_ROWS = 50_000  # bounds what a copy-on-write delete rewrites
+MODEL_METADATA = b"mmindex.model"  # each shard names its model, so doctor can rebuild a manifest
+# Stepwise manifest migrations: MIGRATIONS[v] turns a format-v manifest dict into format v+1.
+MIGRATIONS: dict[int, Callable[[dict], dict]] = {}
+
+
+@dataclass(frozen=True)
+class TableState:
+    shards: tuple[str, ...] = ()  # paths relative to the index root
+    rows: int = 0
+    faiss: str | None = None  # vector tables only
+    index: dict | None = None  # the FAISS index's kind and parameters, e.g. {"kind": "ivf", ...}
+
+
+@dataclass(frozen=True)
+class Manifest:
+    format_version: int
+    generation: int
+    model: EncoderInfo
+    next_id: int
+    tables: dict[str, TableState]
+    updated: float = field(default_factory=time.time)
+
+    def to_json(self) -> str:
+        data = asdict(self)
+        return json.dumps(data, indent=2)
+
+    def files(self) -> set[str]:
+        """Every shard and FAISS file this generation names, relative to the index root."""
+        named = {s for t in self.tables.values() for s in t.shards}
+        return named | {t.faiss for t in self.tables.values() if t.faiss}
+
+    @classmethod
+    def from_json(cls, text: str, where: Path) -> Manifest:
+        try:
+            data = json.loads(text)
+            version = data["format_version"]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise IndexFormatError(f"{where} is damaged ({exc}); run `mmindex doctor`") from None
+        data = _migrate(data, version, where)
+        try:
+            tables = {name: TableState(tuple(t["shards"]), t["rows"], t.get("faiss"), t.get("index"))
+                      for name, t in data["tables"].items()}
+            if set(tables) != set(TABLES):
+                raise KeyError(f"tables {sorted(tables)}, expected {sorted(TABLES)}")
+            return cls(FORMAT_VERSION, data["generation"], EncoderInfo(**data["model"]),
+                       data["next_id"], tables, data.get("updated", 0.0))
+        except (KeyError, TypeError) as exc:
+            raise IndexFormatError(f"{where} is damaged ({exc}); run `mmindex doctor`") from None
+
+
+def _migrate(data: dict, version, where: Path) -> dict:
+    """Bring an older manifest up to FORMAT_VERSION step by step; refuse what can't be read."""
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise IndexFormatError(f"{where} has no valid format version ({version!r}); "
+                               "run `mmindex doctor`")
+    if version > FORMAT_VERSION:
+        raise IndexFormatError(
+            f"{where} was written by a newer mmindex (format {version}, this one reads up "
+            f"to {FORMAT_VERSION}); upgrade mmindex to use this index"
+        )
+    while version < FORMAT_VERSION:
+        if version not in MIGRATIONS:
+            raise IndexFormatError(
+                f"{where} has format {version}, which this mmindex (format {FORMAT_VERSION}) "
+                "cannot migrate; re-ingest into a new --index")
+        data, version = MIGRATIONS[version](data), version + 1
+    return data
+
+
+@dataclass
+class TableChange:
+    """What one commit does to one table."""
+
+    add: pa.Table | None = None
+    remove_ids: set[int] = field(default_factory=set)
+
+
+def read_manifest(root: Path) -> Manifest:
+    path = Path(root) / MANIFEST
+    if not path.is_file():
+        raise IndexFormatError(f"no index at {root} (no {MANIFEST}); run `mmindex ingest` first")
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise IndexFormatError(f"{path} is damaged ({exc}); run `mmindex doctor`") from None
+    return Manifest.from_json(text, path)
+
+
+def read_table(root: Path, manifest: Manifest, table: str, columns=None) -> pa.Table:
+    """All live rows of a table at the manifest's generation."""
+    schema = table_schema(table, manifest.model.dim)
+    shards = [read_shard(Path(root), s, columns) for s in manifest.tables[table].shards]
+    if not shards:
+        empty = schema.empty_table()
+        return empty.select(columns) if columns else empty
+    return pa.concat_tables(shards)
+
+
+def read_shard(root: Path, relative: str, columns=None) -> pa.Table:
+    """One Parquet shard; a missing or unreadable one is a typed error naming the file."""
+    try:
+        return pq.read_table(root / relative, columns=columns)
+    except FileNotFoundError:
+        raise MissingFileError(f"shard {root / relative} is missing; run `mmindex doctor`") from None
+    except (pa.ArrowException, OSError) as exc:
+        raise IndexFormatError(f"shard {root / relative} is damaged ({exc}); "
+                               "run `mmindex doctor`") from None
+
+
+def read_vectors(root: Path, manifest: Manifest, table: str):
+    """The FAISS index of a table, checked against the table's row count."""
+    from mmindex.index.vectors import VectorIndex
+
+    relative = manifest.tables[table].faiss
+    if relative is None:
+        return VectorIndex.empty(manifest.model.dim)
+    path = Path(root) / relative
+    try:
+        vectors = VectorIndex.from_bytes(path.read_bytes())
+    except FileNotFoundError:
+        raise MissingFileError(f"FAISS file {path} is missing; run `mmindex doctor`") from None
+    except (RuntimeError, OSError) as exc:  # faiss raises RuntimeError on a damaged file
+        raise IndexFormatError(f"FAISS file {path} is damaged ({str(exc).splitlines()[0]}); "
+                               "run `mmindex doctor --repair`") from None
+    dim = int(vectors.index.d)
+    if vectors.count != manifest.tables[table].rows or dim != manifest.model.dim:
+        raise IndexFormatError(
+            f"FAISS file {path} does not match the {table} table ({vectors.count} vectors of "
+            f"dim {dim}, {manifest.tables[table].rows} rows of dim {manifest.model.dim}); "
+            "run `mmindex doctor --repair`")
+    return vectors
+
+
+class StoreWriter:
+    """The one writer of an index; holds the lock from open to close."""
+
+    def __init__(self, root: Path, repairing: bool = False):
+        """`repairing` (doctor only) takes the lock without trusting the manifest on disk."""
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._lock_handle = _acquire_lock(self.root)
+        self.manifest: Manifest | None = None  # None until the model of a new index is known
+        if repairing:
+            return
+        try:
+            self._open_existing()
+        except BaseException:
+            self.close()  # a refused open must not keep the lock
+            raise
+
+    def _open_existing(self) -> None:
+        if (self.root / MANIFEST).exists():
+            self.manifest = read_manifest(self.root)
+            missing = sorted(f for f in self.manifest.files() if not (self.root / f).is_file())
+            if missing:  # a cheap stat, so even an ingest with nothing to do reports damage
+                raise MissingFileError(f"{self.root / missing[0]} is missing ({len(missing)} "
+                                       "files in all); run `mmindex doctor`")
+            self.collect_garbage()  # leftovers of a killed writer
+        elif data_files(self.root):
+            # A fresh manifest's first commit would collect these as garbage: refuse instead.
+            raise IndexFormatError(f"{self.root} holds index files but no {MANIFEST}; run "
+                                   "`mmindex doctor --repair` to rebuild it from the shards")
+
+    def initialise(self, model: EncoderInfo) -> None:
+        """Give a new index its model; an existing one keeps the manifest it has."""
+        if self.manifest is None:
+            manifest = _empty_manifest(model)
+            try:
+                self._write_manifest(manifest)
+            except OSError as exc:
+                raise IndexWriteError(f"could not create the index at {self.root}: "
+                                      f"{exc.strerror or exc}") from exc
+            self.manifest = manifest
+
+    def new_id(self) -> int:
+        """Ids are never reused, so a stale reference can't point at another file's row."""
+        row_id = self.manifest.next_id
+        self.manifest = replace(self.manifest, next_id=row_id + 1)
+        return row_id
+
+    def read_faiss(self, table: str) -> bytes | None:
+        relative = self.manifest.tables[table].faiss
+        return (self.root / relative).read_bytes() if relative else None
+
+    def close(self) -> None:
+        if self._lock_handle is not None:
+            fcntl.flock(self._lock_handle, fcntl.LOCK_UN)
+            self._lock_handle.close()
+            self._lock_handle = None
+
+    def __enter__(self) -> StoreWriter:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def commit(self, changes: dict[str, TableChange], faiss_blobs: dict[str, bytes],
+               index_params: dict[str, dict] | None = None) -> Manifest:
+        """Write a new generation. A failed write leaves the previous one live and raises
+        IndexWriteError naming the cause; the files it had written are removed.
+        `index_params` records each FAISS file's kind and parameters in the manifest."""
+        try:
+            manifest = self._write_generation(changes, faiss_blobs, index_params or {})
+        except OSError as exc:
+            self._discard_failed_commit()
+            raise IndexWriteError(
+                f"could not commit generation {self.manifest.generation + 1} of {self.root}: "
+                f"{exc.strerror or exc}{f' ({exc.filename})' if exc.filename else ''}; "
+                f"the index is unchanged at generation {self.manifest.generation}") from exc
+        faults.point("store.manifest.renamed")
+        self.manifest = manifest
+        self.collect_garbage()
+        faults.point("store.committed")
+        return manifest
+
+    def _write_generation(self, changes, faiss_blobs, index_params) -> Manifest:
+        generation = self.manifest.generation + 1
+        tables = dict(self.manifest.tables)
+        for name, change in changes.items():
+            tables[name] = self._apply(name, tables[name], change, generation)
+        for name, blob in faiss_blobs.items():
+            relative = f"faiss/{name}-g{generation:06d}-{uuid.uuid4().hex[:8]}.faiss"
+            _write_durably(self.root / relative, blob)
+            tables[name] = replace(tables[name], faiss=relative, index=index_params.get(name))
+        manifest = replace(self.manifest, generation=generation, tables=tables, updated=time.time())
+        self._write_manifest(manifest)
+        return manifest
+
+    def _discard_failed_commit(self) -> None:
+        """Remove a failed commit's files, unless its manifest did land (then keep them)."""
+        try:
+            if read_manifest(self.root).generation == self.manifest.generation:
+                self.collect_garbage()
+        except (OSError, MmindexError):
+            pass  # best effort: the next writer collects whatever is left
+
+    def _apply(self, name: str, state: TableState, change: TableChange, generation: int):
+        shards, rows = list(state.shards), state.rows
+        if change.remove_ids:
+            shards, removed = self._rewrite_without(name, shards, change.remove_ids, generation)
+            rows -= removed
+        if change.add is not None and change.add.num_rows:
+            schema = table_schema(name, self.manifest.model.dim)
+            added = change.add.select(schema.names).cast(schema)
+            for start in range(0, added.num_rows, MAX_SHARD_ROWS):
+                shards.append(self._write_shard(name, added.slice(start, MAX_SHARD_ROWS), generation))
+            rows += added.num_rows
+        return replace(state, shards=tuple(shards), rows=rows)
+
+    def _rewrite_without(self, name, shards, remove_ids, generation):
+        remove = pa.array(sorted(remove_ids), pa.int64())
+        kept, removed = [], 0
+        for shard in shards:
+            ids = read_shard(self.root, shard, ["id"]).column("id")
+            doomed = pc.is_in(ids, value_set=remove)
+            count = pc.sum(doomed).as_py() or 0
+            if count == 0:
+                kept.append(shard)
+                continue
+            removed += count
+            survivors = read_shard(self.root, shard).filter(pc.invert(doomed))
+            if survivors.num_rows:
+                kept.append(self._write_shard(name, survivors, generation))
+        return kept, removed
+
+    def _write_shard(self, name: str, table: pa.Table, generation: int) -> str:
+        relative = f"{name}/g{generation:06d}-{uuid.uuid4().hex[:12]}.parquet"
+        target = self.root / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        model = json.dumps(asdict(self.manifest.model)).encode()
+        pq.write_table(table.replace_schema_metadata({MODEL_METADATA: model}), target)
+        _fsync(target)
+        faults.point("store.shard.written")
+        return relative
+
+    def _write_manifest(self, manifest: Manifest) -> None:
+        _write_durably(self.root / MANIFEST, manifest.to_json().encode())
+
+    def collect_garbage(self) -> None:
+        live = self.manifest.files()
+        for folder in list(TABLES) + ["faiss"]:
+            for path in (self.root / folder).glob("*"):
+                if path.relative_to(self.root).as_posix() not in live:
+                    path.unlink(missing_ok=True)
+        for tmp in self.root.glob("*.tmp"):
+            tmp.unlink(missing_ok=True)
+
+
+def data_files(root: Path) -> list[Path]:
+    """Every shard and FAISS file in an index directory, named by the manifest or not."""
+    return sorted(p for folder in list(TABLES) + ["faiss"]
+                  for p in (Path(root) / folder).glob("*") if p.is_file())
+
+
+def _empty_manifest(model: EncoderInfo) -> Manifest:
+    tables = {name: TableState() for name in TABLES}
+    return Manifest(FORMAT_VERSION, 0, model, 0, tables)
+
+
+def _write_durably(target: Path, data: bytes) -> None:
+    """Temporary file, fsync, atomic rename, fsync of the folder: all or nothing on a crash."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(target.name + f".{os.getpid()}.tmp")
+    with open(tmp, "wb") as handle:
+        handle.write(data[: len(data) // 2])
+        faults.point("store.write.midway")  # a crash or a full disk half-way through a file
+        handle.write(data[len(data) // 2:])
+        handle.flush()
+        os.fsync(handle.fileno())
+    faults.point("store.write.synced")
+    os.replace(tmp, target)
+    _fsync(target.parent)
+
+
+def _fsync(path: Path) -> None:
+    """fsync a file or a folder (a folder's fsync makes a rename in it durable)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _acquire_lock(root: Path):
+    """flock is released by the kernel when its holder dies, so a stale lock frees itself."""
+    handle = open(root / LOCK, "a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "another process"
+        handle.close()
+        raise IndexLockedError(f"index {root} is being written by {holder}; wait for it to finish")
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"process {os.getpid()} (since {time.strftime('%Y-%m-%d %H:%M:%S')})")
+    handle.flush()
+    return handle
+
+
+__all__ = [
+    "VECTOR_TABLES",
+    "IndexWriteError",
+    "Manifest",
+    "MissingFileError",
+    "StoreWriter",
+    "TableChange",
+    "TableState",
+    "data_files",
+    "read_manifest",
+    "read_shard",
+    "read_table",
+    "read_vectors",
+]

@@ -1,0 +1,35 @@
+"""The ingest run's frozen configuration. The CLI maps its flags onto it once, at the edge."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from mmindex.data.images import DEFAULT_MAX_PIXELS
+
+@dataclass(frozen=True)
+class IngestConfig:
+    roots: tuple[Path, ...]
+    index_dir: Path
+    model: str | None = None  # None: the index's own model, or the default for a new index
+    # "local" | "ray" | "auto": Ray from ray_threshold files to encode, or at any size with a
+    # ray_address or more than one actor
+    executor: str = "auto"
+    ray_address: str | None = None  # an existing cluster; None starts a local Ray
+    batch_size: int = 32
+    commit_every: int = 2048  # rows; a killed ingest loses at most this much work
+    commit_seconds: float = 60.0  # ...or this much time
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    precision: str = "auto"  # "fp32" | "bf16" | "auto" (bf16 where the hardware has it)
+    decode_threads: int = 2  # Pillow releases the GIL: decoding overlaps with encoding
+    ray_threshold: int = 2000  # below this, Ray's start-up (~6 s) costs more than it saves
+    device: str = "cpu"  # "cuda": the encoder on a GPU (each Ray actor then holds one)
+    actors: int = 1  # Ray encoder actors; on a cluster, one per GPU or per node's share of CPUs
+    actor_cpus: int = 0  # CPUs each Ray actor holds and torch uses; 0: 1 held, all cores used
+
+    def __post_init__(self):
+        if self.executor not in ("local", "ray", "auto"):
+            raise ValueError(f"executor must be local, ray or auto, not {self.executor!r}")
+        if self.actors < 1 or self.actor_cpus < 0:
+            raise ValueError(f"actors must be >= 1 and actor_cpus >= 0, not {self.actors} and "
+                             f"{self.actor_cpus}")

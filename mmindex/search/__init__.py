@@ -1,0 +1,1 @@
+"""Search over one index: text, image or vector queries, with SQL filters, into Hits."""

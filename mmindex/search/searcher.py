@@ -1,0 +1,253 @@
+"""Index: a reader of one generation of an index directory, and its searches.
+
+query text / image / vector -> encoder -> FAISS top-k (restricted to the ids a --where
+filter admits) -> rows -> Hits. A reader reads the manifest once and keeps that generation
+in memory, so a writer committing meanwhile changes nothing it sees."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from mmindex.index import store
+from mmindex.core.paths import default_index_dir
+from mmindex.errors import MissingFileError, ModelMismatchError, UserInputError
+from mmindex.index.vectors import VectorIndex
+from mmindex.index.schema import VECTOR_TABLES, table_schema
+
+WHERE_TIMEOUT_S = 10.0  # a metadata predicate over 1M rows takes well under a second
+
+
+@dataclass(frozen=True)
+class Hit:
+    rank: int
+    id: int
+    score: float
+    path: str
+    table: str
+    text: str | None = None  # texts only
+    key: str | None = None  # texts only: where in the file
+    width: int | None = None  # images only
+    height: int | None = None
+
+    def to_dict(self) -> dict:
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+
+@dataclass(frozen=True)
+class TableInfo:
+    rows: int
+    shards: int
+    bytes: int
+    index_kind: str | None
+
+
+@dataclass(frozen=True)
+class IndexInfo:
+    root: str
+    model: str
+    dim: int
+    fingerprint: str
+    generation: int
+    tables: dict[str, TableInfo]
+    errors: list[dict]
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def open_index(path: str | Path | None = None) -> Index:
+    return Index(Path(path) if path else default_index_dir())
+
+
+class Index:
+    def __init__(self, root: Path, encoder=None):
+        self.root = Path(root)
+        self._encoder = encoder
+        self._text_encoder = None  # text queries only; see text_encoder
+        self._load_generation()
+
+    def _load_generation(self, attempts: int = 20) -> None:
+        """Read the manifest and everything it names into memory: a snapshot that a writer's
+        next commit (which deletes unreferenced files) cannot pull from under us. A file
+        vanishing between reading the manifest and the shards means a commit landed: retry.
+        If the generation did not move, the file is really gone: the index is damaged."""
+        for attempt in range(attempts):
+            self.manifest = store.read_manifest(self.root)
+            self._rows: dict[str, pa.Table] = {}
+            self._vectors: dict[str, VectorIndex] = {}
+            try:
+                for table in self.manifest.tables:
+                    self.rows(table)
+                    if table in VECTOR_TABLES:
+                        self.vectors(table)
+                self._shard_bytes = {t: self._stat_shards(t) for t in self.manifest.tables}
+                return
+            except MissingFileError:
+                moved = store.read_manifest(self.root).generation != self.manifest.generation
+                if not moved or attempt == attempts - 1:
+                    raise
+
+    def _stat_shards(self, table: str) -> int:
+        """Taken with the snapshot, since a later commit may collect these files."""
+        try:
+            return sum((self.root / s).stat().st_size for s in self.manifest.tables[table].shards)
+        except FileNotFoundError as exc:
+            raise MissingFileError(f"shard {exc.filename} is missing; run `mmindex "
+                                   "doctor`") from None
+
+    # -- lazily loaded parts of this generation --------------------------------------------
+    @property
+    def encoder(self):
+        """The index's own model, always: a search with another model would be meaningless."""
+        if self._encoder is None:
+            from mmindex.models.registry import load_encoder
+
+            self._encoder = load_encoder(self.manifest.model.spec)
+        if self._encoder.info.fingerprint != self.manifest.model.fingerprint:
+            raise ModelMismatchError(
+                f"index {self.root} was built with '{self.manifest.model.spec}' "
+                f"(fingerprint {self.manifest.model.fingerprint}) but the model loaded now has "
+                f"fingerprint {self._encoder.info.fingerprint}: its weights or settings changed "
+                f"(the files on disk, or an upgrade of mmindex or of the model's package); "
+                f"ingest into a new --index (or delete this one) to rebuild it")
+        return self._encoder
+
+    @property
+    def text_encoder(self):
+        """What embeds text queries: the full model once loaded, else the model's cached
+        text side (no image tower, few imports: models/text_tower.py), else the full model,
+        whose text side is then cached for the next process."""
+        from mmindex.models import text_tower
+
+        if self._encoder is None:
+            if self._text_encoder is None:
+                self._text_encoder = text_tower.load(self.manifest.model.fingerprint)
+            if self._text_encoder is not None:
+                return self._text_encoder
+            text_tower.save(self.encoder)
+        return self.encoder
+
+    def rows(self, table: str) -> pa.Table:
+        """The table's rows at this generation, without the embeddings."""
+        if table not in self._rows:
+            schema = table_schema(table, self.manifest.model.dim)
+            keep = [c for c in schema.names if c != "embedding"]
+            self._rows[table] = store.read_table(self.root, self.manifest, table, columns=keep)
+        return self._rows[table]
+
+    def vectors(self, table: str) -> VectorIndex:
+        if table not in self._vectors:
+            self._vectors[table] = store.read_vectors(self.root, self.manifest, table)
+        return self._vectors[table]
+
+    # -- queries -------------------------------------------------------------------------
+    def embed_text(self, text: str) -> np.ndarray:
+        if not text.strip():
+            raise UserInputError("the query text is empty")
+        return self.text_encoder.encode_texts([text])[0]  # (D,)
+
+    def embed_image(self, path: str | Path) -> np.ndarray:
+        import torch
+
+        from mmindex.data.images import DecodeError, decode_image
+
+        try:
+            decoded = decode_image(Path(path), self.encoder.info.image_size)
+        except (DecodeError, OSError) as exc:
+            raise UserInputError(f"cannot use {path} as a query image: {exc}") from None
+        pixels = torch.stack([self.encoder.preprocess(decoded.image)])  # (1, 3, H, W)
+        return self.encoder.encode_images(pixels)[0]  # (D,)
+
+    def search(self, query: str | None = None, *, image: str | Path | None = None,
+               vector: np.ndarray | None = None, k: int = 10, target: str = "images",
+               where: str | None = None, min_score: float | None = None) -> list[Hit]:
+        """Exactly one of query (text), image (a file) or vector; the top k of `target`."""
+        if target not in VECTOR_TABLES:
+            raise UserInputError(f"target must be one of {', '.join(VECTOR_TABLES)}, not {target!r}")
+        if k < 1:
+            raise UserInputError(f"k must be at least 1, not {k}")
+        vector = self._query_vector(query, image, vector)
+        allowed = self.filter_ids(target, where) if where else None
+        if allowed is not None and len(allowed) == 0:
+            return []
+        scores, ids = self.vectors(target).search(vector[None, :], k, allowed)  # (1, k) each
+        return self._hits(target, scores[0], ids[0], min_score)
+
+    def _query_vector(self, query, image, vector) -> np.ndarray:
+        given = [x is not None for x in (query, image, vector)]
+        if sum(given) != 1:
+            raise UserInputError("give exactly one of a query text, an image or a vector")
+        if query is not None:
+            return self.embed_text(query)
+        if image is not None:
+            return self.embed_image(image)
+        vector = np.asarray(vector, dtype=np.float32).reshape(-1)
+        if vector.shape[0] != self.manifest.model.dim:
+            raise UserInputError(f"vector has {vector.shape[0]} dimensions; the index has "
+                                 f"{self.manifest.model.dim}")
+        return vector / max(float(np.linalg.norm(vector)), 1e-12)
+
+    def filter_ids(self, target: str, where: str,
+                   timeout_s: float = WHERE_TIMEOUT_S) -> np.ndarray:
+        """Ids of the rows a SQL predicate admits, run by DuckDB over this generation's rows.
+        The database sees only those in-memory rows: file access is switched off, and a
+        predicate still running after `timeout_s` (a hostile subquery over range(1e12)) is
+        interrupted, so it cannot hold a server's thread."""
+        import threading
+
+        import duckdb
+
+        con = duckdb.connect(config={"enable_external_access": False})
+        query = f"SELECT id FROM {target} WHERE ({where})"
+        watchdog = threading.Timer(timeout_s, con.interrupt)
+        try:
+            if len(con.extract_statements(query)) != 1:  # a ';' inside a quoted value is fine
+                raise UserInputError(f"--where takes one SQL predicate, not statements: {where!r}")
+            con.register(target, self.rows(target))
+            watchdog.start()
+            result = con.execute(query).fetchnumpy()
+        except duckdb.InterruptException:
+            raise UserInputError(f"--where {where!r} ran longer than {timeout_s:g} s and was "
+                                 "stopped: filter on the columns directly") from None
+        except duckdb.Error as exc:
+            columns = ", ".join(self.rows(target).column_names)
+            raise UserInputError(f"--where {where!r} is not a usable predicate: "
+                                 f"{str(exc).splitlines()[0]} (columns: {columns})") from None
+        finally:
+            watchdog.cancel()
+            con.close()
+        return result["id"].astype(np.int64)
+
+    def _hits(self, target: str, scores, ids, min_score) -> list[Hit]:
+        found = [(float(s), int(i)) for s, i in zip(scores, ids) if i >= 0]
+        if min_score is not None:
+            found = [(s, i) for s, i in found if s >= min_score]
+        rows = self._rows_by_id(target, [i for _, i in found])
+        hits = []
+        for rank, (score, row_id) in enumerate(found, start=1):
+            row = rows[row_id]
+            hits.append(Hit(rank, row_id, score, row["path"], target, text=row.get("text"),
+                            key=row.get("key"), width=row.get("width"), height=row.get("height")))
+        return hits
+
+    def _rows_by_id(self, target: str, ids: list[int]) -> dict[int, dict]:
+        import pyarrow.compute as pc
+
+        table = self.rows(target)
+        picked = table.filter(pc.is_in(table.column("id"), value_set=pa.array(ids, pa.int64())))
+        return {row["id"]: row for row in picked.to_pylist()}
+
+    # -- description ---------------------------------------------------------------------
+    def info(self, max_errors: int = 50) -> IndexInfo:
+        tables = {}
+        for name, state in self.manifest.tables.items():
+            kind = self.vectors(name).kind if name in VECTOR_TABLES else None
+            tables[name] = TableInfo(state.rows, len(state.shards), self._shard_bytes[name], kind)
+        errors = self.rows("errors").select(["path", "table", "reason"]).to_pylist()[:max_errors]
+        model = self.manifest.model
+        return IndexInfo(str(self.root), model.spec, model.dim, model.fingerprint,
+                         self.manifest.generation, tables, errors)

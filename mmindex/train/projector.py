@@ -1,0 +1,312 @@
+"""Train the projector between a CLIP vision tower and a causal LM.
+
+Stage 1 (captions) aligns image tokens with the LLM on (image, caption) pairs; stage 2 (QA)
+tunes on (image, question, answer) triples. The vision tower is frozen and its tokens are
+computed once and cached, so it never runs inside the loop. The LLM is frozen unless
+`unfreeze_last` > 0; either way gradients flow through it to the projector. The loss covers
+the answer (or caption) tokens only.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from mmindex.data.questions import read_questions
+from mmindex.errors import UserInputError
+from mmindex.models.registry import check_device
+from mmindex.models.vlm import CAPTION_PROMPT
+
+CURVE_STEPS = 20  # steps averaged into one point of the loss curve (2400 steps: 120 points)
+LOSS_PLOT = "loss.png"  # written beside the checkpoint
+
+
+@dataclass(frozen=True)
+class TrainProjectorConfig:
+    vision_model: str  # CLIP spec; must be the index's model for `ask` to use the result
+    out_dir: Path
+    captions: Path | None = None  # pairs file: stage 1
+    questions: Path | None = None  # image/question/answer table: stage 2
+    llm: str | None = None  # None: MMINDEX_LLM or the installed default
+    projector: str = "mlp2x_gelu"
+    image_tokens: int | None = 16  # pool each image to this many tokens; None keeps all
+    vision_layer: int = -1  # the vision tower's block the tokens come from (-2: a finer grid)
+    caption_steps: int = 0
+    qa_steps: int = 500
+    caption_minutes: float | None = None  # a time budget per stage, whichever comes first
+    qa_minutes: float | None = None
+    batch_size: int = 16
+    lr: float = 1e-3  # projector
+    llm_lr: float = 1e-4  # unfrozen LLM layers
+    unfreeze_last: int = 0
+    lora_rank: int = 0  # LoRA adapters on the LLM, trained at llm_lr
+    token_positions: bool = False  # learn an embedding per vision-token position
+    warmup_steps: int = 20
+    distractor_rate: float = 0.0  # share of QA prompts with 1-2 other images after the target
+    precision: str = "bf16"  # "fp32" | "bf16" (autocast; ~2x less CPU time per step)
+    threads: int | None = None  # torch threads; 1 is far faster on a CPU shared with others
+    device: str = "cpu"  # "cuda": the LLM and projector train on a GPU
+    init_from: Path | None = None  # continue from this checkpoint's weights (same models)
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class Sample:
+    image: int  # row of the feature cache
+    prompt: str
+    answer: str
+
+
+@dataclass
+class StageReport:
+    name: str
+    steps: int = 0
+    seconds: float = 0.0
+    first_loss: float = float("nan")
+    last_loss: float = float("nan")  # mean of the last 20 steps
+    interrupted: bool = False
+    loss_curve: list[float] = field(default_factory=list)  # mean of each CURVE_STEPS steps
+
+
+@dataclass
+class TrainReport:
+    out_dir: str
+    n_images: int
+    feature_seconds: float
+    stages: list[StageReport] = field(default_factory=list)
+    # The stages behind the --init-from checkpoint (its own ancestors' too), oldest first:
+    # a projector trained in several continued runs keeps its whole recipe and loss curve.
+    earlier_stages: list[StageReport] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+Progress = Callable[[str, int, int, float], None]  # stage, step, total, loss
+
+
+def train_projector(config: TrainProjectorConfig, progress: Progress | None = None) -> TrainReport:
+    from mmindex.models.llm import load_llm
+    from mmindex.models.registry import load_encoder
+    from mmindex.models.vlm import Vlm, save_vlm
+
+    _check(config)
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    torch.manual_seed(config.seed)
+    encoder, llm = load_encoder(config.vision_model), load_llm(config.llm)
+    captions, questions, paths = read_samples(config.captions, config.questions)
+    started = time.perf_counter()
+    features = cache_features(encoder, paths, config.image_tokens,
+                              config.vision_layer)  # (N, T, C)
+    report = TrainReport(str(config.out_dir), len(paths), time.perf_counter() - started)
+    vlm = Vlm(vlm_config(config, encoder, llm, features), llm)
+    if config.init_from is not None:
+        _load_weights(vlm, config.init_from, encoder)
+        report.earlier_stages = stages_behind(config.init_from)
+    vlm.to(config.device)  # the vision tokens stay cached on the CPU; batches move
+    for name, samples, steps, minutes in (("captions", captions, config.caption_steps,
+                                           config.caption_minutes),
+                                          ("qa", questions, config.qa_steps, config.qa_minutes)):
+        if samples and steps > 0 and not any(s.interrupted for s in report.stages):
+            report.stages.append(run_stage(vlm, features, samples, name, steps, minutes,
+                                           config, progress))
+    save_vlm(vlm.eval(), config.out_dir, extra={"train": report.to_dict()})
+    plot_losses(report.earlier_stages + report.stages, Path(config.out_dir) / LOSS_PLOT)
+    return report
+
+
+def stages_behind(checkpoint: Path) -> list[StageReport]:
+    """Every training stage that made a checkpoint, oldest first ([] when it has no record)."""
+    from mmindex.models.vlm import CONFIG_FILE
+
+    try:
+        train = json.loads((Path(checkpoint) / CONFIG_FILE).read_text()).get("train", {})
+    except (OSError, ValueError):
+        return []
+    return [StageReport(**stage) for stage in
+            train.get("earlier_stages", []) + train.get("stages", [])]
+
+
+def plot_losses(stages: list[StageReport], path: Path) -> Path | None:
+    """Each stage's training loss against the step count of the whole lineage, one line per
+    stage, so the runs of a continued training follow one another."""
+    from mmindex.core import plots
+
+    if not any(s.loss_curve for s in stages):
+        return None
+    figure, axes = plots.figure()
+    for stage, steps in zip(stages, curve_steps(stages)):
+        axes.plot(steps, stage.loss_curve, label=f"{stage.name} ({stage.steps} steps)")
+    axes.set(xlabel="step", ylabel=f"loss (mean of {CURVE_STEPS} steps)", yscale="log",
+             title="train-projector")
+    axes.legend(loc="best", fontsize="small")
+    return plots.save(figure, path)
+
+
+def curve_steps(stages: list[StageReport]) -> list[list[int]]:
+    """The step (counted over all the stages before it) of each point of each loss curve."""
+    done, steps = 0, []
+    for stage in stages:
+        steps.append([done + min((i + 1) * CURVE_STEPS, stage.steps)
+                      for i in range(len(stage.loss_curve))])
+        done += stage.steps
+    return steps
+
+
+def _load_weights(vlm, checkpoint: Path, encoder) -> None:
+    """Start from a checkpoint trained against the same vision model and LLM."""
+    from safetensors.torch import load_file
+
+    from mmindex.models.vlm import (
+        WEIGHTS_FILE,
+        check_matches,
+        load_trained_state,
+        read_vlm_config,
+    )
+
+    check_matches(read_vlm_config(checkpoint), encoder.info.fingerprint,
+                  _LlmId(vlm.config.llm, vlm.config.llm_fingerprint))
+    load_trained_state(vlm, load_file(str(Path(checkpoint) / WEIGHTS_FILE)), checkpoint)
+
+
+@dataclass(frozen=True)
+class _LlmId:  # what check_matches reads of an LLM
+    name: str
+    fingerprint: str
+
+
+def _check(config: TrainProjectorConfig) -> None:
+    if config.captions is None and config.questions is None:
+        raise UserInputError("give --captions (stage 1) and/or --questions (stage 2)")
+    if config.batch_size < 1:
+        raise UserInputError(f"--batch-size must be at least 1, not {config.batch_size}")
+    check_device(config.device)
+
+
+def vlm_config(config: TrainProjectorConfig, encoder, llm, features: torch.Tensor):
+    from mmindex.models.vlm import VlmConfig
+
+    return VlmConfig(projector=config.projector, vision_dim=int(features.shape[-1]),
+                     llm_dim=llm.hidden_size, image_tokens=int(features.shape[1]),
+                     vision_model=encoder.info.spec, vision_fingerprint=encoder.info.fingerprint,
+                     llm=llm.name, llm_fingerprint=llm.fingerprint,
+                     unfrozen_layers=config.unfreeze_last, vision_layer=config.vision_layer,
+                     lora_rank=config.lora_rank, token_positions=config.token_positions)
+
+
+# ---------------------------------------------------------------- data
+
+
+def read_samples(captions: Path | None, questions: Path | None):
+    """Stage-1 and stage-2 samples, and the image paths their `image` fields index."""
+    paths: dict[Path, int] = {}
+
+    def row_of(path: Path) -> int:
+        return paths.setdefault(path, len(paths))
+
+    caption_samples = []
+    if captions is not None:
+        from mmindex.data.pairs import load_pairs
+
+        caption_samples = [Sample(row_of(p.image), CAPTION_PROMPT, p.caption)
+                           for p in load_pairs(captions)]
+    question_samples = [Sample(row_of(image), q, a) for image, q, a, _ in
+                        read_questions(questions)] if questions is not None else []
+    return caption_samples, question_samples, list(paths)
+
+
+
+def cache_features(encoder, paths: list[Path], tokens: int | None, layer: int) -> torch.Tensor:
+    """All images' vision tokens once, in bf16 to halve the cache (10k x 16 x 1024: 330 MB)."""
+    from mmindex.models.vlm import image_features
+
+    return image_features(encoder, paths, tokens, layer).to(torch.bfloat16)  # (N, T, C)
+
+
+# ---------------------------------------------------------------- the loop
+
+
+def run_stage(vlm, features, samples: list[Sample], name: str, steps: int,
+              minutes: float | None, config: TrainProjectorConfig,
+              progress: Progress | None) -> StageReport:
+    optimizer = _optimizer(vlm, config)
+    schedule = _schedule(optimizer, config.warmup_steps, steps)
+    rng = random.Random(config.seed)
+    report, losses = StageReport(name), []
+    deadline = time.perf_counter() + minutes * 60 if minutes is not None else math.inf
+    started = time.perf_counter()
+    vlm.train()
+    try:  # Ctrl-C ends the stage early; what was trained so far is kept and saved
+        for step in range(steps):
+            picked = rng.sample(samples, min(config.batch_size, len(samples)))
+            images = [[s.image] + _distractors(rng, s.image, len(features), config)
+                      for s in picked]
+            losses.append(train_step(vlm, features, picked, images, optimizer, config.precision))
+            schedule.step()
+            if progress:
+                progress(name, step + 1, steps, losses[-1])
+            if time.perf_counter() > deadline:
+                break
+    except KeyboardInterrupt:
+        report.interrupted = True
+    vlm.eval()
+    if not losses:
+        return report
+    report.steps, report.seconds = len(losses), time.perf_counter() - started
+    report.first_loss, report.last_loss = losses[0], sum(losses[-20:]) / len(losses[-20:])
+    report.loss_curve = [sum(w) / len(w) for w in
+                         (losses[i:i + CURVE_STEPS] for i in range(0, len(losses), CURVE_STEPS))]
+    return report
+
+
+def _distractors(rng: random.Random, target: int, n_images: int,
+                 config: TrainProjectorConfig) -> list[int]:
+    """Other images after the target, as `ask` shows the top-k hits with the best first:
+    the model learns to answer from [1] and not to mix in the rest."""
+    if n_images < 3 or rng.random() >= config.distractor_rate:
+        return []
+    return [i for i in rng.sample(range(n_images), 3) if i != target][: rng.randint(1, 2)]
+
+
+def train_step(vlm, features, batch_samples: list[Sample], images: list[list[int]],
+               optimizer, precision: str = "fp32") -> float:
+    from mmindex.models.vlm import autocast, build_example, collate
+
+    tokenizer = vlm.tokenizer
+    examples = [build_example(tokenizer, s.prompt, imgs, vlm.config.image_tokens, s.answer)
+                for s, imgs in zip(batch_samples, images)]
+    batch = collate(examples, tokenizer.pad_token_id)
+    with autocast(precision, vlm.device):
+        loss = vlm.loss(batch, features[batch.images])  # features: (M, T, C)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return float(loss.detach())
+
+
+def _optimizer(vlm, config: TrainProjectorConfig):
+    groups = [{"params": list(vlm.projector.parameters()), "lr": config.lr}]
+    llm_params = [p for p in vlm.llm.parameters() if p.requires_grad]
+    if llm_params:
+        groups.append({"params": llm_params, "lr": config.llm_lr})
+    return torch.optim.AdamW(groups, weight_decay=0.0)
+
+
+def _schedule(optimizer, warmup: int, total: int):
+    """Linear warm-up, then cosine decay to a tenth: stable for a fresh projector."""
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = (step - warmup) / max(total - warmup, 1)
+        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
