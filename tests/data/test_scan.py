@@ -67,3 +67,41 @@ def test_a_csv_corpus_reads_big_cells_and_leaves_the_process_csv_limit_alone(tmp
         assert csv.field_size_limit() == 131_072
     finally:
         csv.field_size_limit(before)
+
+
+# -- encodings and binary files (issue 20, D6) -------------------------------------------------
+@pytest.mark.parametrize("encoding", ["utf-16-le", "utf-16-be", "utf-32-le", "utf-32-be"])
+def test_a_text_file_with_a_byte_order_mark_reads_as_its_text(tmp_path, encoding):
+    import codecs
+
+    bom = {"utf-16-le": codecs.BOM_UTF16_LE, "utf-16-be": codecs.BOM_UTF16_BE,
+           "utf-32-le": codecs.BOM_UTF32_LE, "utf-32-be": codecs.BOM_UTF32_BE}[encoding]
+    (tmp_path / "wide.txt").write_bytes(bom + "hello, café ☕".encode(encoding))
+    assert [d.text for d in read_text_documents(str(tmp_path / "wide.txt"))] == ["hello, café ☕"]
+
+
+def _elf_like() -> bytes:
+    """An ELF header, then machine-code-like bytes of every value (NULs and high bytes)."""
+    return b"\x7fELF\x02\x01\x01\x00" + bytes(8) + b"\x02\x00\x3e\x00" + bytes(range(256)) * 16
+
+
+def test_a_binary_file_named_md_is_a_corpus_error(tmp_path):
+    (tmp_path / "program.md").write_bytes(_elf_like())
+    with pytest.raises(CorpusError, match="binary"):
+        read_text_documents(str(tmp_path / "program.md"))
+
+
+def test_a_binary_file_named_md_goes_to_the_errors_table_not_the_index(tmp_path):
+    from mmindex import IngestConfig, ingest, open_index
+    from mmindex.testing import TINY
+
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "program.md").write_bytes(_elf_like())
+    (tmp_path / "docs" / "notes.txt").write_text("a real note")
+    ingest(IngestConfig(roots=(tmp_path / "docs",), index_dir=tmp_path / "idx", model=TINY))
+    index = open_index(tmp_path / "idx")
+    indexed = [os.path.basename(p) for p in index.rows("texts").column("path").to_pylist()]
+    errors = index.rows("errors").to_pylist()
+    assert indexed == ["notes.txt"]
+    assert [os.path.basename(e["path"]) for e in errors] == ["program.md"]
+    assert "binary" in errors[0]["reason"]
