@@ -10,6 +10,7 @@ from __future__ import annotations
 import hmac
 import json
 import logging
+import re
 import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import asynccontextmanager
@@ -24,7 +25,7 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, BeforeValidator, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from mmindex import errors
@@ -55,6 +56,27 @@ _ERROR_STATUS: list[tuple[type[errors.MmindexError], int, str]] = [
 _HTTP_CODES = {400: "bad_request", 401: "unauthorized", 404: "not_found",
                405: "method_not_allowed", 409: "conflict", 413: "too_large",
                415: "unsupported_media_type", 501: "not_implemented", 503: "unavailable"}
+
+
+_DECIMAL = re.compile(r"[0-9]+")
+
+
+def is_decimal(text: str) -> bool:
+    """ASCII digits only: Python's int() (and pydantic's) also takes ' 5', '5_0', '+5' and
+    other scripts' digits, so a URL could name one row in many spellings."""
+    return _DECIMAL.fullmatch(text) is not None
+
+
+def _decimal_only(value):
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        raise ValueError("must be a whole number in decimal digits")
+    if isinstance(value, str) and not is_decimal(value):
+        raise ValueError("must be decimal digits (0-9) only")
+    return value
+
+
+# Every integer a request carries (k, like): JSON ints as they are, strings digits only.
+DecimalInt = Annotated[int, BeforeValidator(_decimal_only)]
 
 
 class ApiError(StarletteHTTPException):
@@ -107,7 +129,7 @@ class IngestIn(BaseModel):
 
 class AskIn(BaseModel):
     question: str = Field(min_length=1, max_length=2000)
-    k: int = Field(3, ge=1, le=20)
+    k: DecimalInt = Field(3, ge=1, le=20)
     filter: list[str] = Field(default_factory=list, description=FILTER_HELP)
     joint: bool = Field(False, description="one prompt with all k images instead of asking "
                                            "each image alone (one cited line each)")
@@ -154,7 +176,7 @@ api = APIRouter(prefix="/api", dependencies=[Depends(_require_token)],
 
 # -- search ------------------------------------------------------------------------------
 Target = Literal["images", "texts"]
-K = Annotated[int, Query(ge=1, le=MAX_K, description="number of results")]
+K = Annotated[DecimalInt, Query(ge=1, le=MAX_K, description="number of results")]
 TargetParam = Annotated[Target, Query(description="which table to search")]
 MinScore = Annotated[float | None, Query(ge=-1.0, le=1.0, description="drop hits below this")]
 Filters = Annotated[list[str], Query(alias="filter", description=FILTER_HELP)]
@@ -165,7 +187,7 @@ Filters = Annotated[list[str], Query(alias="filter", description=FILTER_HELP)]
 def search_get(
     ctx: Context,
     q: Annotated[str | None, Query(max_length=1000, description="text to search for")] = None,
-    like: Annotated[int | None, Query(description="id of an indexed image: find similar "
+    like: Annotated[DecimalInt | None, Query(description="id of an indexed image: find similar "
                                       "ones")] = None,
     k: K = 12, target: TargetParam = "images", min_score: MinScore = None, filters: Filters = (),
 ) -> dict:
@@ -235,10 +257,9 @@ def _hit_out(hit) -> dict:
 def _image_file(index: Index, image_id: int | str) -> Path:
     """The file of an image row of this index; 404 for anything else. A request names a row
     id, never a path, so no request can reach a file the index does not hold."""
-    try:
-        row_id = int(image_id)
-    except (TypeError, ValueError):
-        raise ApiError(404, f"no image with id {str(image_id)[:40]!r}") from None
+    if not is_decimal(str(image_id)):
+        raise ApiError(404, f"no image with id {str(image_id)[:40]!r}: ids are decimal digits")
+    row_id = int(image_id)
     if not -(2**63) <= row_id < 2**63:  # ids are int64; anything else names no row
         raise ApiError(404, f"no image with id {row_id}")
     rows = index.rows("images")

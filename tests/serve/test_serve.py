@@ -101,6 +101,13 @@ def test_hostile_filter_values_are_only_literals(client, value):
     ({"q": "a", "like": 1}, "exactly one"),
     ({}, "exactly one"),
     ({"q": "   "}, "empty"),
+    # integers are decimal digits only, not whatever Python's int() takes (issue 20, D7)
+    ({"q": "a", "k": "5_0"}, "decimal digits"),
+    ({"q": "a", "k": " 5"}, "decimal digits"),
+    ({"q": "a", "k": "+5"}, "decimal digits"),
+    ({"q": "a", "k": "\u0665"}, "decimal digits"),  # ARABIC-INDIC FIVE: int() reads it as 5
+    ({"like": "0_0"}, "decimal digits"),
+    ({"like": " 0"}, "decimal digits"),
 ])
 def test_bad_parameters_are_400_with_a_message(client, params, fragment):
     response = client.get("/api/search", params=params)
@@ -179,6 +186,8 @@ def test_images_and_thumbnails_by_id(client):
 @pytest.mark.parametrize("image_id", [
     "999999", "-1", "abc", "1.5", "..%2F..%2Fetc%2Fpasswd", "%2Fetc%2Fpasswd",
     "..%252F..%252Fetc%252Fpasswd", "1%00", "99999999999999999999999",
+    # row 0 exists, but these are not decimal digits (issue 20, D7)
+    "%200", "0%20", "0_0", "+0", "%D9%A0", "0x0",
 ])
 def test_unknown_ids_and_traversal_are_404(client, image_id):
     for suffix in ("", "/thumb"):
