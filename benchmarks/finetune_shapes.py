@@ -22,7 +22,10 @@ import numpy as np
 
 from mmindex.data.shapes import write_shapes
 from mmindex.eval.retrieval import hit_ranks, retrieval_metrics
-from mmindex.train.finetune import FinetuneConfig, finetune, interpolate_weights, recall_summary
+from mmindex.train.checkpoints import interpolate_weights
+from mmindex.train.config import FinetuneConfig
+from mmindex.train.finetune import finetune
+from mmindex.train.loop import recall_summary
 
 SPLITS = {  # name: (n, seed, size, background)
     "train": (10_000, 0, 96, "mixed"),
@@ -89,7 +92,7 @@ def train_shift(work: Path) -> None:
 
 def write_wise_models(work: Path) -> None:
     """WiSE-FT checkpoints between the scratch model and the shifted fine-tune."""
-    from mmindex.train.finetune import _encoder_with, _write_checkpoint_files
+    from mmindex.train.checkpoints import _encoder_with, _write_checkpoint_files
     from mmindex.models.clip import load_checkpoint
 
     start, tuned = load_checkpoint(work / "scratch"), load_checkpoint(work / "shifted")

@@ -96,7 +96,8 @@ def finetune_command(
     as_json: bool = JsonOption,
 ):
     """Contrastive fine-tuning (or training from scratch) on (image, caption) pairs."""
-    from mmindex.train.finetune import FinetuneConfig, finetune, format_report
+    from mmindex.train.config import FinetuneConfig
+    from mmindex.train.finetune import finetune, format_report
 
     config = FinetuneConfig(pairs=pairs, out_dir=out, model=model, from_scratch=from_scratch,
                             epochs=epochs, batch_size=batch_size, lr=lr, val_pairs=val,
@@ -149,7 +150,7 @@ def train_projector_command(
                                  "layers or adapters"),
     distractor_rate: float = typer.Option(0.0, "--distractor-rate", help="Share of QA prompts "
                                           "with other images after the target"),
-    precision: str = typer.Option("bf16", "--precision", help="bf16 (autocast) | fp32"),
+    precision: str = typer.Option("auto", "--precision", help="auto | bf16 (autocast) | fp32"),
     threads: int | None = typer.Option(None, "--threads", min=1, help="Torch threads (1 "
                                           "is fastest on a CPU shared with other jobs)"),
     init_from: Path | None = typer.Option(None, "--init-from", help="Continue from this "
@@ -202,7 +203,7 @@ def eval_vqa(
                                       "distractors [default: pairs.parquet beside "
                                       "--questions]"),
     batch_size: int = typer.Option(32, "--batch-size", min=1),
-    precision: str = typer.Option("bf16", "--precision", help="bf16 (autocast) | fp32"),
+    precision: str = typer.Option("auto", "--precision", help="auto | bf16 (autocast) | fp32"),
     threads: int | None = typer.Option(None, "--threads", min=1),
     llm: str | None = LlmOption,
     plot: Path | None = typer.Option(None, "--plot", help="Also draw the table as bars "

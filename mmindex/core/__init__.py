@@ -1,1 +1,2 @@
-"""Policies every layer shares: paths, precision, devices, atomic writes, progress, plots, table files, fault points. Imports nothing of mmindex but errors."""
+"""Policies every layer shares: paths, precision, devices, atomic writes, progress, plots,
+table files, fault points. Imports nothing of mmindex but errors."""

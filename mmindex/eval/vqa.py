@@ -52,7 +52,7 @@ class VqaConfig:
     modes: tuple[str, ...] | None = None  # None: MODES (MULTI_MODES for several images)
     batch_size: int = 32
     seed: int = 0
-    precision: str = "bf16"  # "fp32" | "bf16" autocast
+    precision: str = "auto"  # core/precision.py
     device: str = "cpu"  # "cuda": the LLM and projector answer on a GPU
     # >1: each question's image among distractors (modes MULTI_MODES); their objects come
     # from the pairs file's attributes (None: pairs.parquet beside the questions)
@@ -110,7 +110,7 @@ def evaluate_vqa(vlm, features: torch.Tensor, rows: Sequence[VqaRow], image_rows
     unknown = set(modes) - set(MODES)
     if unknown:
         raise UserInputError(f"unknown VQA mode(s) {sorted(unknown)}; choose from {MODES}")
-    from mmindex.models.vlm import autocast
+    from mmindex.core.precision import autocast
 
     with autocast(precision, vlm.device):
         results = {mode: _run_mode(vlm, _features_for(mode, features), rows, image_rows, mode,
@@ -165,7 +165,7 @@ def evaluate_multi_image(vlm, features: torch.Tensor, rows: Sequence[VqaRow],
     if unknown:
         raise UserInputError(f"unknown mode(s) {sorted(unknown)} for several images per "
                              f"question; choose from {MULTI_MODES}")
-    from mmindex.models.vlm import autocast
+    from mmindex.core.precision import autocast
 
     runs = {"joint": _run_prompts, "each": _run_each}
     with autocast(precision, vlm.device):

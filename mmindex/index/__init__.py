@@ -1,1 +1,2 @@
-"""The index directory: table schemas, Parquet shards and the manifest (store), FAISS files (vectors), change plans and the doctor."""
+"""The index directory: table schemas, Parquet shards and the manifest (store), FAISS files
+(vectors), change plans and the doctor."""

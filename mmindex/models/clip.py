@@ -197,8 +197,10 @@ def _tokenizer(model_cfg: dict):
     return open_clip.tokenizer.SimpleTokenizer(context_length=text_cfg.get("context_length", 77))
 
 
-def build_open_clip(arch: str, pretrained: str | None, spec: str) -> ClipEncoder:
-    """An open_clip architecture with a pretrained tag, a local weights file, or no weights."""
+def build_open_clip(arch: str, pretrained: str | None, spec: str,
+                    weights_local: bool = False) -> ClipEncoder:
+    """An open_clip architecture with a pretrained tag, a local weights file, or no weights.
+    `weights_local`: the weights are a file or already in the hub cache (no fetch needed)."""
     import open_clip
 
     model_cfg = open_clip.get_model_config(arch)
@@ -206,10 +208,7 @@ def build_open_clip(arch: str, pretrained: str | None, spec: str) -> ClipEncoder
         raise ModelError(f"unknown architecture '{arch}'; `mmindex models` lists the known ones")
     if pretrained is None:
         return build_from_config(model_cfg, spec, arch)
-    from mmindex.models.registry import clip_weights_cached
-
-    offline = not Path(pretrained).is_file() and not clip_weights_cached(f"{arch}:{pretrained}")
-    if offline and not _hub_reachable():
+    if not weights_local and not _hub_reachable():
         raise _weights_error(spec, OSError("huggingface.co cannot be reached"))
     try:
         model, _, preprocess = open_clip.create_model_and_transforms(arch, pretrained=pretrained)

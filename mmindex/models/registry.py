@@ -15,6 +15,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from mmindex.core.precision import resolve_precision
 from mmindex.errors import ModelError, UserInputError
 from mmindex.models.encoder import Encoder
 
@@ -63,7 +64,6 @@ def _looks_like_path(text: str) -> bool:
     return text.startswith(("/", "./", "../", "~")) or os.path.isdir(text)
 
 
-PRECISIONS = ("auto", "fp32", "bf16")
 DEVICES = ("cpu", "cuda")
 
 
@@ -78,26 +78,6 @@ def check_device(device: str) -> None:
                              "cpu, or install a CUDA build of torch")
 
 
-def resolve_precision(requested: str = "auto", device: str = "cpu") -> str:
-    """bf16 where the hardware computes it natively (AVX512-BF16 / AMX on the CPU, or a
-    bf16-capable GPU): ~4x the fp32 throughput of ViT-B/32 here (FIELD_NOTES.md)."""
-    if requested not in PRECISIONS:
-        raise ModelError(f"precision must be one of {', '.join(PRECISIONS)}, not {requested!r}")
-    if requested != "auto":
-        return requested
-    if device == "cuda":
-        import torch
-
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
-    return "bf16" if _cpu_has_bf16() else "fp32"
-
-
-def _cpu_has_bf16() -> bool:
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 def load_encoder(spec: str, precision: str = "fp32", device: str = "cpu") -> Encoder:
@@ -137,7 +117,9 @@ def _load(spec: str) -> Encoder:
         )
     if _looks_like_path(weights) and not Path(weights).is_file():
         raise ModelError(f"weights file {weights} does not exist")
-    return clip.build_open_clip(arch, None if weights == "random" else weights, spec)
+    pretrained = None if weights == "random" else weights
+    cached = pretrained is not None and (Path(pretrained).is_file() or clip_weights_cached(spec))
+    return clip.build_open_clip(arch, pretrained, spec, cached)
 
 
 def _build_named(name: str) -> Encoder:

@@ -228,14 +228,6 @@ def _text_streamer(tokenizer, on_text: Callable[[str], None] | None):
     return _Forward(tokenizer, skip_special_tokens=True)
 
 
-def autocast(precision: str, device: torch.device | str = "cpu"):
-    """bf16 autocast on the model's device: it halves the CPU time of a training step on CPUs
-    with native bf16."""
-    if precision not in ("fp32", "bf16"):
-        raise UserInputError(f"precision must be fp32 or bf16, not {precision!r}")
-    return torch.autocast(torch.device(device).type, dtype=torch.bfloat16,
-                          enabled=precision == "bf16")
-
 
 def add_lora(llm, rank: int) -> None:
     """LoRA adapters (peft) on every linear layer of the decoder, in place, with alpha = 2 x

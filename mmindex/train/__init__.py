@@ -1,1 +1,2 @@
-"""Training: contrastive fine-tuning (loop, losses, tower locking, checkpoints, the Ray backend) and the projector stages."""
+"""Training: contrastive fine-tuning (loop, losses, tower locking, checkpoints, the Ray
+backend) and the projector stages."""

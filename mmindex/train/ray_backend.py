@@ -17,7 +17,9 @@ from pathlib import Path
 
 from mmindex.core.ray_runtime import ray_session
 from mmindex.errors import UserInputError
-from mmindex.train.finetune import EpochMetrics, TrainPlan, read_training_record, train_loop
+from mmindex.train.checkpoints import read_training_record
+from mmindex.train.config import EpochMetrics, TrainPlan
+from mmindex.train.loop import train_loop
 
 
 def train_distributed(plan: TrainPlan, on_epoch=None) -> list[EpochMetrics]:

@@ -89,11 +89,6 @@ def test_bf16_keeps_the_fingerprint_and_stays_close_to_fp32():
     assert (a * b).sum(1).min() > 0.98
 
 
-def test_precision_is_checked():
-    with pytest.raises(ModelError, match="precision"):
-        registry.resolve_precision("fp8")
-
-
 def test_trimmed_text_padding_gives_the_untrimmed_embeddings(tiny_encoder):
     texts = ["a cat", "a much longer sentence about a red bicycle by the canal"]
     with torch.no_grad():

@@ -14,22 +14,14 @@ import torch
 
 from mmindex.data.shapes import write_shapes
 from mmindex.errors import UserInputError
-from mmindex.train.finetune import (
-    FinetuneConfig,
-    apply_locks,
-    batch_loss,
-    build_start_encoder,
-    epoch_batches,
-    finetune,
-    interpolate_weights,
-    local_slice,
-    lr_at,
-    parameter_groups,
-    split_by_image,
-    tower_blocks,
-)
 from mmindex.models.clip import load_checkpoint
 from mmindex.models.registry import load_encoder
+from mmindex.train.checkpoints import interpolate_weights
+from mmindex.train.config import FinetuneConfig
+from mmindex.train.data import epoch_batches, local_slice, split_by_image
+from mmindex.train.finetune import finetune
+from mmindex.train.locking import apply_locks, parameter_groups, tower_blocks
+from mmindex.train.loop import batch_loss, build_start_encoder, lr_at
 
 
 @pytest.fixture(scope="module")
@@ -243,7 +235,7 @@ def test_out_dir_must_be_new_unless_resuming(shapes, tmp_path):
 
 
 def _loss_and_grads(model, images, texts, rank=0, world=1):
-    loss = batch_loss(model, images, texts, "clip", None, rank, world)
+    loss = batch_loss(model, images, texts, "clip", "fp32", rank, world)
     model.zero_grad()
     loss.backward()
     return loss.item(), {n: p.grad.clone() for n, p in model.named_parameters()}
@@ -253,7 +245,7 @@ def _distributed_worker(loop_config: dict) -> None:
     """Each Ray worker: its half of the batch, gathered loss, summed gradients, to a file."""
     import ray.train
 
-    from mmindex.train.finetune import combine_gradients
+    from mmindex.train.loop import combine_gradients
 
     torch.set_num_threads(1)
     context = ray.train.get_context()
@@ -261,7 +253,7 @@ def _distributed_worker(loop_config: dict) -> None:
     model = load_encoder("test-tiny").model.train()
     images, texts = loop_config["images"], loop_config["texts"]
     share = local_slice(np.arange(len(images)), rank, world)
-    loss = batch_loss(model, images[share], texts[share], "clip", None, rank, world)
+    loss = batch_loss(model, images[share], texts[share], "clip", "fp32", rank, world)
     loss.backward()
     combine_gradients(model, world)
     grads = {n: p.grad for n, p in model.named_parameters()}
