@@ -12,13 +12,18 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from mmindex.index import store
 from mmindex.core.paths import default_index_dir
 from mmindex.errors import MissingFileError, ModelMismatchError, UserInputError
-from mmindex.index.vectors import VectorIndex
+from mmindex.index import store
 from mmindex.index.schema import VECTOR_TABLES, table_schema
+from mmindex.index.vectors import VectorIndex
 
 WHERE_TIMEOUT_S = 10.0  # a metadata predicate over 1M rows takes well under a second
+# DuckDB's own bounds for a --where: no files, one thread, a memory cap and no spilling to a
+# temporary directory, so a hostile predicate can hold neither the machine's cores nor disk.
+WHERE_SETTINGS = {"enable_external_access": False, "threads": 1, "memory_limit": "512MB",
+                  "max_temp_directory_size": "0B"}
+WHERE_GRACE_S = 0.5  # after the interrupt, how long the caller waits for DuckDB to notice
 
 
 @dataclass(frozen=True)
@@ -64,8 +69,9 @@ def open_index(path: str | Path | None = None) -> Index:
 
 
 class Index:
-    def __init__(self, root: Path, encoder=None):
+    def __init__(self, root: Path, encoder=None, where_timeout_s: float = WHERE_TIMEOUT_S):
         self.root = Path(root)
+        self.where_timeout_s = where_timeout_s
         self._encoder = encoder
         self._text_encoder = None  # text queries only; see text_encoder
         self._load_generation()
@@ -191,36 +197,32 @@ class Index:
                                  f"{self.manifest.model.dim}")
         return vector / max(float(np.linalg.norm(vector)), 1e-12)
 
-    def filter_ids(self, target: str, where: str,
-                   timeout_s: float = WHERE_TIMEOUT_S) -> np.ndarray:
+    def filter_ids(self, target: str, where: str, timeout_s: float | None = None) -> np.ndarray:
         """Ids of the rows a SQL predicate admits, run by DuckDB over this generation's rows.
-        The database sees only those in-memory rows: file access is switched off, and a
-        predicate still running after `timeout_s` (a hostile subquery over range(1e12)) is
-        interrupted, so it cannot hold a server's thread."""
-        import threading
-
+        The predicate must parse as one expression in a WHERE clause (checked on DuckDB's own
+        parse tree, so it cannot close a parenthesis and append a UNION); the database sees
+        only the in-memory rows, with file access off and memory and threads bounded; and
+        the caller gets an answer within `timeout_s` whatever DuckDB is doing."""
         import duckdb
 
-        con = duckdb.connect(config={"enable_external_access": False})
-        query = f"SELECT id FROM {target} WHERE ({where})"
-        watchdog = threading.Timer(timeout_s, con.interrupt)
+        timeout_s = self.where_timeout_s if timeout_s is None else timeout_s
+        con = duckdb.connect(config=WHERE_SETTINGS)
         try:
-            if len(con.extract_statements(query)) != 1:  # a ';' inside a quoted value is fine
-                raise UserInputError(f"--where takes one SQL predicate, not statements: {where!r}")
+            query = _checked_where_query(con, target, where)
             con.register(target, self.rows(target))
-            watchdog.start()
-            result = con.execute(query).fetchnumpy()
-        except duckdb.InterruptException:
-            raise UserInputError(f"--where {where!r} ran longer than {timeout_s:g} s and was "
-                                 "stopped: filter on the columns directly") from None
         except duckdb.Error as exc:
-            columns = ", ".join(self.rows(target).column_names)
-            raise UserInputError(f"--where {where!r} is not a usable predicate: "
-                                 f"{str(exc).splitlines()[0]} (columns: {columns})") from None
-        finally:
-            watchdog.cancel()
             con.close()
-        return result["id"].astype(np.int64)
+            raise self._unusable(target, where, exc) from None
+        except BaseException:
+            con.close()
+            raise
+        return _ids_within(con, query, where, timeout_s, lambda exc: self._unusable(
+            target, where, exc))
+
+    def _unusable(self, target: str, where: str, exc: Exception) -> UserInputError:
+        columns = ", ".join(self.rows(target).column_names)
+        return UserInputError(f"--where {where!r} is not a usable predicate: "
+                              f"{str(exc).splitlines()[0]} (columns: {columns})")
 
     def _hits(self, target: str, scores, ids, min_score) -> list[Hit]:
         found = [(float(s), int(i)) for s, i in zip(scores, ids) if i >= 0]
@@ -251,3 +253,74 @@ class Index:
         model = self.manifest.model
         return IndexInfo(str(self.root), model.spec, model.dim, model.fingerprint,
                          self.manifest.generation, tables, errors)
+
+
+# -- --where, checked and bounded ---------------------------------------------------------
+def _checked_where_query(con, target: str, where: str) -> str:
+    """`SELECT id FROM target WHERE <where>`, once DuckDB's parser says that is exactly what
+    it is: the same statement as `SELECT id FROM target` but for its WHERE clause. The text
+    is not wrapped in parentheses, so there is nothing to close; a UNION, ORDER BY, LIMIT,
+    GROUP BY, a second statement or a parameter changes the tree and is refused."""
+    if len(con.extract_statements(f"SELECT id FROM {target} WHERE ({where})")) != 1:
+        raise UserInputError(f"--where takes one SQL predicate, not statements: {where!r}")
+    query = f"SELECT id FROM {target} WHERE {where}"
+    parsed, bare = _parse(con, query), _parse(con, f"SELECT id FROM {target}")
+    if parsed.get("error"):
+        raise UserInputError(f"--where {where!r} is not a usable predicate: "
+                             f"{parsed.get('error_message', 'it does not parse')}")
+    statements = parsed["statements"]
+    if len(statements) != 1 or statements[0]["node"].get("where_clause") is None:
+        raise _not_one_expression(where)
+    shape = dict(statements[0]["node"], where_clause=None)
+    if shape != bare["statements"][0]["node"] or statements[0].get("named_param_map"):
+        raise _not_one_expression(where)
+    return query
+
+
+def _parse(con, sql: str) -> dict:
+    import json
+
+    return json.loads(con.execute("SELECT json_serialize_sql(?::VARCHAR)", [sql]).fetchall()[0][0])
+
+
+def _not_one_expression(where: str) -> UserInputError:
+    return UserInputError(f"--where {where!r} is not one predicate: it reaches past its WHERE "
+                          "clause (a UNION, ORDER BY, LIMIT, GROUP BY or a parameter); give a "
+                          "condition on the columns, e.g. \"width > 1000\"")
+
+
+def _ids_within(con, query: str, where: str, timeout_s: float, unusable) -> np.ndarray:
+    """Run the query on a thread of its own and wait at most `timeout_s` (+ a grace after
+    the interrupt): a call inside DuckDB that never checks for interrupts (one huge
+    repeat()) cannot hold the caller. That thread closes the connection when DuckDB lets go."""
+    import threading
+
+    import duckdb
+
+    outcome: dict = {}
+
+    def run() -> None:
+        try:
+            outcome["ids"] = con.execute(query).fetchnumpy()["id"]
+        except BaseException as exc:  # handed to the caller below
+            outcome["error"] = exc
+        finally:
+            con.close()
+
+    worker = threading.Thread(target=run, name="mmindex-where", daemon=True)
+    worker.start()
+    worker.join(timeout_s)
+    if worker.is_alive():
+        con.interrupt()
+        worker.join(WHERE_GRACE_S)
+    if worker.is_alive() or isinstance(outcome.get("error"), duckdb.InterruptException):
+        raise UserInputError(f"--where {where!r} ran longer than {timeout_s:g} s and was "
+                             "stopped: filter on the columns directly")
+    if "error" in outcome:
+        if isinstance(outcome["error"], duckdb.Error):
+            raise unusable(outcome["error"])
+        raise outcome["error"]
+    ids = outcome["ids"]
+    if not np.issubdtype(ids.dtype, np.integer):  # the parse check makes it the int64 id
+        raise UserInputError(f"--where {where!r} did not select the integer id column")
+    return ids.astype(np.int64)

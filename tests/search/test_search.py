@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 
 from mmindex.testing import TINY
@@ -76,3 +77,94 @@ def test_reader_keeps_its_generation_while_a_writer_commits(index, photo_folder)
 
 def test_a_semicolon_inside_a_quoted_value_is_just_text(index):
     assert index.search("a photo", where="path LIKE '%;%'") == []
+
+
+# -- --where is one expression, bounded in time, memory and threads (issue 20, D3 and D5) ---
+@pytest.mark.parametrize("where", [
+    "1=1) UNION ALL SELECT 'a' --",
+    "1=1) UNION SELECT 999999 --",
+    "1=1) OR (1=1",
+    "1=1) UNION ALL SELECT current_setting('temp_directory')::VARCHAR --",
+    "1=1 UNION SELECT 999999",
+    "1=1 ORDER BY id LIMIT 1",
+    "1=1 GROUP BY id",
+    "id = $1",
+    "id = ?",
+])
+def test_a_predicate_cannot_reach_past_its_where_clause(index, where):
+    with pytest.raises(UserInputError, match="--where"):
+        index.filter_ids("images", where)
+
+
+def test_an_escaping_predicate_is_one_line_from_the_cli_not_a_traceback(index):
+    from typer.testing import CliRunner
+
+    from mmindex.cli import app
+
+    result = CliRunner().invoke(app, ["search", "x", "--index", str(index.root),
+                                      "--where", "1=1) UNION ALL SELECT 'a' --"])
+    assert result.exit_code == 2 and "--where" in result.output
+    assert "Traceback" not in result.output and "invalid literal" not in result.output
+
+
+def test_duckdb_runs_a_predicate_on_one_thread_without_spilling(index):
+    bounded = ("current_setting('threads') = 1 "
+               "AND current_setting('max_temp_directory_size') = '0 bytes'")
+    assert len(index.filter_ids("images", bounded)) == 6
+
+
+def _where_threads_running() -> bool:
+    import threading
+
+    return any(t.name == "mmindex-where" and t.is_alive() for t in threading.enumerate())
+
+
+@pytest.mark.parametrize("hostile", [
+    # one huge call that DuckDB does not interrupt midway (ran past 120 s in the issue)
+    "(SELECT bool_and(x) FROM (SELECT repeat('a', 1000000000) = '' AS x))",
+    # unbounded recursion: once said "stopped" but kept running
+    "id IN (WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r) SELECT n FROM r)",
+])
+def test_the_time_limit_holds_whatever_duckdb_is_doing(index, hostile):
+    import time
+
+    quick = open_index(index.root)
+    quick.where_timeout_s = 1.0
+    started = time.monotonic()
+    with pytest.raises(UserInputError, match="longer than 1 s"):
+        quick.search(vector=[1.0] * 64, where=hostile)
+    assert time.monotonic() - started < 2.5  # the limit, the grace after the interrupt, slack
+    deadline = time.monotonic() + 30
+    while _where_threads_running() and time.monotonic() < deadline:
+        time.sleep(0.1)  # the interrupted query lets go of its thread soon after
+    assert not _where_threads_running()
+
+
+def test_arbitrary_text_as_where_is_a_result_or_a_user_input_error(index):
+    import time
+
+    from hypothesis import HealthCheck, example, given, settings
+    from hypothesis import strategies as st
+
+    quick = open_index(index.root)
+    quick.where_timeout_s = 1.0
+    tokens = st.sampled_from(["1=1", ")", "(", "'", "--", ";", "UNION", "SELECT", "ALL", "OR",
+                              "id", "width", "> 3", "path LIKE '%a%'", "::VARCHAR", "*", "FROM",
+                              "range(10)", "$1", "?", "/*", "*/", "ORDER BY", "LIMIT 1", ","])
+    predicates = st.one_of(st.text(max_size=40), st.lists(tokens, max_size=10).map(" ".join))
+
+    @settings(max_examples=60, deadline=None, derandomize=True,
+              suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @given(predicates)
+    @example("1=1) UNION ALL SELECT 'a' --")  # the issue's escapes, tried every run
+    @example("1=1) UNION ALL SELECT current_setting('temp_directory')::VARCHAR --")
+    def check(where):
+        started = time.monotonic()
+        try:
+            ids = quick.filter_ids("images", where)
+            assert ids.dtype == np.int64 and set(ids) <= set(range(6))
+        except UserInputError:
+            pass
+        assert time.monotonic() - started < 2.5
+
+    check()
