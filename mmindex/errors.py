@@ -37,6 +37,13 @@ class IndexWriteError(MmindexError):
     """A commit could not be written (disk full, permissions); the previous generation stands."""
 
 
+class IndexNotWritableError(IndexWriteError):
+    """The index directory cannot be written at all (read-only file system, permissions):
+    nothing was started. Reading it (search, info, doctor) still works."""
+
+    exit_code = 7
+
+
 class IndexLockedError(MmindexError):
     """Another writer holds the index lock."""
 

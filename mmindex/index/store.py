@@ -24,12 +24,13 @@ from mmindex.core import faults
 from mmindex.errors import (
     IndexFormatError,
     IndexLockedError,
+    IndexNotWritableError,
     IndexWriteError,
     MissingFileError,
     MmindexError,
 )
-from mmindex.models.encoder import EncoderInfo
 from mmindex.index.schema import FORMAT_VERSION, TABLES, VECTOR_TABLES, table_schema
+from mmindex.models.encoder import EncoderInfo
 
 MANIFEST = "manifest.json"
 LOCK = "lock"
@@ -173,7 +174,10 @@ class StoreWriter:
     def __init__(self, root: Path, repairing: bool = False):
         """`repairing` (doctor only) takes the lock without trusting the manifest on disk."""
         self.root = Path(root)
-        self.root.mkdir(parents=True, exist_ok=True)
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise _not_writable(self.root, exc) from None
         self._lock_handle = _acquire_lock(self.root)
         self.manifest: Manifest | None = None  # None until the model of a new index is known
         if repairing:
@@ -358,8 +362,13 @@ def _fsync(path: Path) -> None:
 
 
 def _acquire_lock(root: Path):
-    """flock is released by the kernel when its holder dies, so a stale lock frees itself."""
-    handle = open(root / LOCK, "a+")
+    """flock is released by the kernel when its holder dies, so a stale lock frees itself.
+    The lock is the first file a writer opens for writing, so it is where a read-only
+    directory shows."""
+    try:
+        handle = open(root / LOCK, "a+")
+    except OSError as exc:
+        raise _not_writable(root, exc) from None
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -372,6 +381,13 @@ def _acquire_lock(root: Path):
     handle.write(f"process {os.getpid()} (since {time.strftime('%Y-%m-%d %H:%M:%S')})")
     handle.flush()
     return handle
+
+
+def _not_writable(root: Path, exc: OSError) -> IndexNotWritableError:
+    return IndexNotWritableError(
+        f"cannot write to the index directory {root} ({exc.strerror or exc}); ingest into a "
+        "writable --index, or make this one writable (search, info and doctor can still "
+        "read it)")
 
 
 __all__ = [

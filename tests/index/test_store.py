@@ -1,10 +1,11 @@
 import json
+import os
 import multiprocessing
 
 import pytest
 
 from mmindex.index import store
-from mmindex.errors import IndexFormatError, IndexLockedError
+from mmindex.errors import IndexFormatError, IndexLockedError, IndexNotWritableError
 from mmindex.models.encoder import EncoderInfo
 
 MODEL = EncoderInfo("test-tiny", 64, 32, "abc")
@@ -62,3 +63,47 @@ def test_unreferenced_files_are_collected_by_the_next_writer(tmp_path):
     (tmp_path / "manifest.json.123.tmp").write_text("{}")
     store.StoreWriter(tmp_path).close()
     assert not orphan.exists() and not list(tmp_path.glob("*.tmp"))
+
+
+# -- a read-only index directory (issue 20, D4) -------------------------------------------------
+@pytest.fixture
+def read_only_index(tmp_path):
+    """An index directory that cannot be written: a read-only bind mount where this process
+    may mount (root in a container, where permissions would not stop it), else chmod."""
+    import subprocess
+
+    source, mounted = tmp_path / "source", tmp_path / "ro"
+    with store.StoreWriter(source) as writer:
+        writer.initialise(MODEL)
+    mounted.mkdir()
+    bind = subprocess.run(["mount", "--bind", "-o", "ro", str(source), str(mounted)],
+                          capture_output=True)
+    if bind.returncode == 0:
+        yield mounted
+        subprocess.run(["umount", str(mounted)], check=True)
+        return
+    if os.geteuid() == 0:
+        pytest.skip("root without mount: nothing here can make a directory read-only")
+    (source / store.LOCK).chmod(0o444)
+    source.chmod(0o555)
+    yield source
+    source.chmod(0o755)
+
+
+def test_a_read_only_index_is_a_typed_error_naming_the_directory(read_only_index):
+    with pytest.raises(IndexNotWritableError, match=f"{read_only_index}.*writable --index"):
+        store.StoreWriter(read_only_index)
+    assert store.read_manifest(read_only_index).model == MODEL  # reading still works
+
+
+def test_ingest_into_a_read_only_index_is_one_line_and_exit_7(read_only_index, tmp_path):
+    from typer.testing import CliRunner
+
+    from mmindex.cli import app
+
+    (tmp_path / "photos").mkdir()
+    result = CliRunner().invoke(app, ["ingest", str(tmp_path / "photos"), "--index",
+                                      str(read_only_index)])
+    assert result.exit_code == 7, result.output
+    assert "Traceback" not in result.output and str(read_only_index) in result.output
+    assert len(result.output.strip().splitlines()) == 1
