@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mmindex.core.atomic import write_atomically
 from mmindex.errors import UserInputError
 
 CALIBRATION_FILE = "ask.json"
@@ -201,7 +202,7 @@ def calibrate(index, relevant: Sequence[str], off_topic: Sequence[str] = OFF_TOP
     result = Calibration(threshold, index.manifest.model.fingerprint, len(good), len(bad),
                          accuracy)
     if save:
-        (Path(index.root) / CALIBRATION_FILE).write_text(json.dumps(asdict(result), indent=2))
+        write_atomically(Path(index.root) / CALIBRATION_FILE, json.dumps(asdict(result), indent=2))
     return result
 
 

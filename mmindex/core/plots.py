@@ -18,7 +18,10 @@ def figure(columns: int = 1, size: tuple[float, float] = (6.0, 3.5)):
 def save(fig, path: Path) -> Path:
     import matplotlib.pyplot as plt
 
+    from mmindex.core.atomic import atomic_path
+
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    with atomic_path(path) as tmp:  # a reader never sees half a PNG
+        fig.savefig(tmp, dpi=100, format=Path(path).suffix.lstrip(".") or "png")
     plt.close(fig)
     return Path(path)

@@ -20,6 +20,7 @@ from mmindex.models.encoder import EncoderInfo, fingerprint_state_dict
 CHECKPOINT_CONFIG = "config.json"
 CHECKPOINT_WEIGHTS = "model.safetensors"
 CHECKPOINT_FORMAT = "mmindex-clip-checkpoint/1"
+OPEN_CLIP_CONFIG = "open_clip_config.json"  # beside ours, for open_clip's local-dir: loader
 
 
 class ClipEncoder:
@@ -264,14 +265,27 @@ def save_checkpoint(encoder: ClipEncoder, out_dir: Path, extra: dict | None = No
     """Write config.json + model.safetensors; `extra` lands in the config (metrics, base model)."""
     from safetensors.torch import save_file
 
+    from mmindex.core.atomic import atomic_path, write_atomically
+
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().contiguous() for k, v in encoder.model.state_dict().items()}
-    save_file(state, str(out_dir / CHECKPOINT_WEIGHTS))
+    with atomic_path(out_dir / CHECKPOINT_WEIGHTS) as weights:
+        save_file(state, str(weights))
+    # open_clip 3 opens the folder too: `create_model_and_transforms("local-dir:" + out_dir)`
+    # reads this file and finds model.safetensors among the weight names it looks for
+    open_clip_config = {"model_cfg": encoder.model_cfg, "preprocess_cfg": _preprocess_cfg(encoder)}
+    write_atomically(out_dir / OPEN_CLIP_CONFIG, json.dumps(open_clip_config, indent=2))
     config = {"format": CHECKPOINT_FORMAT, "arch": encoder.arch, "model_cfg": encoder.model_cfg}
     config.update(extra or {})
-    (out_dir / CHECKPOINT_CONFIG).write_text(json.dumps(config, indent=2))
+    write_atomically(out_dir / CHECKPOINT_CONFIG, json.dumps(config, indent=2))
     return out_dir
+
+
+def _preprocess_cfg(encoder: ClipEncoder) -> dict:
+    """The image preprocessing open_clip should rebuild: the model's own where it has one."""
+    cfg = dict(getattr(encoder.model.visual, "preprocess_cfg", None) or {})
+    cfg.setdefault("size", encoder.model_cfg["vision_cfg"]["image_size"])
+    return cfg
 
 
 def is_checkpoint_dir(path: Path) -> bool:

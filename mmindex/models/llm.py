@@ -176,22 +176,14 @@ def install_smollm2(dest: Path | None = None, gguf: Path | None = None) -> Path:
     model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
-    tmp = dest.with_name(dest.name + ".tmp")
-    model.to(torch.bfloat16).save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    reloaded, _ = _load_hf_dir(tmp)  # fingerprint what a later load will actually see
+    from mmindex.core.atomic import staged_directory
     from mmindex.models.encoder import fingerprint_state_dict
 
-    marker = {"source": gguf.name, "fingerprint": fingerprint_state_dict(reloaded.state_dict())}
-    (tmp / FINGERPRINT_FILE).write_text(json.dumps(marker, indent=2))
-    _replace_dir(tmp, dest)
+    with staged_directory(dest) as staging:  # the installed LLM stays until this one is whole
+        model.to(torch.bfloat16).save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        reloaded, _ = _load_hf_dir(staging)  # fingerprint what a later load will actually see
+        marker = {"source": gguf.name,
+                  "fingerprint": fingerprint_state_dict(reloaded.state_dict())}
+        (staging / FINGERPRINT_FILE).write_text(json.dumps(marker, indent=2))
     return dest
-
-
-def _replace_dir(tmp: Path, dest: Path) -> None:
-    import shutil
-
-    if dest.exists():
-        shutil.rmtree(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp.rename(dest)

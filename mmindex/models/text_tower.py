@@ -25,7 +25,6 @@ import dataclasses
 import json
 import os
 import shutil
-import tempfile
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -98,19 +97,14 @@ def save(encoder) -> Path | None:
     try:
         import torch
 
-        directory.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(dir=directory.parent, prefix=".export-"))
-        try:
+        from mmindex.core.atomic import staged_directory
+
+        # a reader sees a whole tower or none; another process's finished copy wins
+        with staged_directory(directory, replace=False) as staging:
             meta = {"format": FORMAT, "torch": torch.__version__,
                     "info": dataclasses.asdict(encoder.info), **export(staging)}
             (staging / "tower.json").write_text(json.dumps(meta, indent=2))
-            os.rename(staging, directory)  # atomic: a reader sees a whole tower or none
-            evict(keep=KEEP)
-        except OSError:
-            if not (directory / "tower.json").is_file():  # not another process winning
-                raise
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
+        evict(keep=KEEP)
     except NotExportable:
         return None
     except Exception as exc:

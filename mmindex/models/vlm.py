@@ -264,11 +264,13 @@ def unfreeze_last_layers(llm, n: int) -> None:
 def save_vlm(vlm: Vlm, out_dir: Path, extra: dict | None = None) -> Path:
     from safetensors.torch import save_file
 
+    from mmindex.core.atomic import atomic_path, write_atomically
+
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    save_file(vlm.trainable_state(), str(out_dir / WEIGHTS_FILE))
+    with atomic_path(out_dir / WEIGHTS_FILE) as weights:
+        save_file(vlm.trainable_state(), str(weights))
     config = {"format": CHECKPOINT_FORMAT, **asdict(vlm.config), **(extra or {})}
-    (out_dir / CONFIG_FILE).write_text(json.dumps(config, indent=2))
+    write_atomically(out_dir / CONFIG_FILE, json.dumps(config, indent=2))
     return out_dir
 
 

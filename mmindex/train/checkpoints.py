@@ -4,13 +4,13 @@ checkpoint and a resume state, so Ctrl-C loses at most the epoch in progress."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from dataclasses import asdict
 from pathlib import Path
 
 import torch
 
+from mmindex.core.atomic import staged_directory, write_atomically
 from mmindex.data.pairs import SkippedRow
 from mmindex.errors import UserInputError
 from mmindex.train.config import SIGLIP_INIT_BIAS, EpochMetrics, FinetuneConfig
@@ -68,7 +68,7 @@ def save_epoch(trainer) -> None:
     )
     state_dir = out / RESUME_DIR / f"epoch-{last.epoch:04d}"
     _write_resume_state(trainer, state_dir)
-    _atomic_write_text(
+    write_atomically(
         out / RESUME_DIR / "latest.json", json.dumps({"epoch": last.epoch, "dir": state_dir.name})
     )
     for old in (out / RESUME_DIR).glob("epoch-*"):
@@ -77,34 +77,28 @@ def save_epoch(trainer) -> None:
 
 
 def _write_checkpoint_files(encoder, out: Path, extra: dict) -> None:
-    from mmindex.models.clip import CHECKPOINT_CONFIG, CHECKPOINT_WEIGHTS, save_checkpoint
+    from mmindex.models.clip import save_checkpoint
 
-    staging = out / ".writing"
-    shutil.rmtree(staging, ignore_errors=True)
-    save_checkpoint(encoder, staging, extra)
-    for name in (CHECKPOINT_WEIGHTS, CHECKPOINT_CONFIG):
-        os.replace(staging / name, out / name)
-    staging.rmdir()
+    save_checkpoint(encoder, out, extra)  # each file replaced durably, the weights first
 
 
 def _write_resume_state(trainer, state_dir: Path) -> None:
     from safetensors.torch import save_file
 
-    shutil.rmtree(state_dir, ignore_errors=True)
-    state_dir.mkdir(parents=True)
     model_state = {
         k: v.detach().contiguous() for k, v in trainer.encoder.model.state_dict().items()
     }
-    save_file(model_state, str(state_dir / "model.safetensors"))
     tensors, groups = flatten_optimizer_state(trainer.optimizer.state_dict())
-    save_file(tensors, str(state_dir / "optimizer.safetensors"))
     state = {
         "undecodable": [asdict(row) for row in trainer.pixels.failed],
         "step": trainer.step,
         "history": [asdict(e) for e in trainer.history],
         "param_groups": groups,
     }
-    (state_dir / "state.json").write_text(json.dumps(state))
+    with staged_directory(state_dir) as staging:  # latest.json names it only once it is whole
+        save_file(model_state, str(staging / "model.safetensors"))
+        save_file(tensors, str(staging / "optimizer.safetensors"))
+        (staging / "state.json").write_text(json.dumps(state))
 
 
 def load_resume_state(trainer) -> None:
@@ -158,9 +152,3 @@ def load_checkpoint_weights(out_dir: Path) -> dict[str, torch.Tensor]:
     from mmindex.models.clip import CHECKPOINT_WEIGHTS
 
     return load_file(str(Path(out_dir) / CHECKPOINT_WEIGHTS))
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text(text)
-    os.replace(temporary, path)

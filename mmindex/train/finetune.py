@@ -18,13 +18,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from mmindex.core.atomic import write_atomically
 from mmindex.core.progress import Progress
 from mmindex.data.pairs import Pairs, SkippedRow, load_pairs
 from mmindex.errors import UserInputError
 from mmindex.eval.retrieval import RetrievalReport
 from mmindex.train.checkpoints import (
     RESUME_DIR,
-    _atomic_write_text,
     _encoder_with,
     _prepare_out_dir,
     _write_checkpoint_files,
@@ -145,8 +145,8 @@ def _write_outputs(final, result: FinetuneResult, config: FinetuneConfig) -> Non
     }
     _write_checkpoint_files(final, out, extra)
     metrics = result.to_dict() | {"config": _config_dict(config)}
-    _atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2))
-    (out / "report.txt").write_text(format_report(result, config))
+    write_atomically(out / "metrics.json", json.dumps(metrics, indent=2))
+    write_atomically(out / "report.txt", format_report(result, config))
     plot_curves(result.history, out / "curves.png")
     shutil.rmtree(out / RESUME_DIR, ignore_errors=True)
 

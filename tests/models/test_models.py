@@ -109,3 +109,20 @@ def test_a_cuda_encoder_takes_cpu_inputs_and_returns_cpu_embeddings():
     tokens = gpu.patch_tokens(pixels)
     assert tokens.device.type == "cpu"
     assert torch.allclose(tokens, cpu.patch_tokens(pixels), atol=1e-4)
+
+
+def test_a_saved_checkpoint_opens_in_open_clip_itself(tmp_path, tiny_encoder):
+    """open_clip's own loader reads the folder (`local-dir:`), and gives the same model."""
+    import open_clip
+    import torch
+
+    from mmindex.models.clip import load_checkpoint, save_checkpoint
+
+    save_checkpoint(tiny_encoder, tmp_path / "ckpt", {"note": "mmindex metadata stays"})
+    model, _, preprocess = open_clip.create_model_and_transforms(f"local-dir:{tmp_path / 'ckpt'}")
+    images = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        theirs = model.eval().encode_image(images, normalize=True)
+        ours = tiny_encoder.model.eval().encode_image(images, normalize=True)
+    assert torch.allclose(theirs, ours, atol=1e-5)
+    assert load_checkpoint(tmp_path / "ckpt").info.fingerprint == tiny_encoder.info.fingerprint
