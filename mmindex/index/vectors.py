@@ -1,6 +1,6 @@
 """FAISS indexes keyed by row id: build, update, search with an id filter, (de)serialise.
 
-The index kind follows the collection's size (autofaiss's rule of thumb, FIELD_NOTES.md):
+The index kind follows the collection's size (autofaiss's rule of thumb, criteo/autofaiss):
 exact inner product below IVF_THRESHOLD vectors, IVF-Flat above it. Both keep the row ids,
 so deletions are remove_ids and a filter is an id selector inside the search."""
 
@@ -16,7 +16,7 @@ IVF_THRESHOLD = 100_000
 IVF_NPROBE = 32
 # Below this many (query x vector) products one thread wins: OpenMP's start-up and, on a busy
 # machine, waiting for a descheduled thread cost more than the scan (15 vectors: 4 ms -> 0.1).
-SINGLE_THREAD_WORK = 200_000  # recall@10 ~0.995 at 1M vectors, ~1 ms a query (FIELD_NOTES.md)
+SINGLE_THREAD_WORK = 200_000  # recall@10 ~0.995 at 1M vectors, ~1 ms a query (2-core Zen 5 EPYC)
 
 
 def choose_kind(count: int) -> str:
