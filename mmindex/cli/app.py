@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import json
 import sys
+import time
 import warnings
 from pathlib import Path
 
@@ -59,27 +60,44 @@ def print_json(data) -> None:
 
 
 class progress_reporter:
-    """A rich progress bar on a terminal; silent when piped or printing JSON."""
+    """The library's Progress shown on stderr: a rich bar on a terminal, otherwise one plain
+    line per stage at most every LINE_SECONDS (and when a stage ends), so a log or a CI job
+    sees long work move. Silent with --json, whose stdout a program reads."""
+
+    LINE_SECONDS = 10.0
 
     def __init__(self, enabled: bool):
-        self.enabled = enabled and sys.stderr.isatty()
+        self.enabled = enabled
         self.bar = None
         self.tasks = {}
+        self.last_line: dict[str, float] = {}
 
     def __enter__(self):
-        if self.enabled:
+        if self.enabled and sys.stderr.isatty():
             from rich.progress import Progress
 
             self.bar = Progress(transient=True)
             self.bar.start()
         return self
 
-    def __call__(self, stage: str, done: int, total: int) -> None:
-        if self.bar is None:
+    def __call__(self, stage: str, done: int, total: int, /, **metrics: float) -> None:
+        if not self.enabled:
             return
-        if stage not in self.tasks:
-            self.tasks[stage] = self.bar.add_task(stage, total=total or None)
-        self.bar.update(self.tasks[stage], completed=done, total=total or None)
+        label = " ".join([stage, *(f"{k} {v:.4g}" for k, v in metrics.items())])
+        if self.bar is not None:
+            task = self.tasks.setdefault(stage, self.bar.add_task(stage, total=total or None))
+            self.bar.update(task, completed=done, total=total or None, description=label)
+        elif self._line_due(stage, done, total):
+            count = f"{done}/{total}" if total else str(done)
+            typer.echo(f"{label}: {count}", err=True)
+
+    def _line_due(self, stage: str, done: int, total: int) -> bool:
+        now = time.monotonic()
+        first = stage not in self.last_line
+        if first or done == total or now - self.last_line[stage] >= self.LINE_SECONDS:
+            self.last_line[stage] = now
+            return True
+        return False
 
     def __exit__(self, *exc):
         if self.bar is not None:

@@ -6,10 +6,18 @@ from pathlib import Path
 
 import typer
 
-from mmindex.cli.app import (DeviceOption, IndexOption, JsonOption, LlmOption, ProjectorOption,
-                              fail_cleanly, resolve_index_dir, print_json, app, llm_app)
-
-
+from mmindex.cli.app import (
+    DeviceOption,
+    IndexOption,
+    JsonOption,
+    LlmOption,
+    ProjectorOption,
+    app,
+    fail_cleanly,
+    llm_app,
+    print_json,
+    resolve_index_dir,
+)
 
 
 @llm_app.command("install-smollm2")

@@ -7,8 +7,16 @@ from pathlib import Path
 
 import typer
 
-from mmindex.cli.app import (DeviceOption, IndexOption, JsonOption, fail_cleanly, resolve_index_dir,
-                              print_json, progress_reporter, app)
+from mmindex.cli.app import (
+    DeviceOption,
+    IndexOption,
+    JsonOption,
+    app,
+    fail_cleanly,
+    print_json,
+    progress_reporter,
+    resolve_index_dir,
+)
 
 
 @app.command()

@@ -6,8 +6,16 @@ from pathlib import Path
 
 import typer
 
-from mmindex.cli.app import (DeviceOption, JsonOption, LlmOption, fail_cleanly, print_json,
-                              progress_reporter, app, eval_app)
+from mmindex.cli.app import (
+    DeviceOption,
+    JsonOption,
+    LlmOption,
+    app,
+    eval_app,
+    fail_cleanly,
+    print_json,
+    progress_reporter,
+)
 
 
 @app.command("make-shapes")
@@ -171,7 +179,7 @@ def train_projector_command(
         unfreeze_last=unfreeze_last, lora_rank=lora_rank, distractor_rate=distractor_rate,
         precision=precision, threads=threads, init_from=init_from, seed=seed, device=device)
     with progress_reporter(enabled=not as_json) as bar:
-        report = train_projector(config, lambda stage, step, total, loss: bar(stage, step, total))
+        report = train_projector(config, bar)
     if as_json:
         print_json(report.to_dict())
         return

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from mmindex.data.images import DEFAULT_MAX_PIXELS
 
+
 @dataclass(frozen=True)
 class IngestConfig:
     roots: tuple[Path, ...]

@@ -8,7 +8,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 
-
 @dataclass(frozen=True)
 class ActorPool:
     """How the encoders spread over Ray. The default, one actor holding one CPU, leaves the

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -12,9 +12,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from mmindex.index import store
-from mmindex.index.changes import FILE_COLUMNS, Candidate, ChangePlan, errors_for, plan_changes
-from mmindex.ingestion.config import IngestConfig
+from mmindex.core.progress import Progress, no_progress
 from mmindex.data.scan import (
     IMAGE_EXTENSIONS,
     TEXT_EXTENSIONS,
@@ -23,13 +21,14 @@ from mmindex.data.scan import (
     text_sha256,
     walk_files,
 )
-from mmindex.ingestion.encoders import ImageBatchEncoder, TextBatchEncoder
 from mmindex.errors import ModelMismatchError, UserInputError
-from mmindex.index.vectors import VectorIndex
-from mmindex.models.registry import canonical_spec, check_device, default_model_spec, load_encoder
+from mmindex.index import store
+from mmindex.index.changes import FILE_COLUMNS, Candidate, ChangePlan, errors_for, plan_changes
 from mmindex.index.schema import FILE_SCHEMA, embedding_type, table_schema
-
-ProgressFn = Callable[[str, int, int], None]  # (stage, done, total)
+from mmindex.index.vectors import VectorIndex
+from mmindex.ingestion.config import IngestConfig
+from mmindex.ingestion.encoders import ImageBatchEncoder, TextBatchEncoder
+from mmindex.models.registry import canonical_spec, check_device, default_model_spec, load_encoder
 
 
 @dataclass(frozen=True)
@@ -56,13 +55,13 @@ class IngestSummary:
         return asdict(self)
 
 
-def ingest(config: IngestConfig, progress: ProgressFn | None = None) -> IngestSummary:
+def ingest(config: IngestConfig, progress: Progress | None = None) -> IngestSummary:
     started = time.monotonic()
     roots = _check_roots(config.roots)
     check_device(config.device)  # before the lock and the scan: a wrong flag fails at once
     with store.StoreWriter(config.index_dir) as writer:
         spec = _resolve_spec(config.model, writer.manifest)
-        run = _IngestRun(config, writer, spec, progress or (lambda *a: None))
+        run = _IngestRun(config, writer, spec, progress or no_progress)
         run.plan([str(r) for r in roots])
         run.process_images()
         run.process_texts()

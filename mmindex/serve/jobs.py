@@ -12,8 +12,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from mmindex.ingestion.config import IngestConfig
 from mmindex.errors import MmindexError
+from mmindex.ingestion.config import IngestConfig
 
 
 @dataclass
@@ -69,7 +69,7 @@ class IngestJobs:
                               executor="local")
         job.state = "running"
         try:
-            summary = self._run_ingest(config, lambda stage, done, total:
+            summary = self._run_ingest(config, lambda stage, done, total, **metrics:
                                        self._progress(job, stage, done, total))
             job.summary, job.state = summary.to_dict(), "done"
         except MmindexError as exc:

@@ -13,12 +13,12 @@ import json
 import math
 import random
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 
+from mmindex.core.progress import Progress
 from mmindex.data.questions import read_questions
 from mmindex.errors import UserInputError
 from mmindex.models.registry import check_device
@@ -89,7 +89,6 @@ class TrainReport:
         return asdict(self)
 
 
-Progress = Callable[[str, int, int, float], None]  # stage, step, total, loss
 
 
 def train_projector(config: TrainProjectorConfig, progress: Progress | None = None) -> TrainReport:
@@ -252,7 +251,7 @@ def run_stage(vlm, features, samples: list[Sample], name: str, steps: int,
             losses.append(train_step(vlm, features, picked, images, optimizer, config.precision))
             schedule.step()
             if progress:
-                progress(name, step + 1, steps, losses[-1])
+                progress(name, step + 1, steps, loss=losses[-1])
             if time.perf_counter() > deadline:
                 break
     except KeyboardInterrupt:
