@@ -10,6 +10,7 @@ from __future__ import annotations
 import hmac
 import json
 import logging
+import mimetypes
 import re
 import tempfile
 from collections.abc import Iterator, Sequence
@@ -21,7 +22,7 @@ from typing import Annotated, Literal
 import pyarrow.compute as pc
 from fastapi import APIRouter, Body, Depends, FastAPI, File, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response, StreamingResponse
+from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
@@ -29,15 +30,15 @@ from pydantic import BaseModel, BeforeValidator, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from mmindex import errors
-from mmindex.ingestion.config import IngestConfig
 from mmindex.data.images import DecodeError, decode_image
+from mmindex.ingestion.config import IngestConfig
 from mmindex.search.searcher import Index
 from mmindex.serve.answers import Answers, AnswersUnavailable
 from mmindex.serve.filters import FILTER_HELP, compile_filters
 from mmindex.serve.jobs import IngestJobs, JobConflict
 from mmindex.serve.limits import BodySizeLimit, HostCheck, SecurityHeaders
 from mmindex.serve.live import LiveIndex
-from mmindex.serve.thumbs import thumbnail_jpeg
+from mmindex.serve.thumbs import FileChanged, read_indexed_file, thumbnail_jpeg
 
 log = logging.getLogger("mmindex.serve")
 
@@ -254,40 +255,62 @@ def _hit_out(hit) -> dict:
 
 
 # -- images, by id only ------------------------------------------------------------------
-def _image_file(index: Index, image_id: int | str) -> Path:
-    """The file of an image row of this index; 404 for anything else. A request names a row
-    id, never a path, so no request can reach a file the index does not hold."""
+def _image_row(index: Index, image_id: int | str) -> dict:
+    """The row of an image of this index; 404 for anything else. A request names a row id,
+    never a path, so no request can reach a file the index does not hold."""
     if not is_decimal(str(image_id)):
         raise ApiError(404, f"no image with id {str(image_id)[:40]!r}: ids are decimal digits")
     row_id = int(image_id)
     if not -(2**63) <= row_id < 2**63:  # ids are int64; anything else names no row
         raise ApiError(404, f"no image with id {row_id}")
     rows = index.rows("images")
-    matches = rows.filter(pc.equal(rows.column("id"), row_id)).column("path").to_pylist()
+    matches = rows.filter(pc.equal(rows.column("id"), row_id)).to_pylist()
     if not matches:
         raise ApiError(404, f"no image with id {row_id} in this index")
-    path = Path(matches[0])
-    if not path.is_file():
-        raise ApiError(404, f"image {row_id} is gone from disk; re-ingest to drop it")
-    return path
+    return matches[0]
 
 
-@api.get("/images/{image_id}", responses=_errors(404),
-         response_class=FileResponse, response_description="the original file")
-def image_file(image_id: str, ctx: Context) -> FileResponse:
-    """The original file of an indexed image, by its row id."""
-    path = _image_file(ctx.live.get(), image_id)
-    return FileResponse(path, headers={"Cache-Control": "private, max-age=60"},
-                        content_disposition_type="inline")
+def _checked(row: dict, read):
+    """`read(row)` of a file that must still be the indexed one: 404 when it is gone, 409
+    (`file_changed`) when another file sits at its path (a re-pointed symlink, an edit)."""
+    try:
+        return read(row)
+    except FileNotFoundError:
+        raise ApiError(404, f"image {row['id']} is gone from disk; re-ingest to drop it") from None
+    except OSError as exc:  # a permission taken away, a symlink loop...
+        raise ApiError(404, f"image {row['id']} cannot be read: {exc.strerror or exc}") from None
+    except FileChanged as exc:
+        raise ApiError(409, f"the file of image {row['id']} {exc} since it was indexed; "
+                       "re-ingest to index what is there now", code="file_changed") from None
 
 
-@api.get("/images/{image_id}/thumb", responses=_errors(404),
+def _image_file(index: Index, image_id: int | str) -> Path:
+    """The path of an image row, once its file is checked to be the indexed one."""
+    row = _image_row(index, image_id)
+    _checked(row, read_indexed_file)
+    return Path(row["path"])
+
+
+@api.get("/images/{image_id}", responses=_errors(404, 409),
+         response_class=Response, response_description="the original file")
+def image_file(image_id: str, ctx: Context) -> Response:
+    """The original file of an indexed image, by its row id: the very bytes that were checked
+    against the indexed size, mtime and SHA-256."""
+    row = _image_row(ctx.live.get(), image_id)
+    data = _checked(row, read_indexed_file)
+    media_type = mimetypes.guess_type(row["path"])[0] or "application/octet-stream"
+    return Response(data, media_type=media_type,
+                    headers={"Cache-Control": "private, max-age=60",
+                             "Content-Disposition": "inline"})
+
+
+@api.get("/images/{image_id}/thumb", responses=_errors(404, 409),
          response_class=Response, response_description="a JPEG of at most 256 px a side")
 def image_thumb(image_id: str, ctx: Context) -> Response:
     """A small JPEG of an indexed image, by its row id."""
-    path = _image_file(ctx.live.get(), image_id)
+    row = _image_row(ctx.live.get(), image_id)
     try:
-        jpeg = thumbnail_jpeg(path)
+        jpeg = _checked(row, thumbnail_jpeg)
     except (DecodeError, OSError) as exc:
         raise ApiError(404, f"image {image_id} no longer decodes: {exc}") from None
     return Response(jpeg, media_type="image/jpeg",

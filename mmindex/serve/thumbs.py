@@ -1,26 +1,77 @@
-"""Thumbnails of indexed images, decoded with the ingest decoder and kept in a small cache."""
+"""Files of indexed images, served only while they are still the file that was indexed, and
+their thumbnails (decoded with the ingest decoder, kept in a small cache).
+
+A row records the file's size, mtime and SHA-256. The bytes served are read once, checked
+against all three, and are then exactly what goes out: a path re-pointed after the check
+cannot slip other bytes in, and a symlink re-pointed to /etc/passwd (whatever its mtime)
+can never be served, since its content is not the indexed file's."""
 
 from __future__ import annotations
 
+import hashlib
 import io
-from functools import lru_cache
+import os
+import stat
+import tempfile
+import threading
+from collections import OrderedDict
 from pathlib import Path
 
 from mmindex.data.images import decode_image
 
 THUMB_SIDE = 256  # px, the longer side; sharp in a 2x-density grid cell of ~128 css px
+THUMB_CACHE = 2048  # ~10 kB each: at most ~20 MB
 
 
-def thumbnail_jpeg(path: Path, side: int = THUMB_SIDE) -> bytes:
-    """JPEG bytes of the upright image shrunk to fit side x side. Raises DecodeError, OSError."""
-    st = path.stat()
-    # The key holds size and mtime, so a file changed in place is never served stale.
-    return _cached_thumbnail(str(path), st.st_size, st.st_mtime_ns, side)
+class FileChanged(Exception):
+    """The file at an indexed path is not the one that was indexed; the message says how."""
 
 
-@lru_cache(maxsize=2048)  # ~10 kB each: at most ~20 MB
-def _cached_thumbnail(path: str, size: int, mtime_ns: int, side: int) -> bytes:
-    image = decode_image(Path(path), min_side=side).image  # draft-decoded JPEGs: fast
+def read_indexed_file(row: dict) -> bytes:
+    """The bytes of an indexed file (a row with path, size, mtime_ns, sha256), or
+    FileChanged; FileNotFoundError when nothing is there any more."""
+    # O_NONBLOCK: a path re-pointed at a FIFO must not hang the server in open().
+    fd = os.open(row["path"], os.O_RDONLY | os.O_NONBLOCK)
+    with os.fdopen(fd, "rb") as handle:
+        st = os.fstat(fd)  # of what was opened, not of whatever the path names by now
+        if not stat.S_ISREG(st.st_mode):
+            raise FileChanged("is no longer a regular file")
+        if (st.st_size, st.st_mtime_ns) != (row["size"], row["mtime_ns"]):
+            raise FileChanged("has another size or modification time than the indexed file")
+        data = handle.read(st.st_size + 1)  # one byte more shows a file still growing
+    if len(data) != row["size"] or hashlib.sha256(data).hexdigest() != row["sha256"]:
+        raise FileChanged("holds other bytes than the indexed file")
+    return data
+
+
+_thumbs: OrderedDict[tuple[str, int], bytes] = OrderedDict()
+_thumbs_lock = threading.Lock()
+
+
+def thumbnail_jpeg(row: dict, side: int = THUMB_SIDE) -> bytes:
+    """JPEG bytes of the upright image shrunk to fit side x side, made from the checked bytes.
+    Raises FileChanged, DecodeError, OSError. Cached by content hash: a file changed in place
+    fails the check before the cache is asked."""
+    data = read_indexed_file(row)
+    key = (row["sha256"], side)
+    with _thumbs_lock:
+        if key in _thumbs:
+            _thumbs.move_to_end(key)
+            return _thumbs[key]
+    jpeg = _make_thumbnail(data, Path(row["path"]).suffix, side)
+    with _thumbs_lock:
+        _thumbs[key] = jpeg
+        while len(_thumbs) > THUMB_CACHE:
+            _thumbs.popitem(last=False)
+    return jpeg
+
+
+def _make_thumbnail(data: bytes, suffix: str, side: int) -> bytes:
+    # decode_image reads a path; a private copy of the checked bytes is one nobody can swap.
+    with tempfile.NamedTemporaryFile(suffix=suffix, prefix="mmindex-thumb-") as copy:
+        copy.write(data)
+        copy.flush()
+        image = decode_image(Path(copy.name), min_side=side).image  # draft-decoded JPEGs
     image.thumbnail((side, side))
     buffer = io.BytesIO()
     image.save(buffer, "JPEG", quality=82)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import atexit
 import io
 import json
+import os
 import shutil
 import tempfile
 import time
@@ -210,6 +211,106 @@ def test_image_whose_file_vanished_is_404(tmp_path):
     Path(hit["path"]).unlink()
     assert client.get(hit["image_url"]).status_code == 404
     assert client.get(hit["thumb_url"]).status_code == 404
+
+
+# -- a file is served only while it is the indexed one (issue 20, D1) -------------------------
+@pytest.fixture
+def linked(tmp_path) -> SimpleNamespace:
+    """An album whose photo0.jpg is a symlink to a photo kept outside the ingested folder,
+    indexed and served; plus a secret file and another photo to re-point it at."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    photo(90, 70, 5).save(outside / "real.jpg", quality=90)
+    photo(90, 70, 6).save(outside / "other.jpg", quality=90)
+    (outside / "secret.txt").write_text("root:x:0:0:root:/root:/bin/bash\n")
+    album = tmp_path / "album"
+    _write_album(album, count=2, first=1)
+    (album / "photo0.jpg").symlink_to(outside / "real.jpg")
+    ingest(IngestConfig(roots=(album,), index_dir=tmp_path / "idx", model=TINY))
+    client = TestClient(create_app(tmp_path / "idx", answers=NO_GENERATOR))
+    rows = client.get("/api/search", params={"q": "a", "k": 10}).json()["hits"]
+    hit = next(h for h in rows if h["path"] == str(album / "photo0.jpg"))
+    return SimpleNamespace(client=client, hit=hit, link=album / "photo0.jpg", outside=outside)
+
+
+def _repoint(link: Path, target: Path, like: Path | None = None) -> None:
+    link.unlink()
+    link.symlink_to(target)
+    if like is not None:  # the same mtime as the indexed file, so only the content tells
+        st = like.stat()
+        os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+def test_a_symlink_to_a_file_outside_the_roots_is_served_while_it_is_that_file(linked):
+    response = linked.client.get(linked.hit["image_url"])
+    assert response.status_code == 200
+    assert response.content == (linked.outside / "real.jpg").read_bytes()
+    assert response.headers["content-type"] == "image/jpeg"
+    assert linked.client.get(linked.hit["thumb_url"]).status_code == 200
+
+
+@pytest.mark.parametrize("target", ["secret.txt", "other.jpg"])
+def test_a_repointed_symlink_is_409_and_its_new_target_never_served(linked, target):
+    linked.client.get(linked.hit["thumb_url"])  # a cached thumbnail must not hide the change
+    _repoint(linked.link, linked.outside / target, like=linked.outside / "real.jpg")
+    for url in (linked.hit["image_url"], linked.hit["thumb_url"]):
+        response = linked.client.get(url)
+        assert response.status_code == 409, (url, response.status_code)
+        assert response.json()["error"] == "file_changed"
+        assert "re-ingest" in response.json()["message"]
+        assert b"root:x" not in response.content
+    like = linked.client.get("/api/search", params={"like": linked.hit["id"]})
+    assert like.status_code == 409
+
+
+def test_a_file_of_the_same_size_and_mtime_but_other_bytes_is_409(linked):
+    real = linked.outside / "real.jpg"
+    st = real.stat()
+    data = bytearray(real.read_bytes())
+    data[-3] ^= 0xFF  # inside the JPEG's entropy data: still decodes
+    real.write_bytes(bytes(data))
+    os.utime(real, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert linked.client.get(linked.hit["image_url"]).status_code == 409
+
+
+def test_a_symlink_repointed_at_a_fifo_is_refused_without_hanging(linked):
+    os.mkfifo(linked.outside / "pipe")
+    _repoint(linked.link, linked.outside / "pipe")
+    assert linked.client.get(linked.hit["image_url"]).status_code == 409
+
+
+def test_a_real_server_refuses_a_repointed_symlink(linked, tmp_path):
+    """Through uvicorn on a socket, as `mmindex serve` runs it."""
+    import socket
+    import threading
+    import urllib.error
+    import urllib.request
+
+    import uvicorn
+
+    app = create_app(tmp_path / "idx", answers=NO_GENERATOR)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not server.started and time.monotonic() < deadline:
+            time.sleep(0.05)
+        url = f"http://127.0.0.1:{port}{linked.hit['image_url']}"
+        with urllib.request.urlopen(url, timeout=30) as response:
+            assert response.read() == (linked.outside / "real.jpg").read_bytes()
+        _repoint(linked.link, linked.outside / "secret.txt", like=linked.outside / "real.jpg")
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(url, timeout=30)
+        body = refused.value.read()
+        assert refused.value.code == 409 and json.loads(body)["error"] == "file_changed"
+        assert b"root:x" not in body
+    finally:
+        server.should_exit = True
+        thread.join(30)
 
 
 # -- status, ingest, reopen --------------------------------------------------------------
