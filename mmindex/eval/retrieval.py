@@ -227,22 +227,19 @@ def _encode_images(encoder: Encoder, groups: list[_ImageCaptions], batch_size: i
     """Embeddings (N_kept, D) of the images that decode, those groups, and the failures."""
     import torch
 
-    from mmindex.data.images import DecodeError, decode_image
+    from mmindex.data.batches import load_pixels
 
     embeddings, kept, failed = [], [], []
     for batch in _batches(groups, batch_size):
-        tensors = []
-        for group in batch:
-            try:
-                decoded = decode_image(group.path, encoder.info.image_size)
-            except DecodeError as exc:
-                failed.append(SkippedRow(str(group.path), f"cannot decode: {exc}"))
-                continue
-            tensors.append(encoder.preprocess(decoded.image))  # (3, H, W)
-            kept.append(group)
-        if tensors:
+        loaded = load_pixels([g.path for g in batch], encoder.preprocess, encoder.info.image_size)
+        for group, result in zip(batch, loaded.results):
+            if result.ok:
+                kept.append(group)
+            else:
+                failed.append(SkippedRow(str(group.path), f"cannot decode: {result.reason}"))
+        if loaded.pixels is not None:
             with torch.no_grad():
-                embeddings.append(np.asarray(encoder.encode_images(torch.stack(tensors))))
+                embeddings.append(np.asarray(encoder.encode_images(loaded.pixels)))
     if not kept:
         raise UserInputError(f"none of the {len(groups)} images could be decoded")
     return np.concatenate(embeddings).astype(np.float32), kept, failed  # (N_kept, D)

@@ -6,11 +6,10 @@ from __future__ import annotations
 
 import os
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import numpy as np
 
-from mmindex.data.images import DecodeError, decode_image
+from mmindex.data.batches import load_pixels
 
 Batch = dict[str, np.ndarray]  # Ray Data's numpy batch format: column name -> array
 
@@ -29,32 +28,15 @@ class ImageBatchEncoder:
 
     def prepare(self, batch: Batch) -> dict:
         """Decode and preprocess; no model maths, so it can run in a thread beside encode()."""
-        import torch
-
-        rows = {"path": [], "ok": [], "reason": [], "width": [], "height": [], "format": []}
-        tensors = []
-        paths = [str(p) for p in batch["path"]]
-        for path, (decoded, reason) in zip(paths, self.decoders.map(self._decode, paths)):
-            rows["path"].append(path)
-            rows["ok"].append(decoded is not None)
-            rows["reason"].append(reason)
-            rows["width"].append(decoded.width if decoded else 0)
-            rows["height"].append(decoded.height if decoded else 0)
-            rows["format"].append(decoded.format if decoded else "")
-            if decoded is not None:
-                tensors.append(self.encoder.preprocess(decoded.image))
-        rows["pixels"] = torch.stack(tensors) if tensors else None  # (N_ok, 3, H, W)
-        return rows
-
-    def _decode(self, path: str):
-        """Decode one file; (None, reason) when it cannot be used."""
-        try:
-            decoded = decode_image(Path(path), self.encoder.info.image_size, self.max_pixels)
-            return decoded, ""
-        except DecodeError as exc:
-            return None, str(exc)
-        except OSError as exc:  # unreadable or vanished since the scan
-            return None, f"cannot read file: {exc.strerror or exc}"
+        loaded = load_pixels([str(p) for p in batch["path"]], self.encoder.preprocess,
+                             self.encoder.info.image_size, self.max_pixels, self.decoders)
+        results = loaded.results
+        return {"path": [r.path for r in results], "ok": [r.ok for r in results],
+                "reason": [r.reason for r in results],
+                "width": [r.decoded.width if r.ok else 0 for r in results],
+                "height": [r.decoded.height if r.ok else 0 for r in results],
+                "format": [r.decoded.format if r.ok else "" for r in results],
+                "pixels": loaded.pixels}  # (N_ok, 3, H, W) or None
 
     def encode(self, prepared: dict) -> Batch:
         pixels = prepared.pop("pixels")

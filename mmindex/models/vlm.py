@@ -338,16 +338,14 @@ def image_features(encoder, paths: Sequence[Path], tokens: int | None, layer: in
                    batch_size: int = 64) -> torch.Tensor:
     """(N, T, C) vision tokens of image files from block `layer` of the vision tower, via the
     encoder's own preprocessing."""
-    from mmindex.data.images import DecodeError, decode_image
+    from mmindex.data.batches import load_pixels
 
     chunks = []
     for start in range(0, len(paths), batch_size):
-        pixels = []
-        for path in paths[start:start + batch_size]:
-            try:
-                image = decode_image(Path(path), encoder.info.image_size).image
-            except (DecodeError, OSError) as exc:
-                raise UserInputError(f"cannot read image {path}: {exc}") from None
-            pixels.append(encoder.preprocess(image))
-        chunks.append(encoder.patch_tokens(torch.stack(pixels), tokens, layer))  # (b, T, C)
+        loaded = load_pixels(paths[start:start + batch_size], encoder.preprocess,
+                             encoder.info.image_size)
+        if loaded.failures:  # every image here was asked about: a gap would shift the rest
+            bad = loaded.failures[0]
+            raise UserInputError(f"cannot read image {bad.path}: {bad.reason}")
+        chunks.append(encoder.patch_tokens(loaded.pixels, tokens, layer))  # (b, T, C)
     return torch.cat(chunks)

@@ -157,16 +157,13 @@ class Index:
         return self.text_encoder.encode_texts([text])[0]  # (D,)
 
     def embed_image(self, path: str | Path) -> np.ndarray:
-        import torch
+        from mmindex.data.batches import load_pixels
 
-        from mmindex.data.images import DecodeError, decode_image
-
-        try:
-            decoded = decode_image(Path(path), self.encoder.info.image_size)
-        except (DecodeError, OSError) as exc:
-            raise UserInputError(f"cannot use {path} as a query image: {exc}") from None
-        pixels = torch.stack([self.encoder.preprocess(decoded.image)])  # (1, 3, H, W)
-        return self.encoder.encode_images(pixels)[0]  # (D,)
+        loaded = load_pixels([path], self.encoder.preprocess, self.encoder.info.image_size)
+        if loaded.failures:
+            raise UserInputError(f"cannot use {path} as a query image: "
+                                 f"{loaded.failures[0].reason}")
+        return self.encoder.encode_images(loaded.pixels)[0]  # (D,)
 
     def search(self, query: str | None = None, *, image: str | Path | None = None,
                vector: np.ndarray | None = None, k: int = 10, target: str = "images",

@@ -61,14 +61,15 @@ class PixelSource:
         return torch.stack(tensors).float()  # (B, 3, H, W)
 
     def _decode(self, i: int) -> torch.Tensor | None:
-        from mmindex.data.images import DecodeError, decode_image
+        from mmindex.data.batches import load_pixels
 
-        try:
-            decoded = decode_image(self.paths[i], self.encoder.info.image_size)
-        except DecodeError as exc:
-            self.failed.append(SkippedRow(str(self.paths[i]), f"cannot decode: {exc}"))
+        loaded = load_pixels([self.paths[i]], self.encoder.preprocess,
+                             self.encoder.info.image_size)
+        if loaded.failures:
+            self.failed.append(SkippedRow(str(self.paths[i]),
+                                          f"cannot decode: {loaded.failures[0].reason}"))
             return None
-        return self.encoder.preprocess(decoded.image)  # (3, H, W)
+        return loaded.pixels[0]  # (3, H, W)
 
 
 def epoch_batches(n_rows: int, batch_size: int, seed: int, epoch: int) -> Iterator[np.ndarray]:

@@ -1,0 +1,60 @@
+"""Image files -> decoded -> preprocessed -> one stacked tensor: the one way a batch of images
+becomes model input (ingest, image queries, evaluation, training, vision tokens), with one
+error policy: a file that cannot be decoded or read becomes a reason beside its path, never
+an exception, and each caller decides whether that skips the file or stops the work."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from pathlib import Path
+
+from mmindex.data.images import DEFAULT_MAX_PIXELS, DecodedImage, DecodeError, decode_image
+
+
+@dataclass(frozen=True)
+class ImageResult:
+    path: str
+    decoded: DecodedImage | None  # None when the file cannot be used
+    reason: str = ""  # why not, for a person
+
+    @property
+    def ok(self) -> bool:
+        return self.decoded is not None
+
+
+@dataclass(frozen=True)
+class PixelBatch:
+    results: list[ImageResult]  # one per path, in order
+    pixels: object  # torch.Tensor (N_ok, 3, H, W) of the usable images in order, or None
+
+    @property
+    def failures(self) -> list[ImageResult]:
+        return [r for r in self.results if not r.ok]
+
+
+def read_image(path: str | Path, min_side: int,
+               max_pixels: int = DEFAULT_MAX_PIXELS) -> ImageResult:
+    """Decode one file (draft-decoded to `min_side`); a bad or unreadable file is a reason."""
+    try:
+        return ImageResult(str(path), decode_image(Path(path), min_side, max_pixels))
+    except DecodeError as exc:
+        return ImageResult(str(path), None, str(exc))
+    except OSError as exc:  # unreadable, or vanished since it was listed
+        return ImageResult(str(path), None, f"cannot read file: {exc.strerror or exc}")
+
+
+def load_pixels(paths: Sequence[str | Path], preprocess: Callable, min_side: int,
+                max_pixels: int = DEFAULT_MAX_PIXELS,
+                pool: Executor | None = None) -> PixelBatch:
+    """Decode `paths` (in `pool`'s threads when given: Pillow releases the GIL) and stack the
+    preprocessed usable ones."""
+    import torch
+
+    def read(path):
+        return read_image(path, min_side, max_pixels)
+
+    results = list(pool.map(read, paths) if pool else map(read, paths))
+    tensors = [preprocess(r.decoded.image) for r in results if r.ok]  # each (3, H, W)
+    return PixelBatch(results, torch.stack(tensors) if tensors else None)
