@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mmindex.ask.config import AskConfig
 from mmindex.core.atomic import write_atomically
 from mmindex.errors import UserInputError
 
@@ -35,17 +36,6 @@ OFF_TOPIC = (
 )
 
 
-@dataclass(frozen=True)
-class AskConfig:
-    k: int = 3
-    where: str | None = None
-    threshold: float | None = None  # None: the index's calibrated threshold
-    max_new_tokens: int = 48
-    # False: each retrieved image answers alone, one line each ("[1] yellow"). The shapes
-    # projector was trained on one image per prompt, and three images in one prompt made it
-    # answer "there is none" about a star that all three showed (docs/ask.md, session 7).
-    # True: one prompt holds all k images, each after its tag.
-    joint: bool = False
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ here decides anything."""
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import sys
@@ -53,6 +54,15 @@ def resolve_index_dir(index: Path | None) -> Path:
     from mmindex.core.paths import default_index_dir
 
     return index or default_index_dir()
+
+
+def config_option(config: type, field: str, *flags: str, **kwargs):
+    """A typer option whose default is the config dataclass's own: each default is written
+    once, in the library, and `--help` shows it."""
+    defaults = {f.name: f.default for f in dataclasses.fields(config)}
+    if defaults.get(field, dataclasses.MISSING) is dataclasses.MISSING:
+        raise TypeError(f"{config.__name__}.{field} has no default to offer an option")
+    return typer.Option(defaults[field], *flags, **kwargs)
 
 
 def print_json(data) -> None:

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import typer
 
+from mmindex.ask.config import AskConfig
 from mmindex.cli.app import (
     DeviceOption,
     IndexOption,
@@ -13,6 +14,7 @@ from mmindex.cli.app import (
     LlmOption,
     ProjectorOption,
     app,
+    config_option,
     fail_cleanly,
     llm_app,
     print_json,
@@ -37,12 +39,12 @@ def llm_install_smollm2(
 @fail_cleanly
 def ask(
     question: str = typer.Argument(..., help="A question about the collection"),
-    k: int = typer.Option(3, "-k", "--k", min=1, help="Images retrieved and shown to the LLM"),
-    where: str | None = typer.Option(None, "--where", help="SQL predicate on the images"),
-    threshold: float | None = typer.Option(None, "--threshold", help="Abstain below this "
+    k: int = config_option(AskConfig, "k", "-k", "--k", min=1, help="Images retrieved and shown to the LLM"),
+    where: str | None = config_option(AskConfig, "where", "--where", help="SQL predicate on the images"),
+    threshold: float | None = config_option(AskConfig, "threshold", "--threshold", help="Abstain below this "
                                               "top score [default: calibrate-ask's]"),
-    max_new_tokens: int = typer.Option(48, "--max-new-tokens", min=1),
-    joint: bool = typer.Option(False, "--joint", help="Show the LLM all k images in one "
+    max_new_tokens: int = config_option(AskConfig, "max_new_tokens", "--max-new-tokens", min=1),
+    joint: bool = config_option(AskConfig, "joint", "--joint", help="Show the LLM all k images in one "
                                "prompt [default: ask each image alone, one line each]"),
     index: Path | None = IndexOption,
     projector: Path | None = ProjectorOption,
@@ -51,7 +53,7 @@ def ask(
     as_json: bool = JsonOption,
 ):
     """Answer from the top-k retrieved images, citing them; abstain when none is relevant."""
-    from mmindex.ask.generator import AskConfig, open_generator
+    from mmindex.ask.generator import open_generator
 
     generator = open_generator(resolve_index_dir(index), projector, llm, device)
     streamed = []  # the answer's words, printed as they are generated

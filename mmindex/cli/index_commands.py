@@ -12,11 +12,13 @@ from mmindex.cli.app import (
     IndexOption,
     JsonOption,
     app,
+    config_option,
     fail_cleanly,
     print_json,
     progress_reporter,
     resolve_index_dir,
 )
+from mmindex.ingestion.config import IngestConfig
 
 
 @app.command()
@@ -24,34 +26,33 @@ from mmindex.cli.app import (
 def ingest(
     paths: list[Path] = typer.Argument(..., help="Folders or files: images and text corpora"),
     index: Path | None = IndexOption,
-    model: str | None = typer.Option(None, "--model", help="Model spec (see `mmindex "
+    model: str | None = config_option(IngestConfig, "model", "--model", help="Model spec (see `mmindex "
                                         "models`); default: the index's, else CLIP or starter"),
-    executor: str = typer.Option("auto", "--executor", help="local | ray | auto"),
-    ray_address: str | None = typer.Option(None, "--ray-address",
+    executor: str = config_option(IngestConfig, "executor", "--executor", help="local | ray | auto"),
+    ray_address: str | None = config_option(IngestConfig, "ray_address", "--ray-address",
                                               help="Existing Ray cluster (implies Ray)"),
-    batch_size: int = typer.Option(32, "--batch-size", min=1),
-    max_pixels: int | None = typer.Option(None, "--max-pixels",
+    batch_size: int = config_option(IngestConfig, "batch_size", "--batch-size", min=1),
+    max_pixels: int = config_option(IngestConfig, "max_pixels", "--max-pixels",
                                              help="Refuse larger images (bomb guard)"),
-    precision: str = typer.Option("auto", "--precision",
+    precision: str = config_option(IngestConfig, "precision", "--precision",
                                   help="auto | fp32 | bf16 (auto: bf16 where the CPU/GPU has it)"),
     device: str = DeviceOption,
-    actors: int = typer.Option(1, "--actors", min=1, help="Ray encoder actors (a cluster: one "
+    actors: int = config_option(IngestConfig, "actors", "--actors", min=1, help="Ray encoder actors (a cluster: one "
                                "per GPU, or per share of CPUs)"),
-    actor_cpus: int = typer.Option(0, "--actor-cpus", min=0, help="CPUs each Ray actor holds "
+    actor_cpus: int = config_option(IngestConfig, "actor_cpus", "--actor-cpus", min=0, help="CPUs each Ray actor holds "
                                    "and uses (0: holds 1, uses every core of its node)"),
-    decode_threads: int = typer.Option(2, "--decode-threads", min=1, help="Image decoding "
+    decode_threads: int = config_option(IngestConfig, "decode_threads", "--decode-threads", min=1, help="Image decoding "
                                        "threads per encoder (raise them to feed a GPU)"),
     as_json: bool = JsonOption,
 ):
     """Index images and texts; re-running encodes only new or changed files."""
-    from mmindex.ingestion.config import IngestConfig
     from mmindex.ingestion.run import ingest as run_ingest
 
     config = IngestConfig(roots=tuple(paths), index_dir=resolve_index_dir(index), model=model,
                           executor=executor, ray_address=ray_address, batch_size=batch_size,
                           precision=precision, device=device, actors=actors,
                           actor_cpus=actor_cpus, decode_threads=decode_threads,
-                          **({"max_pixels": max_pixels} if max_pixels else {}))
+                          max_pixels=max_pixels)
     with progress_reporter(enabled=not as_json) as progress:
         summary = run_ingest(config, progress)
     if as_json:

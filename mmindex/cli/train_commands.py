@@ -11,11 +11,14 @@ from mmindex.cli.app import (
     JsonOption,
     LlmOption,
     app,
+    config_option,
     eval_app,
     fail_cleanly,
     print_json,
     progress_reporter,
 )
+from mmindex.eval.config import VqaConfig
+from mmindex.train.config import FinetuneConfig, TrainProjectorConfig
 
 
 @app.command("make-shapes")
@@ -76,35 +79,34 @@ def finetune_command(
     pairs: Path = typer.Option(..., "--pairs", help="Pairs file (Parquet/CSV/JSONL) or a folder "
                                "of images with .txt captions"),
     out: Path = typer.Option(..., "--out", help="Output checkpoint directory (new, or --resume)"),
-    model: str | None = typer.Option(None, "--model", help="Model to start from"),
-    from_scratch: str | None = typer.Option(None, "--from-scratch", help="Train this "
+    model: str | None = config_option(FinetuneConfig, "model", "--model", help="Model to start from"),
+    from_scratch: str | None = config_option(FinetuneConfig, "from_scratch", "--from-scratch", help="Train this "
                                                "architecture from random weights instead, "
                                                "e.g. mmindex-shapes-rn"),
-    epochs: int = typer.Option(5, "--epochs", min=1),
-    batch_size: int = typer.Option(64, "--batch-size", min=2),
-    lr: float | None = typer.Option(None, "--lr", help="Peak learning rate [default: 1e-3 "
+    epochs: int = config_option(FinetuneConfig, "epochs", "--epochs", min=1),
+    batch_size: int = config_option(FinetuneConfig, "batch_size", "--batch-size", min=2),
+    lr: float | None = config_option(FinetuneConfig, "lr", "--lr", help="Peak learning rate [default: 1e-3 "
                                        "from scratch, 1e-5 fine-tuning]"),
     val: Path | None = typer.Option(None, "--val", help="Validation pairs"),
-    val_fraction: float = typer.Option(0.1, "--val-fraction", help="Images held out for "
+    val_fraction: float = config_option(FinetuneConfig, "val_fraction", "--val-fraction", help="Images held out for "
                                        "validation when --val is not given"),
-    lock_image: bool = typer.Option(False, "--lock-image", help="Freeze the image tower (LiT)"),
-    lock_text: bool = typer.Option(False, "--lock-text", help="Freeze the text tower"),
-    unlock_last: int = typer.Option(0, "--unlock-last", min=0, help="Keep the last N blocks "
+    lock_image: bool = config_option(FinetuneConfig, "lock_image", "--lock-image", help="Freeze the image tower (LiT)"),
+    lock_text: bool = config_option(FinetuneConfig, "lock_text", "--lock-text", help="Freeze the text tower"),
+    unlock_last: int = config_option(FinetuneConfig, "unlock_last", "--unlock-last", min=0, help="Keep the last N blocks "
                                     "of a locked tower trainable"),
-    wise_ft: float | None = typer.Option(None, "--wise-ft", help="WiSE-FT: mix ALPHA of the "
+    wise_ft: float | None = config_option(FinetuneConfig, "wise_ft", "--wise-ft", help="WiSE-FT: mix ALPHA of the "
                                             "fine-tuned weights with 1-ALPHA of the start"),
-    loss: str = typer.Option("clip", "--loss", help="clip | siglip"),
+    loss: str = config_option(FinetuneConfig, "loss", "--loss", help="clip | siglip"),
     device: str = DeviceOption,
-    workers: int = typer.Option(1, "--workers", min=1, help="Ray Train workers"),
-    ray_address: str | None = typer.Option(None, "--ray-address", help="Existing Ray cluster "
+    workers: int = config_option(FinetuneConfig, "workers", "--workers", min=1, help="Ray Train workers"),
+    ray_address: str | None = config_option(FinetuneConfig, "ray_address", "--ray-address", help="Existing Ray cluster "
                                               "for the workers [default: a local Ray]"),
-    precision: str = typer.Option("auto", "--precision", help="auto | bf16 | fp32"),
-    seed: int = typer.Option(0, "--seed"),
-    resume: bool = typer.Option(False, "--resume", help="Continue from the last finished epoch"),
+    precision: str = config_option(FinetuneConfig, "precision", "--precision", help="auto | bf16 | fp32"),
+    seed: int = config_option(FinetuneConfig, "seed", "--seed"),
+    resume: bool = config_option(FinetuneConfig, "resume", "--resume", help="Continue from the last finished epoch"),
     as_json: bool = JsonOption,
 ):
     """Contrastive fine-tuning (or training from scratch) on (image, caption) pairs."""
-    from mmindex.train.config import FinetuneConfig
     from mmindex.train.finetune import finetune, format_report
 
     config = FinetuneConfig(pairs=pairs, out_dir=out, model=model, from_scratch=from_scratch,
@@ -131,44 +133,44 @@ def train_projector_command(
     model: str = typer.Option(..., "--model", help="The CLIP whose vision tokens are projected "
                               "(use the index's model)"),
     out: Path = typer.Option(..., "--out", help="Checkpoint directory to write"),
-    captions: Path | None = typer.Option(None, "--captions", help="Pairs file: stage 1"),
-    questions: Path | None = typer.Option(None, "--questions", help="image/question/answer "
+    captions: Path | None = config_option(TrainProjectorConfig, "captions", "--captions", help="Pairs file: stage 1"),
+    questions: Path | None = config_option(TrainProjectorConfig, "questions", "--questions", help="image/question/answer "
                                              "table: stage 2"),
     llm: str | None = LlmOption,
-    projector: str = typer.Option("mlp2x_gelu", "--projector", help="linear | mlp2x_gelu"),
-    image_tokens: int = typer.Option(16, "--image-tokens", min=0, help="Pool each image to N "
+    projector: str = config_option(TrainProjectorConfig, "projector", "--projector", help="linear | mlp2x_gelu"),
+    image_tokens: int = config_option(TrainProjectorConfig, "image_tokens", "--image-tokens", min=0, help="Pool each image to N "
                                      "tokens (0: keep all)"),
-    vision_layer: int = typer.Option(-1, "--vision-layer", max=-1, help="The vision tower's "
+    vision_layer: int = config_option(TrainProjectorConfig, "vision_layer", "--vision-layer", max=-1, help="The vision tower's "
                                      "block to take tokens from: -1 the last, -2 the one "
                                      "before (a ResNet's is twice as fine)"),
-    token_positions: bool = typer.Option(False, "--token-positions", help="Learn an "
+    token_positions: bool = config_option(TrainProjectorConfig, "token_positions", "--token-positions", help="Learn an "
                                          "embedding per token position, added to the "
                                          "vision tokens before the projector"),
-    caption_steps: int = typer.Option(0, "--caption-steps", min=0),
-    qa_steps: int = typer.Option(500, "--qa-steps", min=0),
-    caption_minutes: float | None = typer.Option(None, "--caption-minutes"),
-    qa_minutes: float | None = typer.Option(None, "--qa-minutes"),
-    batch_size: int = typer.Option(16, "--batch-size", min=1),
-    lr: float = typer.Option(1e-3, "--lr"),
-    unfreeze_last: int = typer.Option(0, "--unfreeze-last", min=0, help="Train the LLM's last "
+    caption_steps: int = config_option(TrainProjectorConfig, "caption_steps", "--caption-steps", min=0),
+    qa_steps: int = config_option(TrainProjectorConfig, "qa_steps", "--qa-steps", min=0),
+    caption_minutes: float | None = config_option(TrainProjectorConfig, "caption_minutes", "--caption-minutes"),
+    qa_minutes: float | None = config_option(TrainProjectorConfig, "qa_minutes", "--qa-minutes"),
+    batch_size: int = config_option(TrainProjectorConfig, "batch_size", "--batch-size", min=1),
+    lr: float = config_option(TrainProjectorConfig, "lr", "--lr"),
+    unfreeze_last: int = config_option(TrainProjectorConfig, "unfreeze_last", "--unfreeze-last", min=0, help="Train the LLM's last "
                                       "N layers too"),
-    lora_rank: int = typer.Option(0, "--lora-rank", min=0, help="Train LoRA adapters of this "
+    lora_rank: int = config_option(TrainProjectorConfig, "lora_rank", "--lora-rank", min=0, help="Train LoRA adapters of this "
                                   "rank on the LLM's linear layers (0: none)"),
-    llm_lr: float = typer.Option(1e-4, "--llm-lr", help="Learning rate of the LLM's trained "
+    llm_lr: float = config_option(TrainProjectorConfig, "llm_lr", "--llm-lr", help="Learning rate of the LLM's trained "
                                  "layers or adapters"),
-    distractor_rate: float = typer.Option(0.0, "--distractor-rate", help="Share of QA prompts "
+    distractor_rate: float = config_option(TrainProjectorConfig, "distractor_rate", "--distractor-rate", help="Share of QA prompts "
                                           "with other images after the target"),
-    precision: str = typer.Option("auto", "--precision", help="auto | bf16 (autocast) | fp32"),
-    threads: int | None = typer.Option(None, "--threads", min=1, help="Torch threads (1 "
+    precision: str = config_option(TrainProjectorConfig, "precision", "--precision", help="auto | bf16 (autocast) | fp32"),
+    threads: int | None = config_option(TrainProjectorConfig, "threads", "--threads", min=1, help="Torch threads (1 "
                                           "is fastest on a CPU shared with other jobs)"),
-    init_from: Path | None = typer.Option(None, "--init-from", help="Continue from this "
+    init_from: Path | None = config_option(TrainProjectorConfig, "init_from", "--init-from", help="Continue from this "
                                              "projector checkpoint (same CLIP and LLM)"),
-    seed: int = typer.Option(0, "--seed"),
+    seed: int = config_option(TrainProjectorConfig, "seed", "--seed"),
     device: str = DeviceOption,
     as_json: bool = JsonOption,
 ):
     """Train the projector between a CLIP and the LLM (stage 1 captions, stage 2 QA)."""
-    from mmindex.train.projector import TrainProjectorConfig, train_projector
+    from mmindex.train.projector import train_projector
 
     config = TrainProjectorConfig(
         vision_model=model, out_dir=out, captions=captions, questions=questions, llm=llm,
@@ -199,19 +201,19 @@ def train_projector_command(
 def eval_vqa(
     questions: Path = typer.Option(..., "--questions", help="Held-out image/question/answer/kind"),
     projector: Path = typer.Option(..., "--projector", help="Projector checkpoint"),
-    train_questions: Path | None = typer.Option(None, "--train-questions", help="For the "
+    train_questions: Path | None = config_option(VqaConfig, "train_questions", "--train-questions", help="For the "
                                                    "per-question majority-answer prior"),
-    per_kind: int = typer.Option(100, "--per-kind", min=0, help="Questions per kind (0: all)"),
-    modes: str | None = typer.Option(None, "--modes", help="full,text,random; with several "
+    per_kind: int = config_option(VqaConfig, "per_kind", "--per-kind", min=0, help="Questions per kind (0: all)"),
+    modes: str | None = config_option(VqaConfig, "modes", "--modes", help="full,text,random; with several "
                                      "images per question joint,each [default: all]"),
-    images_per_question: int = typer.Option(1, "--images-per-question", min=1, help="Show "
+    images_per_question: int = config_option(VqaConfig, "images_per_question", "--images-per-question", min=1, help="Show "
                                             "each question's image among distractors that "
                                             "lack what it names"),
-    pairs: Path | None = typer.Option(None, "--pairs", help="The images' objects, for "
+    pairs: Path | None = config_option(VqaConfig, "pairs", "--pairs", help="The images' objects, for "
                                       "distractors [default: pairs.parquet beside "
                                       "--questions]"),
-    batch_size: int = typer.Option(32, "--batch-size", min=1),
-    precision: str = typer.Option("auto", "--precision", help="auto | bf16 (autocast) | fp32"),
+    batch_size: int = config_option(VqaConfig, "batch_size", "--batch-size", min=1),
+    precision: str = config_option(VqaConfig, "precision", "--precision", help="auto | bf16 (autocast) | fp32"),
     threads: int | None = typer.Option(None, "--threads", min=1),
     llm: str | None = LlmOption,
     plot: Path | None = typer.Option(None, "--plot", help="Also draw the table as bars "
@@ -220,7 +222,7 @@ def eval_vqa(
     as_json: bool = JsonOption,
 ):
     """VQA exact match per question kind: full model vs text only vs random image tokens."""
-    from mmindex.eval.vqa import VqaConfig, format_vqa, plot_vqa, run_vqa
+    from mmindex.eval.vqa import format_vqa, plot_vqa, run_vqa
 
     if threads:
         import torch

@@ -27,9 +27,8 @@ from pathlib import Path
 import torch
 
 from mmindex.errors import UserInputError
+from mmindex.eval.config import MODES, MULTI_MODES, VqaConfig
 
-MODES = ("full", "text", "random")
-MULTI_MODES = ("joint", "each")  # several images per question
 NONE_ANSWER = "there is none"
 NEGATIVE_ANSWERS = ("no", NONE_ANSWER)  # what an image without the named object answers
 
@@ -42,22 +41,6 @@ class VqaRow:
     kind: str
 
 
-@dataclass(frozen=True)
-class VqaConfig:
-    questions: Path  # held-out image/question/answer/kind table
-    checkpoint: Path  # projector checkpoint directory
-    llm: str | None = None  # None: the LLM the checkpoint names
-    train_questions: Path | None = None  # for the prior baseline
-    per_kind: int | None = 100  # questions sampled per kind; None: all
-    modes: tuple[str, ...] | None = None  # None: MODES (MULTI_MODES for several images)
-    batch_size: int = 32
-    seed: int = 0
-    precision: str = "auto"  # core/precision.py
-    device: str = "cpu"  # "cuda": the LLM and projector answer on a GPU
-    # >1: each question's image among distractors (modes MULTI_MODES); their objects come
-    # from the pairs file's attributes (None: pairs.parquet beside the questions)
-    images_per_question: int = 1
-    pairs: Path | None = None
 
 
 @dataclass

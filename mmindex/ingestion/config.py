@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mmindex.data.images import DEFAULT_MAX_PIXELS
+from mmindex.errors import UserInputError
 
 
 @dataclass(frozen=True)
@@ -30,7 +31,7 @@ class IngestConfig:
 
     def __post_init__(self):
         if self.executor not in ("local", "ray", "auto"):
-            raise ValueError(f"executor must be local, ray or auto, not {self.executor!r}")
+            raise UserInputError(f"--executor must be local, ray or auto, not {self.executor!r}")
         if self.actors < 1 or self.actor_cpus < 0:
-            raise ValueError(f"actors must be >= 1 and actor_cpus >= 0, not {self.actors} and "
-                             f"{self.actor_cpus}")
+            raise UserInputError(f"--actors must be >= 1 and --actor-cpus >= 0, not "
+                                 f"{self.actors} and {self.actor_cpus}")

@@ -96,3 +96,32 @@ class TrainPlan:
     config: FinetuneConfig
     train: tuple[Pair, ...]
     val: Pairs | None
+
+
+@dataclass(frozen=True)
+class TrainProjectorConfig:
+    vision_model: str  # CLIP spec; must be the index's model for `ask` to use the result
+    out_dir: Path
+    captions: Path | None = None  # pairs file: stage 1
+    questions: Path | None = None  # image/question/answer table: stage 2
+    llm: str | None = None  # None: MMINDEX_LLM or the installed default
+    projector: str = "mlp2x_gelu"
+    image_tokens: int | None = 16  # pool each image to this many tokens; None keeps all
+    vision_layer: int = -1  # the vision tower's block the tokens come from (-2: a finer grid)
+    caption_steps: int = 0
+    qa_steps: int = 500
+    caption_minutes: float | None = None  # a time budget per stage, whichever comes first
+    qa_minutes: float | None = None
+    batch_size: int = 16
+    lr: float = 1e-3  # projector
+    llm_lr: float = 1e-4  # unfrozen LLM layers
+    unfreeze_last: int = 0
+    lora_rank: int = 0  # LoRA adapters on the LLM, trained at llm_lr
+    token_positions: bool = False  # learn an embedding per vision-token position
+    warmup_steps: int = 20
+    distractor_rate: float = 0.0  # share of QA prompts with 1-2 other images after the target
+    precision: str = "auto"  # core/precision.py; bf16 autocast halves a step on native-bf16 CPUs
+    threads: int | None = None  # torch threads; 1 is far faster on a CPU shared with others
+    device: str = "cpu"  # "cuda": the LLM and projector train on a GPU
+    init_from: Path | None = None  # continue from this checkpoint's weights (same models)
+    seed: int = 0

@@ -1,5 +1,7 @@
 import json
 
+import pytest
+
 from typer.testing import CliRunner
 
 from mmindex.cli import app
@@ -61,3 +63,39 @@ def test_help_imports_no_heavy_library():
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
                             check=True)
     assert "Usage" in result.stdout and result.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_every_config_default_is_the_options_default():
+    """The CLI states no default of its own where a config dataclass has one: each option
+    built by config_option shows the config's value, and changing the config changes it."""
+    import dataclasses
+
+    import typer.main
+
+    from mmindex.ask.config import AskConfig
+    from mmindex.eval.config import VqaConfig
+    from mmindex.ingestion.config import IngestConfig
+    from mmindex.train.config import FinetuneConfig, TrainProjectorConfig
+
+    commands = {"ingest": IngestConfig, "finetune": FinetuneConfig, "ask": AskConfig,
+                "train-projector": TrainProjectorConfig}
+    group = typer.main.get_group(app)
+    checked = 0
+    for name, config in [*commands.items(), ("vqa", VqaConfig)]:
+        command = group.commands["eval"].commands["vqa"] if name == "vqa" else \
+            group.commands[name]
+        defaults = {f.name: f.default for f in dataclasses.fields(config)
+                    if f.default is not dataclasses.MISSING}
+        for param in command.params:
+            if param.name in defaults and param.name not in ("device",):
+                assert param.default == defaults[param.name], (name, param.name)
+                checked += 1
+    assert checked >= 50
+
+
+def test_config_validation_is_a_user_error(tmp_path):
+    from mmindex import IngestConfig
+    from mmindex.errors import UserInputError
+
+    with pytest.raises(UserInputError, match="--executor"):
+        IngestConfig(roots=(tmp_path,), index_dir=tmp_path, executor="slurm")
