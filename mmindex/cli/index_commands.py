@@ -26,33 +26,69 @@ from mmindex.ingestion.config import IngestConfig
 def ingest(
     paths: list[Path] = typer.Argument(..., help="Folders or files: images and text corpora"),
     index: Path | None = IndexOption,
-    model: str | None = config_option(IngestConfig, "model", "--model", help="Model spec (see `mmindex "
-                                        "models`); default: the index's, else CLIP or starter"),
-    executor: str = config_option(IngestConfig, "executor", "--executor", help="local | ray | auto"),
-    ray_address: str | None = config_option(IngestConfig, "ray_address", "--ray-address",
-                                              help="Existing Ray cluster (implies Ray)"),
+    model: str | None = config_option(
+        IngestConfig,
+        "model",
+        "--model",
+        help="Model spec (see `mmindex models`); default: the index's, else CLIP or starter",
+    ),
+    executor: str = config_option(
+        IngestConfig, "executor", "--executor", help="local | ray | auto"
+    ),
+    ray_address: str | None = config_option(
+        IngestConfig, "ray_address", "--ray-address", help="Existing Ray cluster (implies Ray)"
+    ),
     batch_size: int = config_option(IngestConfig, "batch_size", "--batch-size", min=1),
-    max_pixels: int = config_option(IngestConfig, "max_pixels", "--max-pixels",
-                                             help="Refuse larger images (bomb guard)"),
-    precision: str = config_option(IngestConfig, "precision", "--precision",
-                                  help="auto | fp32 | bf16 (auto: bf16 where the CPU/GPU has it)"),
+    max_pixels: int = config_option(
+        IngestConfig, "max_pixels", "--max-pixels", help="Refuse larger images (bomb guard)"
+    ),
+    precision: str = config_option(
+        IngestConfig,
+        "precision",
+        "--precision",
+        help="auto | fp32 | bf16 (auto: bf16 where the CPU/GPU has it)",
+    ),
     device: str = DeviceOption,
-    actors: int = config_option(IngestConfig, "actors", "--actors", min=1, help="Ray encoder actors (a cluster: one "
-                               "per GPU, or per share of CPUs)"),
-    actor_cpus: int = config_option(IngestConfig, "actor_cpus", "--actor-cpus", min=0, help="CPUs each Ray actor holds "
-                                   "and uses (0: holds 1, uses every core of its node)"),
-    decode_threads: int = config_option(IngestConfig, "decode_threads", "--decode-threads", min=1, help="Image decoding "
-                                       "threads per encoder (raise them to feed a GPU)"),
+    actors: int = config_option(
+        IngestConfig,
+        "actors",
+        "--actors",
+        min=1,
+        help="Ray encoder actors (a cluster: one per GPU, or per share of CPUs)",
+    ),
+    actor_cpus: int = config_option(
+        IngestConfig,
+        "actor_cpus",
+        "--actor-cpus",
+        min=0,
+        help="CPUs each Ray actor holds and uses (0: holds 1, uses every core of its node)",
+    ),
+    decode_threads: int = config_option(
+        IngestConfig,
+        "decode_threads",
+        "--decode-threads",
+        min=1,
+        help="Image decoding threads per encoder (raise them to feed a GPU)",
+    ),
     as_json: bool = JsonOption,
 ):
     """Index images and texts; re-running encodes only new or changed files."""
     from mmindex.ingestion.run import ingest as run_ingest
 
-    config = IngestConfig(roots=tuple(paths), index_dir=resolve_index_dir(index), model=model,
-                          executor=executor, ray_address=ray_address, batch_size=batch_size,
-                          precision=precision, device=device, actors=actors,
-                          actor_cpus=actor_cpus, decode_threads=decode_threads,
-                          max_pixels=max_pixels)
+    config = IngestConfig(
+        roots=tuple(paths),
+        index_dir=resolve_index_dir(index),
+        model=model,
+        executor=executor,
+        ray_address=ray_address,
+        batch_size=batch_size,
+        precision=precision,
+        device=device,
+        actors=actors,
+        actor_cpus=actor_cpus,
+        decode_threads=decode_threads,
+        max_pixels=max_pixels,
+    )
     with progress_reporter(enabled=not as_json) as progress:
         summary = run_ingest(config, progress)
     if as_json:
@@ -62,9 +98,11 @@ def ingest(
 
 
 def _print_ingest_summary(summary, index_dir: Path) -> None:
-    typer.echo(f"{summary.added} added, {summary.updated} updated, {summary.removed} removed, "
-               f"{summary.unchanged} unchanged, {summary.failed} failed "
-               f"in {summary.seconds:.1f}s ({summary.executor}) -> {index_dir}")
+    typer.echo(
+        f"{summary.added} added, {summary.updated} updated, {summary.removed} removed, "
+        f"{summary.unchanged} unchanged, {summary.failed} failed "
+        f"in {summary.seconds:.1f}s ({summary.executor}) -> {index_dir}"
+    )
     for error in summary.errors:
         typer.secho(f"  skipped {error.path}: {error.reason}", err=True, fg="yellow")
 
@@ -76,8 +114,11 @@ def search(
     image: Path | None = typer.Option(None, "--image", help="Search by this image instead"),
     k: int = typer.Option(10, "-k", "--k", min=1, help="Number of results"),
     target: str = typer.Option("images", "--target", help="images | texts"),
-    where: str | None = typer.Option(None, "--where", help="SQL predicate on metadata, "
-                                        "e.g. \"width > 1000 AND path LIKE '%/2024/%'\""),
+    where: str | None = typer.Option(
+        None,
+        "--where",
+        help="SQL predicate on metadata, e.g. \"width > 1000 AND path LIKE '%/2024/%'\"",
+    ),
     min_score: float | None = typer.Option(None, "--min-score"),
     index: Path | None = IndexOption,
     as_json: bool = JsonOption,
@@ -86,8 +127,9 @@ def search(
     from mmindex.search.searcher import open_index
 
     with _one_torch_thread(enabled=image is None):
-        hits = open_index(resolve_index_dir(index)).search(query, image=image, k=k, target=target,
-                                                    where=where, min_score=min_score)
+        hits = open_index(resolve_index_dir(index)).search(
+            query, image=image, k=k, target=target, where=where, min_score=min_score
+        )
     if as_json:
         print_json([h.to_dict() for h in hits])
         return
@@ -139,8 +181,10 @@ def info(index: Path | None = IndexOption, as_json: bool = JsonOption):
     typer.echo(f"model      {details.model} (dim {details.dim}, weights {details.fingerprint})")
     for name, table in details.tables.items():
         kind = f", {table.index_kind} index" if table.index_kind else ""
-        typer.echo(f"{name:<10} {table.rows} rows in {table.shards} shards, "
-                   f"{table.bytes / 1e6:.1f} MB{kind}")
+        typer.echo(
+            f"{name:<10} {table.rows} rows in {table.shards} shards, "
+            f"{table.bytes / 1e6:.1f} MB{kind}"
+        )
     for error in details.errors:
         typer.echo(f"  error    {error['path']}: {error['reason']}")
 
@@ -163,13 +207,19 @@ def models(as_json: bool = JsonOption):
 @fail_cleanly
 def serve(
     index: Path | None = IndexOption,
-    host: str = typer.Option("127.0.0.1", "--host", help="Address to bind; loopback keeps "
-                             "the collection to this machine"),
+    host: str = typer.Option(
+        "127.0.0.1", "--host", help="Address to bind; loopback keeps the collection to this machine"
+    ),
     port: int = typer.Option(8765, "--port", min=1, max=65535),
-    token: str | None = typer.Option(None, "--token", envvar="MMINDEX_TOKEN",
-                                        help="Require 'Authorization: Bearer TOKEN' on /api"),
-    ingest_roots: list[Path] = typer.Option([], "--ingest-root", help="A folder that POST "
-                                            "/api/ingest may index (repeatable)"),
+    token: str | None = typer.Option(
+        None,
+        "--token",
+        envvar="MMINDEX_TOKEN",
+        help="Require 'Authorization: Bearer TOKEN' on /api",
+    ),
+    ingest_roots: list[Path] = typer.Option(
+        [], "--ingest-root", help="A folder that POST /api/ingest may index (repeatable)"
+    ),
     device: str = DeviceOption,  # the projector and LLM of /api/ask
 ):
     """Serve the HTTP API (/openapi.json) and the web page (needs the `serve` extra)."""
@@ -177,18 +227,29 @@ def serve(
     from mmindex.serve.run import serve as run_server
 
     check_device(device)  # now, not at the first question
-    run_server(resolve_index_dir(index), host=host, port=port, token=token,
-               ingest_roots=tuple(ingest_roots), device=device)
+    run_server(
+        resolve_index_dir(index),
+        host=host,
+        port=port,
+        token=token,
+        ingest_roots=tuple(ingest_roots),
+        device=device,
+    )
 
 
 @app.command()
 @fail_cleanly
 def doctor(
     index: Path | None = IndexOption,
-    repair: bool = typer.Option(False, "--repair", help="Rebuild what can be rebuilt (FAISS "
-                                "from stored embeddings, the manifest from the shards)"),
-    model: str | None = typer.Option(None, "--model", help="The index's model, if no "
-                                        "shard records it (manifest rebuild only)"),
+    repair: bool = typer.Option(
+        False,
+        "--repair",
+        help="Rebuild what can be rebuilt (FAISS "
+        "from stored embeddings, the manifest from the shards)",
+    ),
+    model: str | None = typer.Option(
+        None, "--model", help="The index's model, if no shard records it (manifest rebuild only)"
+    ),
     as_json: bool = JsonOption,
 ):
     """Check an index for damage; --repair fixes it without re-encoding."""
@@ -209,8 +270,10 @@ def _print_doctor(report) -> None:
     typer.echo(f"index      {report.root} (generation {generation})")
     for finding in report.findings:
         fix = f"  [--repair: {finding.repair}]" if finding.repair else ""
-        typer.secho(f"  {finding.severity:<8} {finding.subject}: {finding.problem}{fix}",
-                    fg="red" if finding.severity == "error" else "yellow")
+        typer.secho(
+            f"  {finding.severity:<8} {finding.subject}: {finding.problem}{fix}",
+            fg="red" if finding.severity == "error" else "yellow",
+        )
     for action in report.repaired:
         typer.echo(f"  repaired {action}")
     typer.echo("healthy" if report.healthy else "damaged: run `mmindex doctor --repair`")
