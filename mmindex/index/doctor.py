@@ -7,6 +7,10 @@ ids and its vectors. repair_index then, under the writer lock:
 - drops shards that are missing or unreadable (moved to damaged/; their files are re-encoded
   by the next ingest, since the index no longer knows them);
 - rebuilds FAISS files from the embeddings stored in the shards.
+A shard is damaged when it cannot be read, when its bytes differ from the SHA-256 recorded
+at its commit, or when an embedding in it is not a finite unit vector; only when the shards
+pass does a FAISS file that disagrees with them count as the damaged side. A repair never
+builds FAISS from an embedding that is not a finite unit vector.
 The repair is one ordinary commit, so a crash during it leaves the index as it was."""
 
 from __future__ import annotations
@@ -20,14 +24,15 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from mmindex.index import store
 from mmindex.errors import IndexFormatError, MmindexError
+from mmindex.index import store
+from mmindex.index.schema import TABLES, VECTOR_TABLES, table_schema
 from mmindex.index.vectors import VectorIndex
 from mmindex.models.encoder import EncoderInfo
-from mmindex.index.schema import TABLES, VECTOR_TABLES, table_schema
 
 DAMAGED = "damaged"  # where repair moves unreadable files, for a person to inspect
 VECTOR_SAMPLE = 32  # stored embeddings compared with FAISS's copy, per table
+NORM_TOLERANCE = 1e-3  # embeddings are L2-normalised float32: |norm - 1| is ~1e-7
 _GENERATION = re.compile(r"g(\d+)-")
 
 
@@ -91,7 +96,7 @@ def _check_once(root: Path) -> DoctorReport:
         _check_ids(manifest, scans, findings)
         for name in VECTOR_TABLES:
             _check_faiss(root, manifest, name, scans[name].table(name, manifest.model.dim),
-                         findings)
+                         findings, whole=not scans[name].bad_shards)
         findings += _leftovers(root, manifest)
     return DoctorReport(str(root), manifest.generation if manifest else None, tuple(findings))
 
@@ -112,10 +117,17 @@ def _scan_table(root: Path, manifest: store.Manifest, name: str, findings) -> _T
     expected = table_schema(name, manifest.model.dim)
     for shard in manifest.tables[name].shards:
         try:
-            table = store.read_shard(root, shard)
+            table = store.read_shard(root, shard)  # a missing or unparsable one says so
+            damage = store.checksum_problem(root, manifest.tables[name], shard)
+            if damage:
+                raise IndexFormatError(f"shard {shard} {damage}")
             if not table.schema.equals(expected, check_metadata=False):
                 raise IndexFormatError(f"its schema is not the {name} schema of dim "
                                        f"{manifest.model.dim}")
+            insane = _insane_embeddings(table)
+            if insane:
+                raise IndexFormatError(f"shard {shard} holds {insane} embeddings that are not "
+                                       "finite unit vectors: it is damaged")
             scan.rows.append(table)
         except IndexFormatError as exc:
             scan.bad_shards.append(shard)
@@ -126,6 +138,24 @@ def _scan_table(root: Path, manifest: store.Manifest, name: str, findings) -> _T
         findings.append(Finding("error", name, f"the manifest counts {manifest.tables[name].rows} "
                                 f"rows, the shards hold {stored}", "correct the count"))
     return scan
+
+
+def _insane_embeddings(rows: pa.Table) -> int:
+    """How many rows' embeddings are not finite, L2-normalised vectors (none for errors)."""
+    if "embedding" not in rows.column_names or not rows.num_rows:
+        return 0
+    return int((~_sane(_embeddings(rows))).sum())
+
+
+def _embeddings(rows: pa.Table) -> np.ndarray:
+    return np.stack(rows.column("embedding").to_numpy(zero_copy_only=False)).astype(np.float32)
+
+
+def _sane(vectors: np.ndarray) -> np.ndarray:
+    """Per row (N, D): finite and of unit norm."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        norms = np.linalg.norm(vectors.astype(np.float64), axis=1)
+    return np.isfinite(vectors).all(axis=1) & (np.abs(norms - 1.0) < NORM_TOLERANCE)
 
 
 def _check_ids(manifest: store.Manifest, scans: dict[str, _TableScan], findings) -> None:
@@ -142,7 +172,9 @@ def _check_ids(manifest: store.Manifest, scans: dict[str, _TableScan], findings)
 
 
 def _check_faiss(root: Path, manifest: store.Manifest, name: str, rows: pa.Table,
-                 findings) -> None:
+                 findings, whole: bool = True) -> None:
+    """`whole`: rows holds every row of the table. When a shard is damaged it does not, and
+    FAISS is then only checked to hold sane copies of the rows that were readable."""
     subject = manifest.tables[name].faiss or f"{name} (no FAISS file)"
     if manifest.tables[name].faiss is None and rows.num_rows == 0:
         return
@@ -150,7 +182,7 @@ def _check_faiss(root: Path, manifest: store.Manifest, name: str, rows: pa.Table
         if manifest.tables[name].faiss is None:
             raise IndexFormatError(f"the {name} table has rows but no FAISS file")
         vectors = store.read_vectors(root, manifest, name)
-        problem = _faiss_disagreement(vectors, rows)
+        problem = _faiss_disagreement(vectors, rows, whole)
     except IndexFormatError as exc:
         problem = str(exc)
     if problem:
@@ -158,11 +190,16 @@ def _check_faiss(root: Path, manifest: store.Manifest, name: str, rows: pa.Table
                                 "embeddings"))
 
 
-def _faiss_disagreement(vectors: VectorIndex, rows: pa.Table) -> str | None:
-    """Same ids, and (for exact indexes) the same vectors as the shards store."""
+def _faiss_disagreement(vectors: VectorIndex, rows: pa.Table, whole: bool = True) -> str | None:
+    """Same ids, and (for exact indexes) the same vectors as the shards store. The shards
+    passed their checksums and sanity checks before this, so where the two differ it is
+    FAISS's copy that is wrong."""
     stored_ids = np.sort(rows.column("id").to_numpy())
     faiss_ids = np.sort(_faiss_ids(vectors))
-    if not np.array_equal(stored_ids, faiss_ids):
+    if not whole:
+        if not np.isin(stored_ids, faiss_ids).all():
+            return "FAISS lacks ids of rows the readable shards hold"
+    elif not np.array_equal(stored_ids, faiss_ids):
         return (f"FAISS holds {len(faiss_ids)} ids, the table {len(stored_ids)} rows, and the "
                 "ids differ")
     if vectors.kind != "flat" or not len(stored_ids):
@@ -172,7 +209,8 @@ def _faiss_disagreement(vectors: VectorIndex, rows: pa.Table) -> str | None:
         stored = np.asarray(rows.column("embedding")[int(i)].as_py(), np.float32)
         held = vectors.index.reconstruct(int(rows.column("id")[int(i)].as_py()))
         if not np.allclose(stored, held, atol=1e-5):
-            return f"FAISS's vector for id {rows.column('id')[int(i)]} is not the stored one"
+            return (f"FAISS's vector for id {rows.column('id')[int(i)]} is not the stored one "
+                    "(the shard passed its checks, so FAISS's copy is the damaged one)")
     return None
 
 
@@ -198,12 +236,15 @@ def _leftovers(root: Path, manifest: store.Manifest) -> list[Finding]:
 # -- repairing --------------------------------------------------------------------------------
 def repair_index(root: str | Path, model: str | None = None) -> DoctorReport:
     """Fix what check_index finds, in one commit; `model` names the index's model when no
-    shard records it (indexes written before shards carried it)."""
+    shard records it (indexes written before shards carried it). The writer lock comes
+    first, so even a healthy index is not checked, let alone repaired, during an ingest."""
     root = Path(root)
-    before = check_index(root)
-    if before.healthy and not before.findings:
-        return before
+    if not (root / store.MANIFEST).exists() and not store.data_files(root):
+        raise IndexFormatError(f"no index at {root} (no {store.MANIFEST} and no shards)")
     with store.StoreWriter(root, repairing=True) as writer:
+        before = check_index(root)
+        if before.healthy and not before.findings:
+            return before
         if before.generation is None:
             done = _rebuild_manifest(writer, model)
         else:
@@ -218,10 +259,13 @@ def _repair_from_manifest(writer: store.StoreWriter, manifest: store.Manifest) -
         scan = _scan_table(writer.root, manifest, name, [])
         for shard in scan.bad_shards:
             _quarantine(writer.root, shard)
-            done.append(f"dropped {shard}; the next ingest re-encodes the files it held")
+            done.append(f"dropped {shard} (moved to {DAMAGED}/; none of its rows is trusted or "
+                        "put into FAISS); the next ingest re-encodes the files it held from disk")
         rows[name] = scan.table(name, manifest.model.dim)
         shards = tuple(s for s in manifest.tables[name].shards if s not in scan.bad_shards)
-        tables[name] = replace(tables[name], shards=shards, rows=rows[name].num_rows)
+        recorded = tables[name].checksums or {}
+        tables[name] = replace(tables[name], shards=shards, rows=rows[name].num_rows,
+                               checksums={s: recorded[s] for s in shards if s in recorded} or None)
     top_id = max([int(pc.max(t.column("id")).as_py()) for t in rows.values() if t.num_rows] or [-1])
     writer.manifest = replace(manifest, tables=tables, next_id=max(manifest.next_id, top_id + 1))
     rebuilt = _faiss_to_rebuild(writer.root, writer.manifest, rows)
@@ -249,7 +293,10 @@ def _commit(writer: store.StoreWriter, changes: dict, rebuilt: dict[str, VectorI
 def _build_vectors(rows: pa.Table, dim: int) -> VectorIndex:
     if not rows.num_rows:
         return VectorIndex.empty(dim)
-    vectors = np.stack(rows.column("embedding").to_numpy(zero_copy_only=False))  # (N, D)
+    vectors = _embeddings(rows)  # (N, D)
+    if not _sane(vectors).all():  # shards holding such rows were dropped before this
+        raise MmindexError("refusing to build a FAISS index from embeddings that are not "
+                           "finite unit vectors; run `mmindex doctor` to see which shard")
     return VectorIndex.build(rows.column("id").to_numpy(), vectors, dim)
 
 
@@ -292,6 +339,8 @@ def _gather_shards(root: Path) -> dict[str, list[tuple[int, pa.Table]]]:
             match = _GENERATION.match(path.name)
             try:
                 table = store.read_shard(root, relative)
+                if _insane_embeddings(table):
+                    raise IndexFormatError(f"{relative} holds embeddings that are not unit vectors")
             except IndexFormatError:
                 _quarantine(root, relative)  # the next ingest re-encodes the files it held
                 continue

@@ -8,6 +8,7 @@ holding them. Files no manifest names are garbage that the next writer deletes."
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import os
 import time
@@ -46,6 +47,10 @@ class TableState:
     rows: int = 0
     faiss: str | None = None  # vector tables only
     index: dict | None = None  # the FAISS index's kind and parameters, e.g. {"kind": "ivf", ...}
+    # shard -> SHA-256 of its bytes, recorded at commit. Optional: manifests written before
+    # it (same format 1; older readers ignore the key) have None, and their shards are
+    # checked by page CRCs (if written with them) and the values' sanity only.
+    checksums: dict[str, str] | None = None
 
 
 @dataclass(frozen=True)
@@ -75,7 +80,8 @@ class Manifest:
             raise IndexFormatError(f"{where} is damaged ({exc}); run `mmindex doctor`") from None
         data = _migrate(data, version, where)
         try:
-            tables = {name: TableState(tuple(t["shards"]), t["rows"], t.get("faiss"), t.get("index"))
+            tables = {name: TableState(tuple(t["shards"]), t["rows"], t.get("faiss"), t.get("index"),
+                                       t.get("checksums"))
                       for name, t in data["tables"].items()}
             if set(tables) != set(TABLES):
                 raise KeyError(f"tables {sorted(tables)}, expected {sorted(TABLES)}")
@@ -134,14 +140,40 @@ def read_table(root: Path, manifest: Manifest, table: str, columns=None) -> pa.T
 
 
 def read_shard(root: Path, relative: str, columns=None) -> pa.Table:
-    """One Parquet shard; a missing or unreadable one is a typed error naming the file."""
+    """One Parquet shard; a missing or unreadable one is a typed error naming the file.
+    Every page read is checked against its CRC (shards are written with them), so even a
+    reader of a few columns notices damage in what it reads."""
     try:
-        return pq.read_table(root / relative, columns=columns)
+        return pq.read_table(root / relative, columns=columns, page_checksum_verification=True)
     except FileNotFoundError:
         raise MissingFileError(f"shard {root / relative} is missing; run `mmindex doctor`") from None
     except (pa.ArrowException, OSError) as exc:
         raise IndexFormatError(f"shard {root / relative} is damaged ({exc}); "
                                "run `mmindex doctor`") from None
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def checksum_problem(root: Path, state: TableState, relative: str) -> str | None:
+    """Why a shard's bytes are not the bytes committed, or None (also when no checksum was
+    recorded: a manifest from before checksums)."""
+    recorded = (state.checksums or {}).get(relative)
+    if recorded is None:
+        return None
+    try:
+        actual = file_sha256(Path(root) / relative)
+    except OSError as exc:
+        return f"cannot be read ({exc.strerror or exc})"
+    if actual != recorded:
+        return (f"its bytes differ from the SHA-256 recorded when it was committed "
+                f"({actual[:12]}… instead of {recorded[:12]}…): it was damaged on disk")
+    return None
 
 
 def read_vectors(root: Path, manifest: Manifest, table: str):
@@ -276,18 +308,23 @@ class StoreWriter:
 
     def _apply(self, name: str, state: TableState, change: TableChange, generation: int):
         shards, rows = list(state.shards), state.rows
+        checksums = dict(state.checksums or {})
         if change.remove_ids:
-            shards, removed = self._rewrite_without(name, shards, change.remove_ids, generation)
+            shards, removed = self._rewrite_without(name, shards, change.remove_ids, generation,
+                                                    checksums)
             rows -= removed
         if change.add is not None and change.add.num_rows:
             schema = table_schema(name, self.manifest.model.dim)
             added = change.add.select(schema.names).cast(schema)
             for start in range(0, added.num_rows, MAX_SHARD_ROWS):
-                shards.append(self._write_shard(name, added.slice(start, MAX_SHARD_ROWS), generation))
+                shard = self._write_shard(name, added.slice(start, MAX_SHARD_ROWS), generation)
+                checksums[shard] = file_sha256(self.root / shard)
+                shards.append(shard)
             rows += added.num_rows
-        return replace(state, shards=tuple(shards), rows=rows)
+        checksums = {s: checksums[s] for s in shards if s in checksums}
+        return replace(state, shards=tuple(shards), rows=rows, checksums=checksums or None)
 
-    def _rewrite_without(self, name, shards, remove_ids, generation):
+    def _rewrite_without(self, name, shards, remove_ids, generation, checksums):
         remove = pa.array(sorted(remove_ids), pa.int64())
         kept, removed = [], 0
         for shard in shards:
@@ -301,6 +338,7 @@ class StoreWriter:
             survivors = read_shard(self.root, shard).filter(pc.invert(doomed))
             if survivors.num_rows:
                 kept.append(self._write_shard(name, survivors, generation))
+                checksums[kept[-1]] = file_sha256(self.root / kept[-1])
         return kept, removed
 
     def _write_shard(self, name: str, table: pa.Table, generation: int) -> str:
@@ -308,7 +346,8 @@ class StoreWriter:
         target = self.root / relative
         target.parent.mkdir(parents=True, exist_ok=True)
         model = json.dumps(asdict(self.manifest.model)).encode()
-        pq.write_table(table.replace_schema_metadata({MODEL_METADATA: model}), target)
+        pq.write_table(table.replace_schema_metadata({MODEL_METADATA: model}), target,
+                       write_page_checksum=True)
         _fsync(target)
         faults.point("store.shard.written")
         return relative

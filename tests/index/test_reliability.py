@@ -445,6 +445,21 @@ def test_a_repair_waits_for_no_writer(built):
         holder.join(30)
     assert repair_index(built).healthy
 
+def test_a_repair_of_a_healthy_index_also_waits_for_the_writer(built):
+    """It used to check first and return 'healthy' without the lock, during an ingest."""
+    ours, theirs = FORK.Pipe()
+    holder = FORK.Process(target=_hold_the_lock, args=(built, theirs))
+    holder.start()
+    try:
+        assert ours.recv() == "holding"
+        result = cli("doctor", "--index", built, "--repair")
+        assert result.exit_code == 5 and f"process {holder.pid}" in result.output
+    finally:
+        ours.send("done")
+        holder.join(30)
+    assert repair_index(built).healthy
+
+
 @pytest.mark.slow
 def test_the_lock_of_a_sigkilled_ingest_is_recovered(process_reference, corpus, tmp_path):
     index_dir = tmp_path / "idx"
@@ -819,3 +834,87 @@ def test_an_open_index_still_describes_itself_after_a_commit_collects_its_files(
     assert not (tmp_path / "idx" / index.manifest.tables["images"].shards[0]).exists()
     assert index.info().tables["images"].rows == index.manifest.tables["images"].rows
     assert index.search(vector=QUERY, k=3)
+
+
+# -- a shard damaged in the middle, its size kept (issue 20, D2) -------------------------------
+def _synthetic_index(root: Path, rows: int = 300) -> Path:
+    """One images shard of `rows` random unit vectors (big enough that its middle is data),
+    committed through the writer like an ingest's, with its FAISS file."""
+    from mmindex.index.schema import images_schema
+    from mmindex.models.encoder import EncoderInfo
+
+    model = EncoderInfo("test-tiny", 64, 32, "synthetic")
+    vectors = np.random.default_rng(0).normal(size=(rows, 64)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    ids = np.arange(rows)
+    table = pa.table({"id": ids, "path": [f"/photos/{i}.jpg" for i in ids],
+                      "size": ids * 10, "mtime_ns": ids, "sha256": [f"{i:064x}" for i in ids],
+                      "width": ids % 90, "height": ids % 70, "format": ["JPEG"] * rows,
+                      "embedding": list(vectors)}, schema=images_schema(64))
+    faiss_index = VectorIndex.build(ids, vectors, 64)
+    with store.StoreWriter(root) as writer:
+        writer.initialise(model)
+        for _ in range(rows):
+            writer.new_id()
+        writer.commit({"images": store.TableChange(add=table)},
+                      {"images": faiss_index.to_bytes()}, {"images": faiss_index.describe()})
+    return root
+
+
+def _as_an_older_writer_wrote_it(root: Path, keep_checksum: bool) -> Path:
+    """Rewrite the shard as mmindex did before issue 20 (no page CRCs; uncompressed, so
+    damage in the middle still parses, as in the issue), with or without a checksum."""
+    shard = first_shard(root)
+    pq.write_table(pq.read_table(shard), shard, compression="none", use_dictionary=False)
+    manifest = json.loads((root / store.MANIFEST).read_text())
+    images = manifest["tables"]["images"]
+    if keep_checksum:
+        images["checksums"] = {images["shards"][0]: store.file_sha256(shard)}
+    else:
+        images.pop("checksums", None)  # a manifest from before checksums still reads
+    (root / store.MANIFEST).write_text(json.dumps(manifest))
+    return shard
+
+
+def _overwrite_the_middle(path: Path, count: int = 2000) -> None:
+    data = bytearray(path.read_bytes())
+    middle = len(data) // 2
+    data[middle:middle + count] = b"\xff\xff\x7f\x7f" * (count // 4)  # float32 3.4e38
+    path.write_bytes(bytes(data))
+    assert path.stat().st_size == len(data)
+
+
+@pytest.mark.parametrize("found_by", ["page CRC", "commit checksum", "values"])
+def test_a_shard_damaged_in_the_middle_is_blamed_and_never_installed_in_faiss(tmp_path,
+                                                                              found_by):
+    root = _synthetic_index(tmp_path / "idx")
+    shard = first_shard(root)
+    if found_by != "page CRC":
+        shard = _as_an_older_writer_wrote_it(root, keep_checksum=found_by == "commit checksum")
+    assert check_index(root).healthy
+    relative = shard.relative_to(root).as_posix()
+    faiss_path = store.read_manifest(root).tables["images"].faiss
+    _overwrite_the_middle(shard)
+
+    report = check_index(root)
+    blamed = {f.subject for f in report.findings if f.severity == "error"}
+    assert not report.healthy and relative in blamed and faiss_path not in blamed, report
+
+    repaired = repair_index(root)
+    assert repaired.healthy and any("re-encodes" in r for r in repaired.repaired)
+    index = open_index(root)
+    vectors = index.vectors("images")
+    for row_id in index.rows("images").column("id").to_pylist():
+        held = vectors.index.reconstruct(int(row_id))
+        assert np.isfinite(held).all() and abs(np.linalg.norm(held) - 1) < 1e-3
+    hits = index.search(vector=QUERY, k=10)
+    assert all(-1.001 <= h.score <= 1.001 for h in hits)
+    assert check_index(root).healthy
+
+
+def test_every_committed_shard_has_its_checksum_in_the_manifest(built):
+    manifest = store.read_manifest(built)
+    for name, state in manifest.tables.items():
+        assert set(state.checksums or {}) == set(state.shards), name
+        for shard in state.shards:
+            assert state.checksums[shard] == store.file_sha256(built / shard)
