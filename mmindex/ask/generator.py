@@ -155,17 +155,27 @@ def open_generator(index_dir: Path, projector: Path | None = None,
     """The index's own encoder, the projector trained for it, and that projector's LLM.
     `device` holds the projector and the LLM; retrieval and the vision tokens stay on the
     CPU, where the index's encoder is (k images' tokens are cheap to move)."""
+    from mmindex.models.registry import check_device
+    from mmindex.search.searcher import open_index
+
+    check_device(device)  # before the index and the LLM's seconds of loading
+    index = open_index(index_dir)
+    return Generator(index, load_vlm_for(index, projector, llm, device))
+
+
+def load_vlm_for(index, projector: Path | None = None, llm: str | None = None,
+                 device: str = "cpu"):
+    """The projector trained for this index's encoder (INDEX/projector unless named) and the
+    LLM it names (or `llm`), on `device`. Raises UserInputError or ModelError."""
     from mmindex.models.llm import load_llm
     from mmindex.models.registry import check_device
     from mmindex.models.vlm import load_vlm, read_vlm_config
-    from mmindex.search.searcher import open_index
 
-    check_device(device)  # before the LLM's seconds of loading
-    index = open_index(index_dir)
+    check_device(device)
     checkpoint = projector_dir(index.root, projector)
     config = read_vlm_config(checkpoint)
     vlm = load_vlm(checkpoint, load_llm(llm or config.llm), index.encoder.info.fingerprint)
-    return Generator(index, vlm.to(device))
+    return vlm.to(device)
 
 
 def projector_dir(index_root: Path, given: Path | None) -> Path:

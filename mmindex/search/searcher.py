@@ -97,6 +97,20 @@ class Index:
                 if not moved or attempt == attempts - 1:
                     raise
 
+    def reopened(self) -> Index:
+        """This index at the newest committed generation: itself when that is still the one
+        it holds, else a new snapshot that keeps the models already loaded (the same model
+        by fingerprint), so a long-lived server stays warm across commits."""
+        manifest = store.read_manifest(self.root)  # IndexFormatError when missing or damaged
+        if manifest.generation == self.manifest.generation:
+            return self
+        same_model = manifest.model == self.manifest.model
+        fresh = Index(self.root, encoder=self._encoder if same_model else None,
+                      where_timeout_s=self.where_timeout_s)
+        if same_model:
+            fresh._text_encoder = self._text_encoder
+        return fresh
+
     def _stat_shards(self, table: str) -> int:
         """Taken with the snapshot, since a later commit may collect these files."""
         try:

@@ -1,10 +1,11 @@
 """/api/ask wiring: the generator (`mmindex.ask.generator`), loaded once, asked one
 question at a time. Everything about answering is the library's; this file only adapts.
 
-The library surface it uses: `open_generator(index_dir, device=) -> Generator` whose `.vlm` is
-the projector + LLM, `Generator(index, vlm).ask(question, AskConfig(k=, where=, joint=)) -> Answer`
-with `Answer.to_dict()`. Pairing the loaded vlm with the server's live Index keeps answers on
-the newest generation without reloading the LLM."""
+The library surface it uses: `load_vlm_for(index, device=)`, the projector + LLM trained for
+the server's own Index (no second Index is opened), and
+`Generator(index, vlm).ask(question, AskConfig(k=, where=, joint=)) -> Answer` with
+`Answer.to_dict()`. Pairing the loaded vlm with the server's live Index keeps answers on the
+newest generation without reloading the LLM."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from types import ModuleType
 from mmindex.errors import MmindexError
 from mmindex.models.llm import ASK_EXTRA_MISSING, ask_extra_installed
 
-_REQUIRED = ("open_generator", "Generator", "AskConfig")
+_REQUIRED = ("load_vlm_for", "Generator", "AskConfig")
 
 
 class AnswersUnavailable(Exception):
@@ -90,7 +91,7 @@ class Answers:
     def _loaded_vlm(self, module: ModuleType, index):
         if self._vlm is None:
             try:
-                self._vlm = module.open_generator(index.root, device=self._device).vlm
+                self._vlm = module.load_vlm_for(index, device=self._device)
             except MmindexError as exc:  # no projector trained, no LLM installed...
                 raise AnswersUnavailable(503, f"answers are unavailable: {exc}") from None
         return self._vlm

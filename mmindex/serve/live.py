@@ -38,16 +38,6 @@ class LiveIndex:
         return (st.st_ino, st.st_mtime_ns, st.st_size)
 
     def _refresh(self, signature: tuple | None) -> None:
-        manifest = store.read_manifest(self.root)  # IndexFormatError when missing or damaged
-        old = self._index
-        if old is None or old.manifest.generation != manifest.generation:
-            self._index = Index(self.root, encoder=self._reusable_encoder(old, manifest))
+        # IndexFormatError when the manifest is missing or damaged
+        self._index = Index(self.root) if self._index is None else self._index.reopened()
         self._signature = signature
-
-    @staticmethod
-    def _reusable_encoder(old: Index | None, manifest: store.Manifest):
-        """Keep the loaded model warm across generations when the model is the same one.
-        Reads Index._encoder rather than .encoder so a model nobody used yet stays unloaded."""
-        if old is None or old.manifest.model != manifest.model:
-            return None
-        return old._encoder

@@ -168,3 +168,26 @@ def test_arbitrary_text_as_where_is_a_result_or_a_user_input_error(index):
         assert time.monotonic() - started < 2.5
 
     check()
+
+
+def test_reopened_follows_commits_and_keeps_the_loaded_model(tmp_path, monkeypatch):
+    """What a long-lived server needs: the newest generation, without reloading the model."""
+    from mmindex import IngestConfig, ingest, open_index
+    from mmindex.testing import photo
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    photo(60, 40, 1).save(folder / "a.jpg")
+    ingest(IngestConfig(roots=(folder,), index_dir=tmp_path / "idx", model=TINY))
+    first = open_index(tmp_path / "idx")
+    first.search(image=folder / "a.jpg")  # loads the model
+    assert first.reopened() is first  # nothing committed since
+    photo(70, 40, 2).save(folder / "b.jpg")
+    ingest(IngestConfig(roots=(folder,), index_dir=tmp_path / "idx", model=TINY))
+    second = first.reopened()
+    assert second.manifest.generation == first.manifest.generation + 1
+    assert second.rows("images").num_rows == 2 and first.rows("images").num_rows == 1
+    from mmindex.models import registry
+
+    monkeypatch.setattr(registry, "load_encoder", lambda *a: pytest.fail("loaded again"))
+    assert len(second.search(image=folder / "b.jpg", k=5)) == 2  # on first's model

@@ -440,12 +440,12 @@ class _FakeGenerate:
     def __init__(self, fail_loading: bool = False):
         self.loads, self.fail_loading, self.devices = 0, fail_loading, []
 
-    def open_generator(self, index_dir, device="cpu"):
+    def load_vlm_for(self, index, device="cpu"):
         self.loads += 1
         self.devices.append(device)
         if self.fail_loading:
-            raise UserInputError(f"no projector checkpoint at {index_dir}/projector")
-        return SimpleNamespace(vlm="the vlm")
+            raise UserInputError(f"no projector checkpoint at {index.root}/projector")
+        return "the vlm"
 
     @staticmethod
     def AskConfig(k, where, joint=False):  # stands in for a dataclass

@@ -227,8 +227,8 @@ class _CitingGenerate:
     """Stands in for mmindex.ask.generator: cites the top hits, answers with their names."""
 
     @staticmethod
-    def open_generator(index_dir, device="cpu"):
-        return SimpleNamespace(vlm=None)
+    def load_vlm_for(index, device="cpu"):
+        return None
 
     @staticmethod
     def AskConfig(k, where, joint=False):  # stands in for a dataclass
