@@ -184,7 +184,7 @@ Filters = Annotated[list[str], Query(alias="filter", description=FILTER_HELP)]
 
 
 @api.get("/search", response_model=SearchOut, response_model_exclude_none=True,
-         responses=_errors(404))
+         responses=_errors(404, 409))
 def search_get(
     ctx: Context,
     q: Annotated[str | None, Query(max_length=1000, description="text to search for")] = None,
