@@ -33,6 +33,11 @@ class MissingFileError(IndexFormatError):
     """A file the manifest names is gone: damage, or a commit that landed while reading."""
 
 
+class SourceFileChangedError(MmindexError):
+    """The file at an indexed path is no longer the file that was indexed (edited, replaced,
+    a re-pointed symlink); re-ingesting indexes what is there now."""
+
+
 class IndexWriteError(MmindexError):
     """A commit could not be written (disk full, permissions); the previous generation stands."""
 

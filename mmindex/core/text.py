@@ -28,12 +28,12 @@ def decode_text(raw: bytes, path: str | Path = "") -> str:
     for bom, encoding in _BOMS:
         if raw.startswith(bom):
             return raw.decode(encoding, errors="replace")
+    if b"\x00" in raw[:DETECT_BYTES]:  # no text encoding without a BOM puts NULs in text
+        raise NotTextError(f"{path}: binary data, not text")
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError:
         pass
-    if b"\x00" in raw[:DETECT_BYTES]:  # no text encoding without a BOM puts NULs in text
-        raise NotTextError(f"{path}: binary data, not text")
     if len(raw) < MIN_DETECT_BYTES:
         return raw.decode("cp1252", errors="replace")
     from charset_normalizer import from_bytes

@@ -80,7 +80,7 @@ def _stat(path: str) -> FileStat | None:
     return FileStat(path, st.st_size, st.st_mtime_ns)
 
 
-def file_sha256(path: str) -> str:
+def file_sha256(path: str | Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):

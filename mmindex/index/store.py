@@ -8,7 +8,6 @@ holding them. Files no manifest names are garbage that the next writer deletes."
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import json
 import os
 import time
@@ -22,6 +21,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from mmindex.core import faults
+from mmindex.data.scan import file_sha256
 from mmindex.errors import (
     IndexFormatError,
     IndexLockedError,
@@ -151,13 +151,6 @@ def read_shard(root: Path, relative: str, columns=None) -> pa.Table:
         raise IndexFormatError(f"shard {root / relative} is damaged ({exc}); "
                                "run `mmindex doctor`") from None
 
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def checksum_problem(root: Path, state: TableState, relative: str) -> str | None:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from mmindex.core.paths import default_index_dir
 from mmindex.errors import MissingFileError, ModelMismatchError, UserInputError
@@ -158,6 +159,12 @@ class Index:
             keep = [c for c in schema.names if c != "embedding"]
             self._rows[table] = store.read_table(self.root, self.manifest, table, columns=keep)
         return self._rows[table]
+
+    def row(self, table: str, row_id: int) -> dict | None:
+        """One row of this generation by its id (without the embedding), or None."""
+        rows = self.rows(table)
+        matches = rows.filter(pc.equal(rows.column("id"), row_id)).to_pylist()
+        return matches[0] if matches else None
 
     def vectors(self, table: str) -> VectorIndex:
         if table not in self._vectors:

@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Literal
 
-import pyarrow.compute as pc
 from fastapi import APIRouter, Body, Depends, FastAPI, File, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
@@ -31,6 +30,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from mmindex import errors
 from mmindex.data.images import DecodeError, decode_image
+from mmindex.index.files import read_indexed_file
 from mmindex.ingestion.config import IngestConfig
 from mmindex.search.searcher import Index
 from mmindex.serve.answers import Answers, AnswersUnavailable
@@ -38,7 +38,7 @@ from mmindex.serve.filters import FILTER_HELP, compile_filters
 from mmindex.serve.jobs import IngestJobs, JobConflict
 from mmindex.serve.limits import BodySizeLimit, HostCheck, SecurityHeaders
 from mmindex.serve.live import LiveIndex
-from mmindex.serve.thumbs import FileChanged, read_indexed_file, thumbnail_jpeg
+from mmindex.serve.thumbs import thumbnail_jpeg
 
 log = logging.getLogger("mmindex.serve")
 
@@ -263,11 +263,10 @@ def _image_row(index: Index, image_id: int | str) -> dict:
     row_id = int(image_id)
     if not -(2**63) <= row_id < 2**63:  # ids are int64; anything else names no row
         raise ApiError(404, f"no image with id {row_id}")
-    rows = index.rows("images")
-    matches = rows.filter(pc.equal(rows.column("id"), row_id)).to_pylist()
-    if not matches:
+    row = index.row("images", row_id)
+    if row is None:
         raise ApiError(404, f"no image with id {row_id} in this index")
-    return matches[0]
+    return row
 
 
 def _checked(row: dict, read):
@@ -279,7 +278,7 @@ def _checked(row: dict, read):
         raise ApiError(404, f"image {row['id']} is gone from disk; re-ingest to drop it") from None
     except OSError as exc:  # a permission taken away, a symlink loop...
         raise ApiError(404, f"image {row['id']} cannot be read: {exc.strerror or exc}") from None
-    except FileChanged as exc:
+    except errors.SourceFileChangedError as exc:
         raise ApiError(409, f"the file of image {row['id']} {exc} since it was indexed; "
                        "re-ingest to index what is there now", code="file_changed") from None
 

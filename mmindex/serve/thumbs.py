@@ -8,40 +8,19 @@ can never be served, since its content is not the indexed file's."""
 
 from __future__ import annotations
 
-import hashlib
 import io
-import os
-import stat
 import tempfile
 import threading
 from collections import OrderedDict
 from pathlib import Path
 
 from mmindex.data.images import decode_image
+from mmindex.index.files import read_indexed_file
 
 THUMB_SIDE = 256  # px, the longer side; sharp in a 2x-density grid cell of ~128 css px
 THUMB_CACHE = 2048  # ~10 kB each: at most ~20 MB
 
 
-class FileChanged(Exception):
-    """The file at an indexed path is not the one that was indexed; the message says how."""
-
-
-def read_indexed_file(row: dict) -> bytes:
-    """The bytes of an indexed file (a row with path, size, mtime_ns, sha256), or
-    FileChanged; FileNotFoundError when nothing is there any more."""
-    # O_NONBLOCK: a path re-pointed at a FIFO must not hang the server in open().
-    fd = os.open(row["path"], os.O_RDONLY | os.O_NONBLOCK)
-    with os.fdopen(fd, "rb") as handle:
-        st = os.fstat(fd)  # of what was opened, not of whatever the path names by now
-        if not stat.S_ISREG(st.st_mode):
-            raise FileChanged("is no longer a regular file")
-        if (st.st_size, st.st_mtime_ns) != (row["size"], row["mtime_ns"]):
-            raise FileChanged("has another size or modification time than the indexed file")
-        data = handle.read(st.st_size + 1)  # one byte more shows a file still growing
-    if len(data) != row["size"] or hashlib.sha256(data).hexdigest() != row["sha256"]:
-        raise FileChanged("holds other bytes than the indexed file")
-    return data
 
 
 _thumbs: OrderedDict[tuple[str, int], bytes] = OrderedDict()

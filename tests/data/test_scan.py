@@ -105,3 +105,10 @@ def test_a_binary_file_named_md_goes_to_the_errors_table_not_the_index(tmp_path)
     assert indexed == ["notes.txt"]
     assert [os.path.basename(e["path"]) for e in errors] == ["program.md"]
     assert "binary" in errors[0]["reason"]
+
+
+def test_ascii_with_nul_bytes_is_binary_not_text(tmp_path):
+    """Valid UTF-8 is not enough: text files hold no NUL bytes (a BOM-less UTF-16 aside)."""
+    (tmp_path / "data.txt").write_bytes(b"ELF\x00\x01\x00plain ascii\x00")
+    with pytest.raises(CorpusError, match="binary"):
+        read_text_documents(str(tmp_path / "data.txt"))
