@@ -16,3 +16,5 @@ class AskConfig:
     # answer "there is none" about a star that all three showed (docs/ask.md, session 7).
     # True: one prompt holds all k images, each after its tag.
     joint: bool = False
+    texts: int = 2  # passages of the index's texts given as evidence, when they pass
+    text_threshold: float | None = None  # None: the image threshold

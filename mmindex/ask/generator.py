@@ -1,6 +1,7 @@
-"""Grounded answers: retrieve the top-k images, put their vision tokens before the question,
-let the LLM answer, and cite the images it was shown. When even the best hit scores below
-the index's threshold, say that nothing relevant was found instead of inventing an answer.
+"""Grounded answers: retrieve the top-k images (and the texts) the question is about, let the
+answerer (a trained projector + LLM, or a pretrained vision-language model) answer from them,
+and cite what it was shown. When nothing scores above the index's threshold, say that
+nothing relevant was found instead of inventing an answer.
 
 The threshold is per index (its scores depend on its model): `calibrate` picks the score that
 best separates queries the collection answers (its own captions) from off-topic ones, and
@@ -10,7 +11,6 @@ stores it in `<index>/ask.json` with the model's fingerprint; `--threshold` over
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -18,13 +18,13 @@ from pathlib import Path
 
 import numpy as np
 
+from mmindex.ask.answerers import load_answerer, resolve_generator  # noqa: F401 (serve)
 from mmindex.ask.config import AskConfig
 from mmindex.core.atomic import write_atomically
 from mmindex.errors import UserInputError
 
 CALIBRATION_FILE = "ask.json"
-PROJECTOR_ENV = "MMINDEX_PROJECTOR"
-PROJECTOR_DIR = "projector"  # default checkpoint location inside an index directory
+PASSAGE_CHARS = 1500  # of each cited text in the prompt: a few passages fit a small context
 NOT_FOUND = "I found nothing relevant in the collection."
 # Queries no image collection of shapes, documents or holidays answers in general; a user
 # calibrating a photo collection should pass their own with --off-topic.
@@ -48,6 +48,18 @@ class Citation:
 
 
 @dataclass(frozen=True)
+class Passage:
+    """A text of the collection given to the model as evidence, cited as [T1], [T2]..."""
+
+    tag: str
+    id: int
+    path: str
+    key: str  # where in the file ("row 12"; "" for a whole file)
+    text: str
+    score: float
+
+
+@dataclass(frozen=True)
 class Answer:
     question: str
     text: str
@@ -57,6 +69,8 @@ class Answer:
     best_score: float | None
     seconds: float
     new_tokens: int
+    passages: tuple[Passage, ...] = ()
+    generator: str = ""
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -72,10 +86,11 @@ class Calibration:
 
 
 class Generator:
-    """An index, its vision model and a trained projector + LLM, ready to answer."""
+    """An index and an answerer (a trained projector + LLM, or a pretrained vision-language
+    model; ask/answerers.py), ready to answer from the collection."""
 
-    def __init__(self, index, vlm):
-        self.index, self.vlm = index, vlm
+    def __init__(self, index, answerer):
+        self.index, self.answerer = index, answerer
 
     def ask(self, question: str, config: AskConfig = AskConfig(),
             on_text: Callable[[str], None] | None = None) -> Answer:
@@ -83,29 +98,47 @@ class Generator:
         generated (nothing when it abstains), for a terminal or an HTTP stream."""
         started = time.perf_counter()
         hits = self.index.search(question, k=config.k, where=config.where)
-        threshold = config.threshold if config.threshold is not None else stored_threshold(self.index)
+        threshold = config.threshold
+        if threshold is None:
+            threshold = stored_threshold(self.index)
         best = hits[0].score if hits else None
         if best is None or (threshold is not None and best < threshold):
+            hits = []  # the best image is off topic: the texts alone may still answer
+        passages = self._passages(question, config, threshold)
+        if not hits and not passages:
             return Answer(question, NOT_FOUND, (), True, threshold, best,
-                          time.perf_counter() - started, 0)
+                          time.perf_counter() - started, 0, (), self.answerer.name)
+        prompt = with_passages(question, passages)
         paths = [Path(h.path) for h in hits]
-        if config.joint:
-            text, new_tokens = self._answer(question, paths, config.max_new_tokens, on_text)
+        if config.joint or not paths:
+            text, new_tokens = self.answerer.answer(prompt, paths, config.max_new_tokens,
+                                                    _trimmed(on_text))
             own = [None] * len(hits)
         else:
-            text, new_tokens, own = self._answer_each(question, paths, config.max_new_tokens,
+            text, new_tokens, own = self._answer_each(prompt, paths, config.max_new_tokens,
                                                       on_text)
         citations = tuple(Citation(i, h.id, h.path, h.score, answer)
                           for i, (h, answer) in enumerate(zip(hits, own), 1))
         return Answer(question, text, citations, False, threshold, best,
-                      time.perf_counter() - started, new_tokens)
+                      time.perf_counter() - started, new_tokens, passages, self.answerer.name)
 
     def caption(self, image: Path, max_new_tokens: int = 48) -> str:
         from mmindex.models.vlm import CAPTION_PROMPT
 
-        return self._answer(CAPTION_PROMPT, [Path(image)], max_new_tokens)[0]
+        return self.answerer.answer(CAPTION_PROMPT, [Path(image)], max_new_tokens)[0]
 
-    def _answer_each(self, question: str, images: Sequence[Path], max_new_tokens: int,
+    def _passages(self, question: str, config: AskConfig,
+                  threshold: float | None) -> tuple[Passage, ...]:
+        """The index's texts that pass the text threshold (the image one unless given)."""
+        if config.texts <= 0 or not self.index.rows("texts").num_rows:
+            return ()
+        floor = config.text_threshold if config.text_threshold is not None else threshold
+        hits = self.index.search(question, k=config.texts, target="texts")
+        return tuple(Passage(f"T{i}", h.id, h.path, h.key or "", h.text or "", h.score)
+                     for i, h in enumerate((h for h in hits
+                                            if floor is None or h.score >= floor), 1))
+
+    def _answer_each(self, prompt: str, images: Sequence[Path], max_new_tokens: int,
                      on_text: Callable[[str], None] | None = None):
         """Ask each image alone: the text is one "[tag] answer" line per image, streamed as
         it is generated; also returns the new tokens and each image's own answer."""
@@ -113,23 +146,19 @@ class Generator:
         for tag, image in enumerate(images, 1):
             if on_text is not None:
                 on_text(("\n" if tag > 1 else "") + f"[{tag}] ")
-            text, n = self._answer(question, [image], max_new_tokens, _trimmed(on_text))
+            text, n = self.answerer.answer(prompt, [image], max_new_tokens, _trimmed(on_text))
             answers.append(text)
             new_tokens += n
         text = "\n".join(f"[{tag}] {answer}" for tag, answer in enumerate(answers, 1))
         return text, new_tokens, answers
 
-    def _answer(self, prompt: str, images: Sequence[Path], max_new_tokens: int,
-                on_text: Callable[[str], None] | None = None):
-        from mmindex.models.vlm import build_example, collate
 
-        vlm = self.vlm
-        features = vlm.image_features(self.index.encoder, images)  # (k, T, C)
-        example = build_example(vlm.tokenizer, prompt, list(range(len(images))),
-                                vlm.config.image_tokens)
-        batch = collate([example], vlm.tokenizer.pad_token_id, left_pad=True)
-        text = vlm.generate(batch, features, max_new_tokens, on_text)[0]
-        return text, len(vlm.tokenizer(text).input_ids)
+def with_passages(question: str, passages: Sequence[Passage]) -> str:
+    """The question after the cited passages it may be answered from."""
+    if not passages:
+        return question
+    cited = "\n".join(f"[{p.tag}] {p.text[:PASSAGE_CHARS]}" for p in passages)
+    return f"Passages from the collection:\n{cited}\n\nAnswer from them or the image. {question}"
 
 
 def _trimmed(on_text: Callable[[str], None] | None):
@@ -150,41 +179,16 @@ def _trimmed(on_text: Callable[[str], None] | None):
     return forward
 
 
-def open_generator(index_dir: Path, projector: Path | None = None,
-                   llm: str | None = None, device: str = "cpu") -> Generator:
-    """The index's own encoder, the projector trained for it, and that projector's LLM.
-    `device` holds the projector and the LLM; retrieval and the vision tokens stay on the
-    CPU, where the index's encoder is (k images' tokens are cheap to move)."""
+def open_generator(index_dir: Path, projector: Path | None = None, llm: str | None = None,
+                   device: str = "cpu", generator: str | None = None) -> Generator:
+    """The index and the answerer `generator` names (or its default; ask/answerers.py).
+    `device` holds the answering model; retrieval and the CLIP stay on the CPU."""
     from mmindex.models.registry import check_device
     from mmindex.search.searcher import open_index
 
-    check_device(device)  # before the index and the LLM's seconds of loading
+    check_device(device)  # before the index and the model's seconds of loading
     index = open_index(index_dir)
-    return Generator(index, load_vlm_for(index, projector, llm, device))
-
-
-def load_vlm_for(index, projector: Path | None = None, llm: str | None = None,
-                 device: str = "cpu"):
-    """The projector trained for this index's encoder (INDEX/projector unless named) and the
-    LLM it names (or `llm`), on `device`. Raises UserInputError or ModelError."""
-    from mmindex.models.llm import load_llm
-    from mmindex.models.registry import check_device
-    from mmindex.models.vlm import load_vlm, read_vlm_config
-
-    check_device(device)
-    checkpoint = projector_dir(index.root, projector)
-    config = read_vlm_config(checkpoint)
-    vlm = load_vlm(checkpoint, load_llm(llm or config.llm), index.encoder.info.fingerprint)
-    return vlm.to(device)
-
-
-def projector_dir(index_root: Path, given: Path | None) -> Path:
-    path = given or (Path(os.environ[PROJECTOR_ENV]) if os.environ.get(PROJECTOR_ENV)
-                     else Path(index_root) / PROJECTOR_DIR)
-    if not (path / "config.json").is_file():
-        raise UserInputError(f"no projector checkpoint at {path}: train one with `mmindex "
-                             f"train-projector --out {path}` or pass --projector DIR")
-    return path
+    return Generator(index, load_answerer(index, generator, projector, llm, device))
 
 
 # ---------------------------------------------------------------- the abstain threshold

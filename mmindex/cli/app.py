@@ -120,5 +120,9 @@ llm_app = typer.Typer(no_args_is_help=True, help="The language model that answer
 app.add_typer(llm_app, name="llm")
 ProjectorOption = typer.Option(None, "--projector", envvar="MMINDEX_PROJECTOR", help="Projector "
                                "checkpoint [default: INDEX/projector]")
+GeneratorOption = typer.Option(None, "--generator", envvar="MMINDEX_GENERATOR", help="What "
+                               "answers: a projector checkpoint, or a transformers vision-language "
+                               "model (hub id or folder); `mmindex generators` lists them "
+                               "[default: the index's projector]")
 LlmOption = typer.Option(None, "--llm", help="HF causal-LM dir or .gguf [default: the one the "
                          "projector was trained with]")

@@ -9,6 +9,7 @@ import typer
 from mmindex.ask.config import AskConfig
 from mmindex.cli.app import (
     DeviceOption,
+    GeneratorOption,
     IndexOption,
     JsonOption,
     LlmOption,
@@ -62,21 +63,29 @@ def ask(
         help="Show the LLM all k images in one "
         "prompt [default: ask each image alone, one line each]",
     ),
+    texts: int = config_option(
+        AskConfig, "texts", "--texts", min=0, help="Passages of the index's texts given as "
+        "evidence when they pass the threshold (0: none)"
+    ),
     index: Path | None = IndexOption,
+    generator_spec: str | None = GeneratorOption,
     projector: Path | None = ProjectorOption,
     llm: str | None = LlmOption,
     device: str = DeviceOption,
     as_json: bool = JsonOption,
 ):
-    """Answer from the top-k retrieved images, citing them; abstain when none is relevant."""
+    """Answer from the top-k retrieved images (and texts), citing them; abstain when nothing
+    relevant is found."""
     from mmindex.ask.generator import open_generator
 
-    generator = open_generator(resolve_index_dir(index), projector, llm, device)
+    generator = open_generator(resolve_index_dir(index), projector, llm, device,
+                               generator_spec)
     streamed = []  # the answer's words, printed as they are generated
     answer = generator.ask(
         question,
         AskConfig(
-            k=k, where=where, threshold=threshold, max_new_tokens=max_new_tokens, joint=joint
+            k=k, where=where, threshold=threshold, max_new_tokens=max_new_tokens, joint=joint,
+            texts=texts,
         ),
         on_text=None if as_json else lambda text: _echo_piece(streamed, text),
     )
@@ -86,6 +95,9 @@ def ask(
     typer.echo("" if streamed else answer.text)  # ends the streamed line
     for c in answer.citations:
         typer.echo(f"  [{c.tag}] {c.score:.3f}  {c.path}")
+    for p in answer.passages:
+        where_in = f" ({p.key})" if p.key else ""
+        typer.echo(f"  [{p.tag}] {p.score:.3f}  {p.path}{where_in}")
     if answer.abstained and answer.best_score is not None:
         typer.echo(f"  (best score {answer.best_score:.3f} < threshold {answer.threshold:.3f})")
 
@@ -102,14 +114,29 @@ def _echo_piece(streamed: list[str], text: str) -> None:
 def caption(
     image: Path = typer.Argument(..., help="An image file"),
     index: Path | None = IndexOption,
+    generator_spec: str | None = GeneratorOption,
     projector: Path | None = ProjectorOption,
     llm: str | None = LlmOption,
     device: str = DeviceOption,
 ):
-    """Describe one image with the index's model, projector and LLM."""
+    """Describe one image with the index's generator (its projector and LLM by default)."""
     from mmindex.ask.generator import open_generator
 
-    typer.echo(open_generator(resolve_index_dir(index), projector, llm, device).caption(image))
+    generator = open_generator(resolve_index_dir(index), projector, llm, device, generator_spec)
+    typer.echo(generator.caption(image))
+
+
+@app.command()
+@fail_cleanly
+def generators(as_json: bool = JsonOption):
+    """List what --generator can name."""
+    from mmindex.ask.answerers import KNOWN
+
+    if as_json:
+        print_json([{"spec": e.spec, "description": e.description} for e in KNOWN])
+        return
+    for entry in KNOWN:
+        typer.echo(f"{entry.spec:<36} {entry.description}")
 
 
 @app.command("calibrate-ask")

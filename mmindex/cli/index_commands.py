@@ -9,6 +9,7 @@ import typer
 
 from mmindex.cli.app import (
     DeviceOption,
+    GeneratorOption,
     IndexOption,
     JsonOption,
     app,
@@ -220,7 +221,8 @@ def serve(
     ingest_roots: list[Path] = typer.Option(
         [], "--ingest-root", help="A folder that POST /api/ingest may index (repeatable)"
     ),
-    device: str = DeviceOption,  # the projector and LLM of /api/ask
+    device: str = DeviceOption,  # the model that answers /api/ask
+    generator_spec: str | None = GeneratorOption,
 ):
     """Serve the HTTP API (/openapi.json) and the web page (needs the `serve` extra)."""
     from mmindex.models.registry import check_device
@@ -234,6 +236,7 @@ def serve(
         token=token,
         ingest_roots=tuple(ingest_roots),
         device=device,
+        generator=generator_spec,
     )
 
 

@@ -121,6 +121,7 @@ class StatusOut(BaseModel):
     jobs: list[dict] = Field(description="recent ingest jobs, newest first")
     ingest_roots: list[str]
     ask_available: bool
+    ask_message: str | None = Field(None, description="why asking cannot work here, if not")
     token_required: bool
 
 
@@ -324,6 +325,8 @@ def status(ctx: Context) -> dict:
            "ask_available": ctx.answers.available(), "token_required": ctx.token is not None}
     try:
         out.update(ready=True, index=_index_info(ctx.live))
+        reason = ctx.answers.unavailable_reason(ctx.live.get())
+        out.update(ask_available=reason is None, ask_message=reason)
     except errors.IndexFormatError as exc:
         out.update(ready=False, message=str(exc))
     return out

@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 from mmindex.testing import TINY
 from mmindex import IngestConfig, ingest, open_index
 from mmindex.errors import ModelMismatchError, UserInputError
+from mmindex.ask.answerers import ProjectorAnswerer
 from mmindex.ask.generator import NOT_FOUND, AskConfig, Generator, best_threshold, calibrate
 from mmindex.models.llm import TEST_TINY, load_llm
 from mmindex.models.vlm import load_vlm
@@ -37,8 +38,8 @@ def shapes(tmp_path_factory):
 
 def generator(root) -> Generator:
     index = open_index(root / "idx")
-    return Generator(index, load_vlm(root / "idx" / "projector", load_llm(TEST_TINY),
-                                     index.encoder.info.fingerprint))
+    vlm = load_vlm(root / "idx" / "projector", load_llm(TEST_TINY), index.encoder.info.fingerprint)
+    return Generator(index, ProjectorAnswerer(vlm, index.encoder))
 
 
 def test_train_projector_runs_both_stages_and_writes_a_checkpoint(shapes):
@@ -77,8 +78,8 @@ def test_ask_answers_each_image_alone_unless_joint(shapes, monkeypatch):
     root, _ = shapes
     gen = generator(root)
     shown = []  # the images of each prompt
-    answer_one = gen._answer
-    monkeypatch.setattr(gen, "_answer", lambda prompt, images, *rest:
+    answer_one = gen.answerer.answer
+    monkeypatch.setattr(gen.answerer, "answer", lambda prompt, images, *rest:
                         shown.append(len(images)) or answer_one(prompt, images, *rest))
     each = gen.ask("a red circle", AskConfig(k=3, threshold=-1.0, max_new_tokens=4))
     assert shown == [1, 1, 1]
@@ -343,8 +344,8 @@ def test_a_projector_on_an_earlier_vision_layer_answers_from_that_layer(shapes, 
                         lambda pixels, tokens, layer: asked.append(layer) or
                         patch_tokens(pixels, tokens, layer))
     vlm = load_vlm(tmp_path / "p", load_llm(TEST_TINY), index.encoder.info.fingerprint)
-    answer = Generator(index, vlm).ask("a red circle", AskConfig(k=2, threshold=-1.0,
-                                                                  max_new_tokens=2))
+    answer = Generator(index, ProjectorAnswerer(vlm, index.encoder)).ask(
+        "a red circle", AskConfig(k=2, threshold=-1.0, max_new_tokens=2))
     assert not answer.abstained and asked == [-2, -2]  # each of the 2 images, alone
 
 

@@ -440,7 +440,11 @@ class _FakeGenerate:
     def __init__(self, fail_loading: bool = False):
         self.loads, self.fail_loading, self.devices = 0, fail_loading, []
 
-    def load_vlm_for(self, index, device="cpu"):
+    @staticmethod
+    def resolve_generator(index, generator=None):
+        return generator or "fake"
+
+    def load_answerer(self, index, generator=None, device="cpu"):
         self.loads += 1
         self.devices.append(device)
         if self.fail_loading:
@@ -681,3 +685,15 @@ def test_no_request_makes_a_server_error(case):
     assert response.status_code < 500 or by_design, (case.method, case.formatted_path,
                                                       response.text)
     assert response.status_code < 400 or set(response.json()) == {"error", "message"}
+
+
+def test_status_explains_why_asking_cannot_work_without_loading_a_model(built, monkeypatch):
+    """The real generator module, an index with no projector and no --generator: the page
+    learns why from /api/status instead of failing on click."""
+    monkeypatch.delenv("MMINDEX_GENERATOR", raising=False)
+    monkeypatch.delenv("MMINDEX_PROJECTOR", raising=False)
+    status = TestClient(create_app(built[1], answers=Answers())).get("/api/status").json()
+    assert status["ask_available"] is False and "--generator" in status["ask_message"]
+    configured = Answers(generator="some/vlm")
+    status = TestClient(create_app(built[1], answers=configured)).get("/api/status").json()
+    assert status["ask_available"] is True and status["ask_message"] is None

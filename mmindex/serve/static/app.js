@@ -149,6 +149,7 @@ async function loadStatus() {
     busy = status.jobs.some((job) => job.state === "running" || job.state === "queued");
     $("status").textContent = describeStatus(status);
     $("ask").hidden = false;
+    showAskAvailability(status);
   } catch (error) {
     $("status").textContent = `Status unavailable: ${error.message}`;
   }
@@ -169,7 +170,14 @@ function describeStatus(status) {
   return parts.join(" · ");
 }
 
-// -- asking (without the ask extra the server answers 501 and we show why) ----------
+// -- asking (when the server cannot answer, the form says why instead of failing) ------
+function showAskAvailability(status) {
+  const unavailable = status.ready && !status.ask_available;
+  $("question").disabled = $("ask-submit").disabled = unavailable;
+  $("ask-note").textContent = unavailable ? status.ask_message || "Asking is unavailable." : "";
+  $("ask-note").hidden = !unavailable;
+}
+
 async function ask(question) {
   const answer = $("answer");
   answer.classList.remove("error");
