@@ -125,3 +125,153 @@ def make_awkward_folder(root: Path) -> dict[str, list[str]]:
     (root / "notes.jpg").write_text("this is text, not a picture"); bad.append(str(root / "notes.jpg"))
     write_bomb_png(root / "bomb.png"); bad.append(str(root / "bomb.png"))
     return {"good": good, "bad": bad}
+
+
+# ---------------------------------------------------------------- tiny vision-language models
+
+
+
+def vlm_chat_template(image: str) -> str:
+    """ChatML, where a message's content may be a list of parts as processors pass it: an
+    image part renders as `image`, the placeholder the family's processor expands into its
+    image tokens."""
+    return (
+        "{% for message in messages %}<|im_start|>{{ message['role'] }}\n"
+        "{% if message['content'] is string %}{{ message['content'] }}{% else %}"
+        "{% for part in message['content'] %}{% if part['type'] == 'image' %}" + image +
+        "{% elif part['type'] == 'text' %}{{ part['text'] }}{% endif %}{% endfor %}{% endif %}"
+        "<|im_end|>\n{% endfor %}"
+        "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+    )
+
+
+VLM_CHAT_TEMPLATE = vlm_chat_template("<image>")  # LLaVA's and Idefics3's placeholder
+QWEN2_VL_IMAGE = "<|vision_start|><|image_pad|><|vision_end|>"
+TINY_VLM_SIDE = 32  # input side of both tiny vision towers: 4 x 4 patches of 8 px
+TINY_VLM_PATCH = 8
+# Seed 1, not 0: with seed 0 the tiny LLaVA's greedy reply is one token repeated whatever the
+# image, and tests could not tell whether the image reached the model.
+TINY_VLM_SEED = 1
+_TINY_VISION = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
+                "num_attention_heads": 4, "image_size": TINY_VLM_SIDE, "patch_size": TINY_VLM_PATCH}
+
+
+def write_tiny_llava(out_dir: Path) -> Path:
+    """A ~140K-parameter random LLaVA (CLIP ViT + Llama, TINY_VLM_SEED) with its LlavaProcessor,
+    written by `save_pretrained` as llava-hf/... models are: it loads back by directory
+    through AutoModelForImageTextToText + AutoProcessor. Each image is 16 `<image>` tokens."""
+    from transformers import (
+        CLIPImageProcessor,
+        CLIPVisionConfig,
+        LlavaConfig,
+        LlavaForConditionalGeneration,
+        LlavaProcessor,
+    )
+
+    tokenizer = _vlm_tokenizer(["<image>"])
+    config = LlavaConfig(vision_config=CLIPVisionConfig(**_TINY_VISION),
+                         text_config=_tiny_text_config(tokenizer),
+                         image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
+                         vision_feature_select_strategy="default", vision_feature_layer=-1)
+    side = TINY_VLM_SIDE
+    image_processor = CLIPImageProcessor(size={"shortest_edge": side},
+                                         crop_size={"height": side, "width": side})
+    # "default" drops the CLS token the processor counts as the additional one
+    processor = LlavaProcessor(image_processor=image_processor, tokenizer=tokenizer,
+                               patch_size=TINY_VLM_PATCH, vision_feature_select_strategy="default",
+                               num_additional_image_tokens=1, chat_template=VLM_CHAT_TEMPLATE)
+    return _save_tiny_vlm(LlavaForConditionalGeneration, config, processor, out_dir)
+
+
+def write_tiny_idefics3(out_dir: Path) -> Path:
+    """A ~140K-parameter random Idefics3 (the SmolVLM architecture: SigLIP-style tower, pixel
+    shuffle, Llama; TINY_VLM_SEED) with its Idefics3Processor, no image splitting: each image is
+    `<fake_token_around_image><global-img>` + 4 `<image>` + `<fake_token_around_image>`."""
+    from transformers import (
+        Idefics3Config,
+        Idefics3ForConditionalGeneration,
+        Idefics3ImageProcessor,
+        Idefics3Processor,
+        Idefics3VisionConfig,
+    )
+
+    tokenizer = _vlm_tokenizer(["<image>", "<fake_token_around_image>", "<global-img>",
+                                "<end_of_utterance>"])
+    scale = 2  # pixel shuffle: 16 patches become 16 / scale**2 image tokens
+    config = Idefics3Config(vision_config=Idefics3VisionConfig(**_TINY_VISION),
+                            text_config=_tiny_text_config(tokenizer), scale_factor=scale,
+                            image_token_id=tokenizer.convert_tokens_to_ids("<image>"))
+    side = {"longest_edge": TINY_VLM_SIDE}
+    image_processor = Idefics3ImageProcessor(size=side, max_image_size=side,
+                                             do_image_splitting=False)
+    tokens = (TINY_VLM_SIDE // TINY_VLM_PATCH) ** 2 // scale**2  # per image
+    processor = Idefics3Processor(image_processor=image_processor, tokenizer=tokenizer,
+                                  image_seq_len=tokens, chat_template=VLM_CHAT_TEMPLATE)
+    return _save_tiny_vlm(Idefics3ForConditionalGeneration, config, processor, out_dir)
+
+
+def write_tiny_qwen2_vl(out_dir: Path) -> Path:
+    """A ~160K-parameter random Qwen2-VL (TINY_VLM_SEED) with its Qwen2VLProcessor; images are
+    resized to 32 x 32 pixels (16 patches of 8 px, merged 2 x 2: 4 `<|image_pad|>` tokens)."""
+    from transformers import (
+        Qwen2VLConfig,
+        Qwen2VLForConditionalGeneration,
+        Qwen2VLImageProcessor,
+        Qwen2VLProcessor,
+        Qwen2VLVideoProcessor,
+    )
+
+    template = vlm_chat_template(QWEN2_VL_IMAGE)
+    tokenizer = _vlm_tokenizer(["<|vision_start|>", "<|vision_end|>", "<|image_pad|>",
+                                "<|video_pad|>"], template)
+    text = _tiny_text_config(tokenizer).to_dict()
+    # multimodal rotary embedding: the 8 rotary pairs of a 16-wide head split over time,
+    # height and width
+    text["rope_parameters"] = {"rope_type": "default", "rope_theta": 10000.0,
+                               "mrope_section": [4, 2, 2]}
+    vision = {"depth": 2, "embed_dim": 32, "hidden_size": text["hidden_size"], "num_heads": 4,
+              "mlp_ratio": 2, "patch_size": TINY_VLM_PATCH, "spatial_merge_size": 2,
+              "temporal_patch_size": 2}
+    token = tokenizer.convert_tokens_to_ids
+    config = Qwen2VLConfig(vision_config=vision, text_config=text,
+                           vision_start_token_id=token("<|vision_start|>"),
+                           vision_end_token_id=token("<|vision_end|>"),
+                           image_token_id=token("<|image_pad|>"),
+                           video_token_id=token("<|video_pad|>"))
+    pixels = {"min_pixels": TINY_VLM_SIDE**2, "max_pixels": TINY_VLM_SIDE**2,
+              "patch_size": TINY_VLM_PATCH, "merge_size": 2, "temporal_patch_size": 2}
+    processor = Qwen2VLProcessor(image_processor=Qwen2VLImageProcessor(**pixels),
+                                 video_processor=Qwen2VLVideoProcessor(**pixels),
+                                 tokenizer=tokenizer, chat_template=template)
+    return _save_tiny_vlm(Qwen2VLForConditionalGeneration, config, processor, out_dir)
+
+
+def _vlm_tokenizer(special: list[str], template: str = VLM_CHAT_TEMPLATE):
+    """The tiny Llama's byte tokenizer plus the image tokens a family's processor looks up."""
+    tokenizer = _byte_tokenizer()
+    tokenizer.add_special_tokens({"additional_special_tokens": special})
+    tokenizer.chat_template = template
+    return tokenizer
+
+
+def _tiny_text_config(tokenizer):
+    from transformers import LlamaConfig
+
+    return LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128,
+                       num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                       max_position_embeddings=512,
+                       initializer_range=0.1,  # as the tiny Llama: 0.02 gives near-uniform logits
+                       bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                       pad_token_id=tokenizer.pad_token_id)
+
+
+def _save_tiny_vlm(model_class, config, processor, out_dir: Path) -> Path:
+    import torch
+
+    out_dir = Path(out_dir)
+    with torch.random.fork_rng():
+        torch.manual_seed(TINY_VLM_SEED)
+        model = model_class(config)
+    model.save_pretrained(out_dir)
+    processor.save_pretrained(out_dir)
+    return out_dir
