@@ -279,7 +279,7 @@ def test_real_sigkill_at_random_moments(process_reference, corpus, tmp_path):
     run, so a fast machine is not let finish before the kill lands."""
     window = _writing_window(tmp_path, corpus, tmp_path / "timed")
     delays = window * np.random.default_rng(8).uniform(0.0, 0.9, size=6)
-    killed = 0
+    killed, generations = 0, []
     for trial, delay in enumerate(delays):
         index_dir = tmp_path / f"random-{trial}"
         process = _ingest_process(tmp_path, corpus, index_dir)
@@ -289,11 +289,15 @@ def test_real_sigkill_at_random_moments(process_reference, corpus, tmp_path):
         process.kill()
         process.wait()
         if (index_dir / store.MANIFEST).exists():
+            generations.append(store.read_manifest(index_dir).generation)
             assert_consistent(index_dir)
         ingest_in_process(tmp_path, corpus, index_dir)
+        # rows and their embeddings (contents rounds them) as the uninterrupted run stored
         assert contents(index_dir) == process_reference, f"trial {trial}, {delay:.2f} s"
         assert orphans(index_dir) == []
     assert killed >= 4  # most kills landed while the ingest was writing
+    # and not only before the first commits: some after several committed generations
+    assert sum(g >= 3 for g in generations) >= 2, generations
 
 
 # -- failed writes ---------------------------------------------------------------------------
