@@ -27,9 +27,6 @@ GENERATOR_ENV = "MMINDEX_GENERATOR"
 PROJECTOR_ENV = "MMINDEX_PROJECTOR"
 PROJECTOR_DIR = "projector"  # default checkpoint location inside an index directory
 SUGGESTED = "HuggingFaceTB/SmolVLM-256M-Instruct"  # small enough for a laptop CPU
-# JPEGs are draft-decoded to at least this side before the model's processor resizes them:
-# above the input of the families named here (LLaVA-1.5 336, SmolVLM 512 per tile)
-DECODE_SIDE = 512
 
 OnText = Callable[[str], None]
 
@@ -85,8 +82,8 @@ class ProjectorAnswerer:
 
 
 class PretrainedAnswerer:
-    """A pretrained vision-language model; the images are draft-decoded here and resized by
-    the model's own processor."""
+    """A pretrained vision-language model; the images are draft-decoded here (JPEGs at the
+    smallest scale still above the model's input side) and resized by its own processor."""
 
     def __init__(self, model):
         self.model, self.name = model, model.name
@@ -97,7 +94,7 @@ class PretrainedAnswerer:
 
         pictures = []
         for path in images:
-            result = read_image(path, DECODE_SIDE)
+            result = read_image(path, self.model.image_side)
             if not result.ok:
                 raise UserInputError(f"cannot read image {path}: {result.reason}")
             pictures.append(result.decoded.image)

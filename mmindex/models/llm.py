@@ -97,10 +97,10 @@ def _load_hf_dir(path: Path):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a local directory never needs the hub
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(path)
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+    try:  # a local directory never needs the hub; said per call, not for the whole process
+        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32,
+                                                     local_files_only=True)
     except (OSError, ValueError) as exc:
         raise ModelError(f"{path} is not a loadable causal LM directory: "
                          f"{str(exc).splitlines()[0][:200]}") from None
@@ -111,11 +111,11 @@ def _load_gguf(path: Path):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     try:
-        tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+        tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name,
+                                                  local_files_only=True)
         model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name,
-                                                     dtype=torch.float32)
+                                                     dtype=torch.float32, local_files_only=True)
     except ImportError as exc:  # transformers needs the `gguf` package for this
         raise ModelError(f"loading GGUF needs mmindex[ask]: {exc}") from None
     except (OSError, ValueError) as exc:

@@ -284,3 +284,24 @@ def test_ask_box_shows_the_answer_and_its_cited_thumbnails(browser, album_index)
                                ".getAttribute('aria-busy') === 'false'")
         assert len(_CitingGenerate.configs) == 2 and _CitingGenerate.configs[-1].joint is True
         page.close()
+
+
+def test_the_page_asks_a_pretrained_model(browser, album_index, tmp_path):
+    """The real answering path with a tiny LLaVA loaded by folder: the page streams the answer
+    and shows one cited thumbnail per retrieved image."""
+    from mmindex.testing import write_tiny_llava
+
+    answers = Answers(generator=str(write_tiny_llava(tmp_path / "llava")))
+    with _Server(create_app(album_index[1], answers=answers)) as url:
+        page = browser.new_page()
+        page.set_default_timeout(TIMEOUT_MS)
+        page.goto(url + "/")
+        sync_api.expect(page.locator("#ask-note")).to_be_hidden()
+        page.fill("#question", "what is in the photo?")
+        page.press("#question", "Enter")
+        page.wait_for_function("() => document.querySelector('#answer')"
+                               ".getAttribute('aria-busy') === 'false'")
+        sync_api.expect(page.locator("#answer")).to_contain_text("[3] ")
+        sync_api.expect(page.locator("#answer.error")).to_have_count(0)
+        sync_api.expect(page.locator("#citations .hit")).to_have_count(3)
+        page.close()

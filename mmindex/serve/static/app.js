@@ -206,7 +206,8 @@ async function ask(question) {
 function showAnswer(result) {
   $("answer").textContent = result.text;
   const cited = (result.citations || []).map((c) => ({ table: "images", score: 0, path: "", ...c }));
-  renderHits($("citations"), cited);
+  const passages = (result.passages || []).map((p) => ({ table: "texts", ...p, text: `[${p.tag}] ${p.text}` }));
+  renderHits($("citations"), [...cited, ...passages]);
 }
 
 // -- wiring ---------------------------------------------------------------------------------
