@@ -53,3 +53,16 @@ def test_ask_benchmark_runs():
     assert summary["k3_decode_tokens_per_s"] > 0 and summary["k3_prefill_ratio"] > 0
     assert summary["vision_3_images_s"] > 0 and summary["peak_rss_mb"] > 0
     assert summary["ask_k3_each_s"] > 0 and summary["ask_k3_joint_s"] > 0
+
+
+@pytest.mark.slow
+def test_ask_backends_benchmark_runs():
+    pytest.importorskip("transformers")
+    import ask_backends as bench
+
+    summary = bench.main(["--rounds", "1"])
+    assert set(summary) == {"projector + tiny Llama", "tiny LLaVA", "tiny Idefics3",
+                            "tiny Qwen2-VL"}
+    for result in summary.values():
+        assert result["answer_s"] > 0 and result["new_tokens"] > 0
+        assert 100 < result["peak_rss_mb"] < 8000  # its own process's, not the parent's
