@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mmindex import IngestConfig, ingest, open_index
+from mmindex import IngestConfig, ingest
 from mmindex.testing import TINY, photo
 
 ROOT = Path(__file__).resolve().parents[1]
