@@ -44,7 +44,7 @@ def speed(vlm, features, images: int, new_tokens: int) -> dict:
     from mmindex.models.vlm import build_example, collate
 
     tokenizer = vlm.tokenizer
-    example = build_example(tokenizer, QUESTION, list(range(images)), vlm.config.image_tokens)
+    example = build_example(tokenizer, QUESTION, list(range(images)), vlm.slots)
     batch = collate([example], tokenizer.pad_token_id, left_pad=True)
     embeds = vlm.embed(batch, features[:images])  # (1, L, H)
 

@@ -75,7 +75,7 @@ class ProjectorAnswerer:
         # (k, T, C); a text-only prompt has no image slots and takes an empty batch
         features = vlm.image_features(self.encoder, images) if images else torch.zeros(0, 0, 0)
         example = build_example(vlm.tokenizer, prompt, list(range(len(images))),
-                                vlm.config.image_tokens)
+                                vlm.slots)
         batch = collate([example], vlm.tokenizer.pad_token_id, left_pad=True)
         text = vlm.generate(batch, features, max_new_tokens, on_text)[0]
         return text, len(vlm.tokenizer(text).input_ids)

@@ -228,6 +228,27 @@ def train_projector_command(
         "embedding per token position, added to the "
         "vision tokens before the projector",
     ),
+    fusion: str = config_option(
+        TrainProjectorConfig, "fusion", "--fusion",
+        help="How the image joins the LLM: prefix (projected tokens before the text, LLaVA), "
+        "cross-attention (gated blocks in the LLM, Flamingo) or early (raw patches as tokens, "
+        "no vision tower)",
+    ),
+    cross_every: int = config_option(
+        TrainProjectorConfig, "cross_every", "--cross-every", min=1,
+        help="cross-attention: a block before every Nth decoder layer",
+    ),
+    latents: int = config_option(
+        TrainProjectorConfig, "latents", "--latents", min=0,
+        help="cross-attention: resample each image to N tokens (Perceiver; 0: keep them)",
+    ),
+    patch_size: int = config_option(
+        TrainProjectorConfig, "patch_size", "--patch-size", min=1, help="early: patch side"
+    ),
+    image_size: int = config_option(
+        TrainProjectorConfig, "image_size", "--image-size", min=8,
+        help="early: images resized to this side",
+    ),
     caption_steps: int = config_option(
         TrainProjectorConfig, "caption_steps", "--caption-steps", min=0
     ),
@@ -297,6 +318,11 @@ def train_projector_command(
         image_tokens=image_tokens or None,
         vision_layer=vision_layer,
         token_positions=token_positions,
+        fusion=fusion,
+        cross_every=cross_every,
+        latents=latents,
+        patch_size=patch_size,
+        image_size=image_size,
         caption_steps=caption_steps,
         qa_steps=qa_steps,
         caption_minutes=caption_minutes,

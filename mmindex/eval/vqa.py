@@ -247,7 +247,7 @@ def answer_batch(vlm, features, questions: Sequence[str], images: Sequence[list[
     from mmindex.models.vlm import build_example, collate
 
     tokenizer = vlm.tokenizer
-    examples = [build_example(tokenizer, q, imgs, vlm.config.image_tokens)
+    examples = [build_example(tokenizer, q, imgs, vlm.slots)
                 for q, imgs in zip(questions, images)]
     batch = collate(examples, tokenizer.pad_token_id, left_pad=True)
     return vlm.generate(batch, features[batch.images].float(), max_new_tokens)
@@ -324,10 +324,12 @@ def run_vqa(config: VqaConfig) -> VqaReport:
     from mmindex.models.vlm import load_vlm, read_vlm_config
 
     vlm_config = read_vlm_config(config.checkpoint)
-    encoder = load_encoder(vlm_config.vision_model)
+    early = vlm_config.fusion == "early"  # reads pixels: no vision tower to load
+    encoder = None if early else load_encoder(vlm_config.vision_model)
     check_device(config.device)
     vlm = load_vlm(config.checkpoint, load_llm(config.llm or vlm_config.llm),
-                   encoder.info.fingerprint).to(config.device)
+                   vlm_config.vision_fingerprint if early else encoder.info.fingerprint
+                   ).to(config.device)
     if config.images_per_question > 1:
         return _run_multi_image(config, vlm, encoder)
     rows = sample_rows(read_vqa_rows(config.questions), config.per_kind, config.seed)

@@ -22,6 +22,14 @@ from torch import nn
 
 from mmindex.errors import ModelError, ModelMismatchError, UserInputError
 from mmindex.models.llm import LoadedLlm
+from mmindex.models.fusion import (
+    FUSIONS,
+    PIXEL_MEAN,
+    CrossAttentionLayers,
+    PatchEmbed,
+    Resampler,
+    media_index,
+)
 from mmindex.models.projector import ProjectorConfig, build_projector
 
 IMAGE_PLACEHOLDER = "<image>"
@@ -51,6 +59,12 @@ class VlmConfig:
     vision_layer: int = -1  # the vision tower's block the tokens come from (-1: the last)
     lora_rank: int = 0  # LoRA adapters of this rank on the LLM's linear layers (0: none)
     token_positions: bool = False  # a learned embedding per token position (projector.py)
+    fusion: str = "prefix"  # "prefix" | "cross-attention" | "early" (models/fusion.py)
+    cross_every: int = 2  # cross-attention: a gated block before every Nth decoder layer
+    latents: int = 0  # cross-attention: resample each image to this many tokens (0: keep T)
+    patch_size: int = 8  # early: pixels per patch side
+    image_size: int = 64  # early: the side images are resized to; (side/patch)^2 tokens
+    heads: int = 4  # cross-attention and the resampler
 
 
 @dataclass
@@ -148,46 +162,76 @@ class Vlm(nn.Module):
         if llm.hidden_size != config.llm_dim:
             raise ModelMismatchError(f"projector outputs {config.llm_dim} wide embeddings but "
                                      f"{llm.name} takes {llm.hidden_size}")
+        if config.fusion not in FUSIONS:
+            raise UserInputError(f"--fusion must be one of {', '.join(FUSIONS)}, "
+                                 f"not {config.fusion!r}")
         self.config = config
-        self.projector = build_projector(
-            ProjectorConfig(config.projector, config.vision_dim, config.llm_dim,
-                            positions=config.image_tokens if config.token_positions else 0))
+        self.projector = _image_side(config)  # whatever turns an image into H-wide tokens
         self.llm = llm.model
         self.tokenizer = llm.tokenizer
         add_lora(self.llm, config.lora_rank)  # first: peft freezes all but its adapters
         unfreeze_last_layers(self.llm, config.unfrozen_layers)
+        self.cross = CrossAttentionLayers(
+            self.llm.model.layers, config.cross_every, config.llm_dim, config.heads) \
+            if config.fusion == "cross-attention" else None
+
+    @property
+    def slots(self) -> int:
+        """Context tokens each image takes: its tokens (prefix, early), or one marker that
+        the text after it attends from (cross-attention)."""
+        if self.config.fusion == "cross-attention":
+            return 1
+        if self.config.fusion == "early":
+            return self.projector.patches
+        return self.config.image_tokens
 
     @property
     def device(self) -> torch.device:
         return next(self.projector.parameters()).device
 
     def embed(self, batch: Batch, features: torch.Tensor) -> torch.Tensor:
-        """Text embeddings with each image's projected tokens in its slots. features:
-        (M, T, C) for the M images of the batch, in slot order, on any device."""
+        """Text embeddings with each image's tokens in its slots (prefix, early), or with
+        the images set for the cross-attention blocks. features: the M images of the batch
+        in slot order, on any device: (M, T, C) vision tokens, or (M, 3, S, S) pixels."""
         text = self.llm.get_input_embeddings()(batch.input_ids)  # (B, L, H)
-        slots = int(batch.image_mask.sum())
-        if slots != features.shape[0] * features.shape[1]:
-            raise PromptError(f"the batch has {slots} image slots but {features.shape[0]} "
-                              f"images of {features.shape[1]} tokens were given")
-        if slots == 0:
+        slots, images = int(batch.image_mask.sum()), features.shape[0]
+        if slots != images * self.slots:
+            raise PromptError(f"the batch has {slots} image slots but {images} images of "
+                              f"{self.slots} slots each were given")
+        image = self.projector(features.to(text.device, text.dtype)).to(text.dtype) \
+            if images else None  # (M, T, H); autocast
+        if self.cross is not None:
+            per_row = batch.image_mask.sum(dim=1)  # one marker per image
+            first = per_row.cumsum(0) - per_row  # (B,) the row's first image in the batch
+            self.cross.context(image, media_index(batch.image_mask, first))
             return text
-        features = features.to(text.device, text.dtype)
-        image = self.projector(features).to(text.dtype)  # (M, T, H); autocast
+        if image is None:
+            return text
         # One mask: slots are filled in (batch, position) order, which is the images' order.
         return text.masked_scatter(batch.image_mask.unsqueeze(-1), image.reshape(-1, text.shape[-1]))
 
     def image_features(self, encoder, paths: Sequence[Path]) -> torch.Tensor:
-        """(N, T, C) tokens of image files as this projector was trained on them: from the
-        same block of the vision tower, pooled to the same count."""
+        """What this model reads of image files, as it was trained: (N, T, C) tokens from the
+        same block of the vision tower, pooled to the same count; or, for early fusion,
+        (N, 3, S, S) pixels (the encoder is then not used)."""
+        if self.config.fusion == "early":
+            return early_pixels(paths, self.config.image_size)
         return image_features(encoder, paths, self.config.image_tokens,
                               self.config.vision_layer)
 
     def loss(self, batch: Batch, features: torch.Tensor) -> torch.Tensor:
         batch = batch.to(self.device)
         embeds = self.embed(batch, features)  # (B, L, H)
-        out = self.llm(inputs_embeds=embeds, attention_mask=batch.attention_mask,
-                       labels=batch.labels)
+        try:
+            out = self.llm(inputs_embeds=embeds, attention_mask=batch.attention_mask,
+                           labels=batch.labels)
+        finally:
+            self._forget_images()
         return out.loss
+
+    def _forget_images(self) -> None:
+        if self.cross is not None:
+            self.cross.context(None, None)
 
     @torch.inference_mode()
     def generate(self, batch: Batch, features: torch.Tensor, max_new_tokens: int = 32,
@@ -198,16 +242,21 @@ class Vlm(nn.Module):
             raise ValueError("streaming needs a batch of one prompt")
         batch = batch.to(self.device)
         embeds = self.embed(batch, features)  # (B, L, H)
-        new = self.llm.generate(inputs_embeds=embeds, attention_mask=batch.attention_mask,
-                                max_new_tokens=max_new_tokens, do_sample=False,
-                                pad_token_id=self.tokenizer.pad_token_id,
-                                eos_token_id=self.tokenizer.eos_token_id,
-                                streamer=_text_streamer(self.tokenizer, on_text))  # (B, new)
+        try:
+            new = self.llm.generate(inputs_embeds=embeds, attention_mask=batch.attention_mask,
+                                    max_new_tokens=max_new_tokens, do_sample=False,
+                                    pad_token_id=self.tokenizer.pad_token_id,
+                                    eos_token_id=self.tokenizer.eos_token_id,
+                                    streamer=_text_streamer(self.tokenizer, on_text))  # (B, new)
+        finally:
+            self._forget_images()
         return [t.strip() for t in self.tokenizer.batch_decode(new, skip_special_tokens=True)]
 
     def trainable_state(self) -> dict[str, torch.Tensor]:
         """What a checkpoint holds: the projector and the unfrozen LLM parameters."""
         state = {f"projector.{k}": v for k, v in self.projector.state_dict().items()}
+        if self.cross is not None:
+            state |= {f"cross.{k}": v for k, v in self.cross.state_dict().items()}
         state |= {f"llm.{n}": p for n, p in self.llm.named_parameters() if p.requires_grad}
         return {k: v.detach().cpu().contiguous() for k, v in state.items()}
 
@@ -304,6 +353,8 @@ def load_trained_state(vlm: Vlm, state: dict[str, torch.Tensor], source: Path) -
     of other shapes (another projector, vision width or LoRA rank)."""
     try:
         vlm.projector.load_state_dict(_under(state, "projector."))
+        if vlm.cross is not None:
+            vlm.cross.load_state_dict(_under(state, "cross."))
         unexpected = vlm.llm.load_state_dict(_under(state, "llm."), strict=False).unexpected_keys
     except RuntimeError as exc:  # torch's "size mismatch for ..." / "Missing key(s) ..."
         detail = str(exc).splitlines()[-1].strip()  # one of the mismatches
@@ -316,7 +367,7 @@ def load_trained_state(vlm: Vlm, state: dict[str, torch.Tensor], source: Path) -
 
 
 def check_matches(config: VlmConfig, vision_fingerprint: str, llm: LoadedLlm) -> None:
-    if config.vision_fingerprint != vision_fingerprint:
+    if config.fusion != "early" and config.vision_fingerprint != vision_fingerprint:
         raise ModelMismatchError(
             f"the projector was trained on vision model '{config.vision_model}' (fingerprint "
             f"{config.vision_fingerprint}) but the index's model has fingerprint "
@@ -349,3 +400,32 @@ def image_features(encoder, paths: Sequence[Path], tokens: int | None, layer: in
             raise UserInputError(f"cannot read image {bad.path}: {bad.reason}")
         chunks.append(encoder.patch_tokens(loaded.pixels, tokens, layer))  # (b, T, C)
     return torch.cat(chunks)
+
+
+def early_pixels(paths: Sequence[Path], side: int) -> torch.Tensor:
+    """(N, 3, side, side) pixels in [-0.5, 0.5] for early fusion (no vision tower)."""
+    import numpy as np
+
+    from mmindex.data.batches import load_pixels
+
+    def to_tensor(image) -> torch.Tensor:
+        array = np.asarray(image.resize((side, side)), dtype=np.float32) / 255.0 - PIXEL_MEAN
+        return torch.from_numpy(array).permute(2, 0, 1)  # (3, S, S)
+
+    loaded = load_pixels(list(paths), to_tensor, side)
+    if loaded.failures:
+        bad = loaded.failures[0]
+        raise UserInputError(f"cannot read image {bad.path}: {bad.reason}")
+    return loaded.pixels
+
+
+def _image_side(config: VlmConfig) -> nn.Module:
+    """The module that turns one image's input into H-wide tokens, by fusion."""
+    if config.fusion == "early":
+        return PatchEmbed(config.image_size, config.patch_size, config.llm_dim)
+    projector = build_projector(
+        ProjectorConfig(config.projector, config.vision_dim, config.llm_dim,
+                        positions=config.image_tokens if config.token_positions else 0))
+    if config.fusion == "cross-attention" and config.latents:
+        return nn.Sequential(projector, Resampler(config.latents, config.llm_dim, config.heads))
+    return projector

@@ -118,6 +118,13 @@ class TrainProjectorConfig:
     unfreeze_last: int = 0
     lora_rank: int = 0  # LoRA adapters on the LLM, trained at llm_lr
     token_positions: bool = False  # learn an embedding per vision-token position
+    # how the image joins the LLM (models/fusion.py): "prefix" (projected tokens before the
+    # text), "cross-attention" (gated blocks, Flamingo) or "early" (patches, no vision tower)
+    fusion: str = "prefix"
+    cross_every: int = 2  # cross-attention: a block before every Nth decoder layer
+    latents: int = 0  # cross-attention: Perceiver-resample each image to this many tokens
+    patch_size: int = 8  # early: pixels per patch side
+    image_size: int = 64  # early: images resized to this side; (side / patch)^2 tokens
     warmup_steps: int = 20
     distractor_rate: float = 0.0  # share of QA prompts with 1-2 other images after the target
     precision: str = "auto"  # core/precision.py; bf16 autocast halves a step on native-bf16 CPUs

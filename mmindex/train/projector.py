@@ -25,6 +25,7 @@ from mmindex.models.registry import check_device
 from mmindex.models.vlm import CAPTION_PROMPT
 from mmindex.train.config import TrainProjectorConfig
 
+EARLY_VISION = "pixels"  # early fusion's "vision model": none, the images' own pixels
 CURVE_STEPS = 20  # steps averaged into one point of the loss curve (2400 steps: 120 points)
 LOSS_PLOT = "loss.png"  # written beside the checkpoint
 
@@ -77,8 +78,7 @@ def train_projector(config: TrainProjectorConfig, progress: Progress | None = No
     encoder, llm = load_encoder(config.vision_model), load_llm(config.llm)
     captions, questions, paths = read_samples(config.captions, config.questions)
     started = time.perf_counter()
-    features = cache_features(encoder, paths, config.image_tokens,
-                              config.vision_layer)  # (N, T, C)
+    features = cache_inputs(encoder, paths, config)  # (N, T, C) tokens, or (N, 3, S, S) pixels
     report = TrainReport(str(config.out_dir), len(paths), time.perf_counter() - started)
     vlm = Vlm(vlm_config(config, encoder, llm, features), llm)
     if config.init_from is not None:
@@ -167,12 +167,20 @@ def _check(config: TrainProjectorConfig) -> None:
 def vlm_config(config: TrainProjectorConfig, encoder, llm, features: torch.Tensor):
     from mmindex.models.vlm import VlmConfig
 
-    return VlmConfig(projector=config.projector, vision_dim=int(features.shape[-1]),
-                     llm_dim=llm.hidden_size, image_tokens=int(features.shape[1]),
-                     vision_model=encoder.info.spec, vision_fingerprint=encoder.info.fingerprint,
+    early = config.fusion == "early"  # no vision tower: the model reads pixels
+    return VlmConfig(projector=config.projector,
+                     vision_dim=3 if early else int(features.shape[-1]),
+                     llm_dim=llm.hidden_size,
+                     image_tokens=(config.image_size // config.patch_size) ** 2 if early
+                     else int(features.shape[1]),
+                     vision_model=EARLY_VISION if early else encoder.info.spec,
+                     vision_fingerprint=EARLY_VISION if early else encoder.info.fingerprint,
                      llm=llm.name, llm_fingerprint=llm.fingerprint,
                      unfrozen_layers=config.unfreeze_last, vision_layer=config.vision_layer,
-                     lora_rank=config.lora_rank, token_positions=config.token_positions)
+                     lora_rank=config.lora_rank, token_positions=config.token_positions,
+                     fusion=config.fusion, cross_every=config.cross_every,
+                     latents=config.latents, patch_size=config.patch_size,
+                     image_size=config.image_size)
 
 
 # ---------------------------------------------------------------- data
@@ -197,11 +205,15 @@ def read_samples(captions: Path | None, questions: Path | None):
 
 
 
-def cache_features(encoder, paths: list[Path], tokens: int | None, layer: int) -> torch.Tensor:
-    """All images' vision tokens once, in bf16 to halve the cache (10k x 16 x 1024: 330 MB)."""
-    from mmindex.models.vlm import image_features
+def cache_inputs(encoder, paths: list[Path], config: TrainProjectorConfig) -> torch.Tensor:
+    """What the model reads of every image, once, in bf16 to halve the cache: vision tokens
+    (10k x 16 x 1024: 330 MB), or for early fusion the pixels (10k x 3 x 64 x 64: 250 MB)."""
+    from mmindex.models.vlm import early_pixels, image_features
 
-    return image_features(encoder, paths, tokens, layer).to(torch.bfloat16)  # (N, T, C)
+    if config.fusion == "early":
+        return early_pixels(paths, config.image_size).to(torch.bfloat16)  # (N, 3, S, S)
+    return image_features(encoder, paths, config.image_tokens,
+                          config.vision_layer).to(torch.bfloat16)  # (N, T, C)
 
 
 # ---------------------------------------------------------------- the loop
@@ -255,7 +267,7 @@ def train_step(vlm, features, batch_samples: list[Sample], images: list[list[int
     from mmindex.models.vlm import build_example, collate
 
     tokenizer = vlm.tokenizer
-    examples = [build_example(tokenizer, s.prompt, imgs, vlm.config.image_tokens, s.answer)
+    examples = [build_example(tokenizer, s.prompt, imgs, vlm.slots, s.answer)
                 for s, imgs in zip(batch_samples, images)]
     batch = collate(examples, tokenizer.pad_token_id)
     with autocast(precision, vlm.device):

@@ -482,3 +482,31 @@ def test_loss_curves_of_a_lineage_follow_one_another():
     second = StageReport("qa", steps=CURVE_STEPS, loss_curve=[1.0])
     assert curve_steps([first, second]) == [[CURVE_STEPS, CURVE_STEPS + 5],
                                             [2 * CURVE_STEPS + 5]]
+
+
+@pytest.mark.parametrize("fusion", ["cross-attention", "early"])
+def test_each_fusion_trains_answers_and_is_measured(shapes, fusion, tmp_path):
+    """train-projector --fusion X writes a checkpoint that `ask` answers through (CLI) and
+    `eval vqa` scores, like the prefix projector."""
+    from mmindex.cli import app
+    from mmindex.eval.vqa import VqaConfig, run_vqa
+
+    root, _ = shapes
+    out = tmp_path / fusion
+    result = CliRunner().invoke(app, [
+        "train-projector", "--model", TINY, "--out", str(out), "--llm", TEST_TINY,
+        "--captions", str(root / "data" / "pairs.parquet"), "--fusion", fusion,
+        "--caption-steps", "2", "--qa-steps", "2", "--batch-size", "4", "--image-size", "32",
+        "--latents", "2", "--questions", str(root / "data" / "questions.parquet")])
+    assert result.exit_code == 0, result.output
+    from mmindex.models.vlm import read_vlm_config
+
+    assert read_vlm_config(out).fusion == fusion
+    answer = CliRunner().invoke(app, ["ask", "what colour is the circle?", "--index",
+                                      str(root / "idx"), "--projector", str(out), "--llm",
+                                      TEST_TINY, "--threshold", "-1", "-k", "2", "--json"])
+    assert answer.exit_code == 0, answer.output
+    assert len(json.loads(answer.stdout)["citations"]) == 2
+    report = run_vqa(VqaConfig(questions=root / "data" / "questions.parquet", checkpoint=out,
+                               llm=TEST_TINY, per_kind=2, batch_size=8, modes=("full", "text")))
+    assert set(report.modes) == {"full", "text"} and report.n_questions > 0
