@@ -66,3 +66,16 @@ def test_ask_backends_benchmark_runs():
     for result in summary.values():
         assert result["answer_s"] > 0 and result["new_tokens"] > 0
         assert 100 < result["peak_rss_mb"] < 8000  # its own process's, not the parent's
+
+
+@pytest.mark.slow
+def test_fusion_benchmark_runs(tmp_path):
+    pytest.importorskip("transformers")
+    import fusion_shapes as bench
+
+    results = bench.main(["--tiny", "--out", str(tmp_path / "run")])["results"]
+    assert set(results) == {"prefix", "cross-attention", "early"}
+    assert results["cross-attention"]["context_per_image"] == 1  # a marker, not its tokens
+    assert all(r["steps"] > 0 and r["trained_parameters"] > 0 for r in results.values())
+    assert "overall" in results["prefix"]["text_only"]
+    assert (tmp_path / "run" / "fusion.png").read_bytes()[:4] == b"\x89PNG"
