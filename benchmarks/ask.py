@@ -81,7 +81,7 @@ def tiny_generator(root: Path):
 def measure(generator, new_tokens: int) -> dict:
     from mmindex.ask.generator import AskConfig
 
-    vlm, encoder = generator.vlm, generator.index.encoder
+    vlm, encoder = generator.answerer.vlm, generator.index.encoder  # a projector answerer
     paths = [Path(hit.path) for hit in generator.index.search(QUESTION, k=3)]
     vision_s = best_of(3, lambda: vlm.image_features(encoder, paths))
     features = vlm.image_features(encoder, paths)  # (3, T, C)
@@ -120,7 +120,7 @@ def main(argv=None) -> dict:
             from mmindex.ask.generator import open_generator
 
             generator = open_generator(args.index)
-        summary = {"llm": generator.vlm.config.llm, "threads": args.threads,
+        summary = {"llm": generator.answerer.vlm.config.llm, "threads": args.threads,
                    **measure(generator, args.new_tokens), "peak_rss_mb": round(peak_rss_mb())}
     rows = [("k images", "prompt tokens", "prefill s", "decode tok/s", "vs k=0 prefill",
              "vs k=0 decode")]
