@@ -27,12 +27,11 @@ import pyarrow.compute as pc
 from mmindex.errors import IndexFormatError, MmindexError
 from mmindex.index import store
 from mmindex.index.schema import TABLES, VECTOR_TABLES, table_schema
-from mmindex.index.vectors import VectorIndex
+from mmindex.index.vectors import VectorIndex, unit_vectors
 from mmindex.models.encoder import EncoderInfo
 
 DAMAGED = "damaged"  # where repair moves unreadable files, for a person to inspect
 VECTOR_SAMPLE = 32  # stored embeddings compared with FAISS's copy, per table
-NORM_TOLERANCE = 1e-3  # embeddings are L2-normalised float32: |norm - 1| is ~1e-7
 _GENERATION = re.compile(r"g(\d+)-")
 
 
@@ -144,18 +143,11 @@ def _insane_embeddings(rows: pa.Table) -> int:
     """How many rows' embeddings are not finite, L2-normalised vectors (none for errors)."""
     if "embedding" not in rows.column_names or not rows.num_rows:
         return 0
-    return int((~_sane(_embeddings(rows))).sum())
+    return int((~unit_vectors(_embeddings(rows))).sum())
 
 
 def _embeddings(rows: pa.Table) -> np.ndarray:
     return np.stack(rows.column("embedding").to_numpy(zero_copy_only=False)).astype(np.float32)
-
-
-def _sane(vectors: np.ndarray) -> np.ndarray:
-    """Per row (N, D): finite and of unit norm."""
-    with np.errstate(over="ignore", invalid="ignore"):
-        norms = np.linalg.norm(vectors.astype(np.float64), axis=1)
-    return np.isfinite(vectors).all(axis=1) & (np.abs(norms - 1.0) < NORM_TOLERANCE)
 
 
 def _check_ids(manifest: store.Manifest, scans: dict[str, _TableScan], findings) -> None:
@@ -294,7 +286,7 @@ def _build_vectors(rows: pa.Table, dim: int) -> VectorIndex:
     if not rows.num_rows:
         return VectorIndex.empty(dim)
     vectors = _embeddings(rows)  # (N, D)
-    if not _sane(vectors).all():  # shards holding such rows were dropped before this
+    if not unit_vectors(vectors).all():  # shards holding such rows were dropped before this
         raise MmindexError("refusing to build a FAISS index from embeddings that are not "
                            "finite unit vectors; run `mmindex doctor` to see which shard")
     return VectorIndex.build(rows.column("id").to_numpy(), vectors, dim)

@@ -137,3 +137,13 @@ def _trained_ivf(vectors: np.ndarray, dim: int) -> faiss.Index:
     ivf.train(np.ascontiguousarray(sample, dtype=np.float32))
     ivf.nprobe = IVF_NPROBE
     return ivf
+
+
+NORM_TOLERANCE = 1e-3  # embeddings are L2-normalised float32: |norm - 1| is ~1e-7
+
+
+def unit_vectors(vectors: np.ndarray) -> np.ndarray:
+    """Per row of (N, D): finite and of unit norm, as every stored embedding must be."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        norms = np.linalg.norm(vectors.astype(np.float64), axis=1)
+    return np.isfinite(vectors).all(axis=1) & (np.abs(norms - 1.0) < NORM_TOLERANCE)

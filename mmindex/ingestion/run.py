@@ -25,7 +25,7 @@ from mmindex.errors import ModelMismatchError, UserInputError
 from mmindex.index import store
 from mmindex.index.changes import FILE_COLUMNS, Candidate, ChangePlan, errors_for, plan_changes
 from mmindex.index.schema import FILE_SCHEMA, embedding_type, table_schema
-from mmindex.index.vectors import VectorIndex
+from mmindex.index.vectors import VectorIndex, unit_vectors
 from mmindex.ingestion.config import IngestConfig
 from mmindex.ingestion.encoders import ImageBatchEncoder, TextBatchEncoder
 from mmindex.models.registry import canonical_spec, check_device, default_model_spec, load_encoder
@@ -245,6 +245,9 @@ class _IngestRun:
         stored = stored.filter(pc.is_in(stored.column(key), value_set=pa.array(sorted(wanted))))
         found = {}
         for row in stored.to_pylist():
+            # a damaged stored vector is never copied into a new row: its file is re-encoded
+            if not unit_vectors(np.asarray([row["embedding"]], dtype=np.float32))[0]:
+                continue
             if row[key] in wanted and row[key] not in found:
                 row["ok"] = True
                 found[row[key]] = row if table == "images" else np.asarray(row["embedding"])

@@ -258,3 +258,35 @@ def test_manifest_records_the_index_kind_and_a_grown_index_is_rebuilt(photo_fold
     assert manifest["tables"]["images"]["index"]["kind"] == "ivf"
     index = open_index(tmp_path / "idx")
     assert index.vectors("images").kind == "ivf" and index.vectors("images").count == 7
+
+
+def test_a_damaged_stored_embedding_is_never_copied_to_an_identical_file(tmp_path,
+                                                                          monkeypatch):
+    """A byte-identical new file reuses the stored embedding of its twin, unless that vector
+    is not a finite unit vector: then the new file is encoded from disk."""
+    import pyarrow as pa
+
+    from mmindex.index import store
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    photo(60, 40, 5).save(folder / "a.jpg")
+    run(folder, tmp_path / "idx")
+    (folder / "copy.jpg").write_bytes((folder / "a.jpg").read_bytes())
+    read_table = store.read_table
+
+    def damaged(root, manifest, table, **kwargs):
+        rows = read_table(root, manifest, table, **kwargs)
+        if table != "images" or "embedding" not in rows.column_names:
+            return rows
+        nan = pa.array([[float("nan")] * len(rows.column("embedding")[0])] * rows.num_rows,
+                       type=rows.schema.field("embedding").type)
+        return rows.set_column(rows.column_names.index("embedding"), "embedding", nan)
+
+    monkeypatch.setattr(store, "read_table", damaged)
+    run(folder, tmp_path / "idx")
+    monkeypatch.undo()
+    rows = store.read_table(tmp_path / "idx", store.read_manifest(tmp_path / "idx"), "images")
+    stored = {r["path"].rsplit("/", 1)[-1]: np.asarray(r["embedding"]) for r in rows.to_pylist()}
+    assert np.isfinite(stored["copy.jpg"]).all()  # encoded from disk, not copied
+    assert np.allclose(stored["copy.jpg"], stored["a.jpg"], atol=1e-5)
