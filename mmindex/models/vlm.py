@@ -60,7 +60,7 @@ class VlmConfig:
     lora_rank: int = 0  # LoRA adapters of this rank on the LLM's linear layers (0: none)
     token_positions: bool = False  # a learned embedding per token position (projector.py)
     fusion: str = "prefix"  # "prefix" | "cross-attention" | "early" (models/fusion.py)
-    cross_every: int = 2  # cross-attention: a gated block before every Nth decoder layer
+    cross_every: int = 4  # cross-attention: a gated block before every Nth decoder layer
     latents: int = 0  # cross-attention: resample each image to this many tokens (0: keep T)
     patch_size: int = 8  # early: pixels per patch side
     image_size: int = 64  # early: the side images are resized to; (side/patch)^2 tokens

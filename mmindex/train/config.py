@@ -121,7 +121,7 @@ class TrainProjectorConfig:
     # how the image joins the LLM (models/fusion.py): "prefix" (projected tokens before the
     # text), "cross-attention" (gated blocks, Flamingo) or "early" (patches, no vision tower)
     fusion: str = "prefix"
-    cross_every: int = 2  # cross-attention: a block before every Nth decoder layer
+    cross_every: int = 4  # cross-attention: a block before every Nth decoder layer
     latents: int = 0  # cross-attention: Perceiver-resample each image to this many tokens
     patch_size: int = 8  # early: pixels per patch side
     image_size: int = 64  # early: images resized to this side; (side / patch)^2 tokens

@@ -279,7 +279,12 @@ def train_step(vlm, features, batch_samples: list[Sample], images: list[list[int
 
 
 def _optimizer(vlm, config: TrainProjectorConfig):
-    groups = [{"params": list(vlm.projector.parameters()), "lr": config.lr}]
+    # the image side (projector, patch embedding) and any cross-attention blocks learn from
+    # scratch at lr; the LLM's own trained parameters (last layers, LoRA) at llm_lr
+    fresh = list(vlm.projector.parameters())
+    if vlm.cross is not None:
+        fresh += list(vlm.cross.parameters())
+    groups = [{"params": fresh, "lr": config.lr}]
     llm_params = [p for p in vlm.llm.parameters() if p.requires_grad]
     if llm_params:
         groups.append({"params": llm_params, "lr": config.llm_lr})

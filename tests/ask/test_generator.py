@@ -499,9 +499,15 @@ def test_each_fusion_trains_answers_and_is_measured(shapes, fusion, tmp_path):
         "--caption-steps", "2", "--qa-steps", "2", "--batch-size", "4", "--image-size", "32",
         "--latents", "2", "--questions", str(root / "data" / "questions.parquet")])
     assert result.exit_code == 0, result.output
+    from safetensors.torch import load_file
+
     from mmindex.models.vlm import read_vlm_config
 
     assert read_vlm_config(out).fusion == fusion
+    trained = load_file(str(out / "model.safetensors"))
+    if fusion == "cross-attention":  # the blocks learned: their gates left 0
+        gates = [v for k, v in trained.items() if k.endswith("_gate")]
+        assert gates and all(float(g) != 0.0 for g in gates)
     answer = CliRunner().invoke(app, ["ask", "what colour is the circle?", "--index",
                                       str(root / "idx"), "--projector", str(out), "--llm",
                                       TEST_TINY, "--threshold", "-1", "-k", "2", "--json"])
