@@ -118,15 +118,17 @@ def plot(results: dict, path: Path) -> None:
 
     kinds = [k for k in results["prefix"]["accuracy"] if k != "overall"] + ["overall"]
     figure, axes = plots.figure(size=(8.0, 3.5))
-    bars = {f: results[f]["accuracy"] for f in FUSIONS} | {"text only":
-                                                          results["prefix"]["text_only"]}
+    bars = {f: results[f]["accuracy"] for f in FUSIONS if f in results}
+    bars |= {name: results["prefix"][key] for name, key in
+             (("text only", "text_only"), ("majority prior", "prior"))
+             if results["prefix"].get(key)}
     width = 0.8 / len(bars)
     for i, (name, accuracy) in enumerate(bars.items()):
         axes.bar([k + i * width for k in range(len(kinds))],
                  [accuracy.get(kind, 0.0) for kind in kinds], width, label=name)
     axes.set_xticks([k + 0.4 - width / 2 for k in range(len(kinds))], kinds)
     axes.set(ylabel="exact match", ylim=(0, 1), title="shapes VQA, equal training time")
-    axes.legend(loc="upper center", bbox_to_anchor=(0.5, 1.3), ncols=4, fontsize="small")
+    axes.legend(loc="upper center", bbox_to_anchor=(0.5, 1.3), ncols=5, fontsize="small")
     plots.save(figure, path)
 
 
@@ -137,10 +139,14 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--clip-epochs", type=int, default=4)
     parser.add_argument("--per-kind", type=int, default=60)
     parser.add_argument("--tiny", action="store_true")
+    parser.add_argument("--report", action="store_true", help="only print the table and draw "
+                        "the plot of --out/fusion.json")
     parser.add_argument("--only", choices=FUSIONS, help="train and score this one again, "
                         "keeping the others' results in --out/fusion.json")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.report:
+        return summarize(json.loads((args.out / "fusion.json").read_text()), args.out)
     train_dir, val = splits(args.out, args.tiny)
     clip, llm = vision_model(args.out, train_dir, args.tiny, args.clip_epochs), llm_spec(args.tiny)
     saved = args.out / "fusion.json"
@@ -151,7 +157,12 @@ def main(argv: list[str] | None = None) -> dict:
                                     2 if args.tiny else args.per_kind)
         saved.write_text(json.dumps(results, indent=2))
     results = {f: results[f] for f in FUSIONS if f in results}
-    plot(results, args.out / "fusion.png")
+    return summarize(results, args.out)
+
+
+def summarize(results: dict, out: Path) -> dict:
+    """The table, the JSON line and fusion.png from the results of the three variants."""
+    plot(results, out / "fusion.png")
     base = results["prefix"]
     rows = [("fusion", "overall", "vs prefix", "halluc.", "steps", "train s", "params",
              "ctx/img", "tok/s")]
@@ -159,11 +170,11 @@ def main(argv: list[str] | None = None) -> dict:
         rows.append((fusion, f"{r['accuracy']['overall']:.3f}",
                      f"{r['accuracy']['overall'] - base['accuracy']['overall']:+.3f}",
                      f"{r['hallucination'].get('exists_yes_when_absent', float('nan')):.3f}",
-                     r["steps"], f"{r['train_s']:.0f}",
-                     r["trained_parameters"], r["context_per_image"],
-                     f"{r['answer_tokens_per_s']:.1f}"))
-    rows.append(("text only", f"{base['text_only']['overall']:.3f}", "", "", "", "", "", 0, ""))
-    rows.append(("majority prior", f"{base['prior']['overall']:.3f}", "", "", "", "", "", 0, ""))
+                     r["steps"], f"{r['train_s']:.0f}", r["trained_parameters"],
+                     r["context_per_image"], f"{r['answer_tokens_per_s']:.1f}"))
+    for name, key in (("text only", "text_only"), ("majority prior", "prior")):
+        if base.get(key):
+            rows.append((name, f"{base[key]['overall']:.3f}", "", "", "", "", "", 0, ""))
     summary = {"results": results, "peak_rss_mb": peak_rss_mb()}
     report("fusions on shapes VQA (equal training time)", rows, summary)
     return summary
