@@ -163,11 +163,14 @@ def _from_pretrained(source, local_files_only: bool):
     it is cheap, and a text-only model is told apart by having no image processor."""
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
-    processor = AutoProcessor.from_pretrained(source, local_files_only=local_files_only)
-    if getattr(processor, "image_processor", None) is None:
-        raise ValueError("its processor has no image processor (a text-only model?)")
-    model = AutoModelForImageTextToText.from_pretrained(source, dtype="auto",
-                                                        local_files_only=local_files_only)
+    from mmindex.models.llm import quiet_transformers
+
+    with quiet_transformers():
+        processor = AutoProcessor.from_pretrained(source, local_files_only=local_files_only)
+        if getattr(processor, "image_processor", None) is None:
+            raise ValueError("its processor has no image processor (a text-only model?)")
+        model = AutoModelForImageTextToText.from_pretrained(source, dtype="auto",
+                                                            local_files_only=local_files_only)
     return processor, model
 
 

