@@ -363,7 +363,9 @@ def train_projector_command(
 @fail_cleanly
 def eval_vqa(
     questions: Path = typer.Option(..., "--questions", help="Held-out image/question/answer/kind"),
-    projector: Path = typer.Option(..., "--projector", help="Projector checkpoint"),
+    projector: list[Path] = typer.Option(..., "--projector", help="Projector checkpoint; "
+                                         "repeat it to compare several (e.g. the three "
+                                         "fusions), one column each"),
     train_questions: Path | None = config_option(
         VqaConfig,
         "train_questions",
@@ -405,16 +407,16 @@ def eval_vqa(
     as_json: bool = JsonOption,
 ):
     """VQA exact match per question kind: full model vs text only vs random image tokens."""
-    from mmindex.eval.vqa import format_vqa, plot_vqa, run_vqa
+    from mmindex.eval.vqa import compare_checkpoints, format_vqa, plot_vqa
 
     if threads:
         import torch
 
         torch.set_num_threads(threads)
-    report = run_vqa(
+    report = compare_checkpoints(
         VqaConfig(
             questions=questions,
-            checkpoint=projector,
+            checkpoint=projector[0],
             llm=llm,
             train_questions=train_questions,
             per_kind=per_kind or None,
@@ -424,7 +426,8 @@ def eval_vqa(
             device=device,
             images_per_question=images_per_question,
             pairs=pairs,
-        )
+        ),
+        projector,
     )
     if plot:
         plot_vqa(report, plot)

@@ -16,6 +16,7 @@ does by default, the answers combined by `combine_answers`).
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import re
 import time
@@ -358,18 +359,37 @@ def _run_multi_image(config: VqaConfig, vlm, encoder) -> VqaReport:
                                 config.precision)
 
 
+def compare_checkpoints(config: VqaConfig, checkpoints: Sequence[Path]) -> VqaReport:
+    """One checkpoint: its report as run_vqa gives it. Several (e.g. the three fusions): the
+    same questions through each one's full model, a column per checkpoint, named by its
+    fusion (or folder where two share one)."""
+    if len(checkpoints) == 1:
+        return run_vqa(dataclasses.replace(config, checkpoint=checkpoints[0]))
+    from mmindex.models.vlm import read_vlm_config
+
+    fusions = [read_vlm_config(c).fusion for c in checkpoints]
+    names = fusions if len(set(fusions)) == len(fusions) else [Path(c).name for c in checkpoints]
+    mode = "each" if config.images_per_question > 1 else "full"
+    reports = [run_vqa(dataclasses.replace(config, checkpoint=c, modes=(mode,)))
+               for c in checkpoints]
+    first = reports[0]
+    return VqaReport(first.n_questions, first.per_kind,
+                     {name: r.modes[mode] for name, r in zip(names, reports)}, first.prior)
+
+
 def format_vqa(report: VqaReport) -> str:
     """A per-kind table: one column per condition, then hallucination and timing lines."""
     kinds = sorted(report.per_kind)
     columns = list(report.modes) + (["prior"] if report.prior else [])
-    lines = [f"{'kind':<10} {'n':>4} " + " ".join(f"{c:>8}" for c in columns)]
+    width = max(8, *(len(c) for c in columns))
+    lines = [f"{'kind':<10} {'n':>4} " + " ".join(f"{c:>{width}}" for c in columns)]
     for kind in kinds + ["overall"]:
         n = report.n_questions if kind == "overall" else report.per_kind[kind]
         cells = [r.overall if kind == "overall" else r.accuracy.get(kind, float("nan"))
                  for r in report.modes.values()]
         if report.prior:
             cells.append(report.prior.get(kind, float("nan")))
-        lines.append(f"{kind:<10} {n:>4} " + " ".join(f"{c:>8.3f}" for c in cells))
+        lines.append(f"{kind:<10} {n:>4} " + " ".join(f"{c:>{width}.3f}" for c in cells))
     for mode, r in report.modes.items():
         lines.append(f"{mode}: 'yes' for an absent object {_rate(r, 'exists_yes_when_absent')}, "
                      f"'yes' for a present one {r.yes_rate_present:.3f}, answer to a missing "

@@ -516,3 +516,10 @@ def test_each_fusion_trains_answers_and_is_measured(shapes, fusion, tmp_path):
     report = run_vqa(VqaConfig(questions=root / "data" / "questions.parquet", checkpoint=out,
                                llm=TEST_TINY, per_kind=2, batch_size=8, modes=("full", "text")))
     assert set(report.modes) == {"full", "text"} and report.n_questions > 0
+    table = CliRunner().invoke(app, [  # the fusions side by side, a column each
+        "eval", "vqa", "--questions", str(root / "data" / "questions.parquet"), "--projector",
+        str(root / "idx" / "projector"), "--projector", str(out), "--llm", TEST_TINY,
+        "--per-kind", "2"])
+    assert table.exit_code == 0, table.output
+    header = table.stdout.splitlines()[0].split()
+    assert header[2:] == ["prefix", fusion] and "overall" in table.stdout
