@@ -215,11 +215,17 @@ def test_a_pool_of_two_ray_actors_gives_the_same_embeddings(photo_folder, tmp_pa
 
 
 def test_actor_pool_holds_a_gpu_only_for_a_cuda_model():
+    import ray
+
     from mmindex.ingestion.ray_job import ActorPool
 
-    assert ActorPool().map_batches_options() == {"concurrency": 1, "num_cpus": 1}
-    assert ActorPool(4, 8, gpu=True).map_batches_options() == {
-        "concurrency": 4, "num_cpus": 8, "num_gpus": 1}
+    def described(options: dict) -> dict:
+        pool = options.pop("compute")
+        return options | {"actors": (pool.min_size, pool.max_size)}
+
+    assert described(ActorPool().map_batches_options(ray)) == {"actors": (1, 1), "num_cpus": 1}
+    assert described(ActorPool(4, 8, gpu=True).map_batches_options(ray)) == {
+        "actors": (4, 4), "num_cpus": 8, "num_gpus": 1}
 
 
 @pytest.mark.skipif(HAS_CUDA, reason="checks the refusal on a machine without CUDA")
