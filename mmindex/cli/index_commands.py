@@ -120,7 +120,9 @@ def search(
         "--where",
         help="SQL predicate on metadata, e.g. \"width > 1000 AND path LIKE '%/2024/%'\"",
     ),
-    min_score: float | None = typer.Option(None, "--min-score"),
+    min_score: float | None = typer.Option(
+        None, "--min-score", help="Leave out results scoring below this (cosine similarity)"
+    ),
     index: Path | None = IndexOption,
     as_json: bool = JsonOption,
 ):

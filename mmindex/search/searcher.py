@@ -204,7 +204,9 @@ class Index:
     def _query_vector(self, query, image, vector) -> np.ndarray:
         given = [x is not None for x in (query, image, vector)]
         if sum(given) != 1:
-            raise UserInputError("give exactly one of a query text, an image or a vector")
+            raise UserInputError("search by one thing: a text, or an image (--image), not "
+                                 "both and not neither" if vector is None else
+                                 "give exactly one of a query text, an image or a vector")
         if query is not None:
             return self.embed_text(query)
         if image is not None:

@@ -99,3 +99,13 @@ def test_config_validation_is_a_user_error(tmp_path):
 
     with pytest.raises(UserInputError, match="--executor"):
         IngestConfig(roots=(tmp_path,), index_dir=tmp_path, executor="slurm")
+
+
+def test_text_and_image_together_is_one_line_about_the_cli(photo_folder, tmp_path):
+    index = tmp_path / "idx"
+    assert invoke("ingest", photo_folder, "--index", index, "--model", "test-tiny").exit_code == 0
+    image = next(photo_folder.rglob("*.jpg"))
+    result = invoke("search", "a cat", "--image", image, "--index", index)
+    assert result.exit_code == 2 and "--image" in result.output
+    assert "vector" not in result.output and "Traceback" not in result.output
+    assert "Leave out results" in invoke("search", "--help").output  # --min-score explained
