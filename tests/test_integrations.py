@@ -19,5 +19,5 @@ def test_the_duckdb_example_runs_and_finds_the_query_image_first(tmp_path):
     exec(code, scope)  # the documentation's own block
     nearest = scope["nearest"]
     assert len(nearest) == 3 and abs(nearest[0][2] - 1.0) < 1e-5
-    first_id = scope["duckdb"].sql(f"SELECT min(id) FROM {scope['images']}").fetchone()[0]
+    first_id = scope["duckdb"].sql(f"SELECT min(id) FROM {scope['images']}").fetchall()[0][0]
     assert nearest[0][0] == first_id  # the query image is its own nearest neighbour
