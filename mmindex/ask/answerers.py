@@ -92,12 +92,7 @@ class PretrainedAnswerer:
                on_text: OnText | None = None) -> tuple[str, int]:
         from mmindex.data.batches import read_image
 
-        pictures = []
-        for path in images:
-            result = read_image(path, self.model.image_side)
-            if not result.ok:
-                raise UserInputError(f"cannot read image {path}: {result.reason}")
-            pictures.append(result.decoded.image)
+        pictures = [read_image(path, self.model.image_side).require().image for path in images]
         return self.model.answer(prompt, pictures, max_new_tokens, on_text)
 
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mmindex.data.images import DEFAULT_MAX_PIXELS, DecodedImage, DecodeError, decode_image
+from mmindex.errors import UserInputError
 
 
 @dataclass(frozen=True)
@@ -23,6 +24,12 @@ class ImageResult:
     def ok(self) -> bool:
         return self.decoded is not None
 
+    def require(self) -> DecodedImage:
+        """The decoded image, for a caller that cannot do without it."""
+        if self.decoded is None:
+            raise UserInputError(f"cannot read image {self.path}: {self.reason}")
+        return self.decoded
+
 
 @dataclass(frozen=True)
 class PixelBatch:
@@ -32,6 +39,12 @@ class PixelBatch:
     @property
     def failures(self) -> list[ImageResult]:
         return [r for r in self.results if not r.ok]
+
+    def every_image(self):
+        """The pixels, when every image was asked for: a gap would shift the rest."""
+        for result in self.failures[:1]:
+            result.require()
+        return self.pixels
 
 
 def read_image(path: str | Path, min_side: int,

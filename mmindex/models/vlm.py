@@ -393,12 +393,9 @@ def image_features(encoder, paths: Sequence[Path], tokens: int | None, layer: in
 
     chunks = []
     for start in range(0, len(paths), batch_size):
-        loaded = load_pixels(paths[start:start + batch_size], encoder.preprocess,
-                             encoder.info.image_size)
-        if loaded.failures:  # every image here was asked about: a gap would shift the rest
-            bad = loaded.failures[0]
-            raise UserInputError(f"cannot read image {bad.path}: {bad.reason}")
-        chunks.append(encoder.patch_tokens(loaded.pixels, tokens, layer))  # (b, T, C)
+        pixels = load_pixels(paths[start:start + batch_size], encoder.preprocess,
+                             encoder.info.image_size).every_image()
+        chunks.append(encoder.patch_tokens(pixels, tokens, layer))  # (b, T, C)
     return torch.cat(chunks)
 
 
@@ -412,11 +409,7 @@ def early_pixels(paths: Sequence[Path], side: int) -> torch.Tensor:
         array = np.asarray(image.resize((side, side)), dtype=np.float32) / 255.0 - PIXEL_MEAN
         return torch.from_numpy(array).permute(2, 0, 1)  # (3, S, S)
 
-    loaded = load_pixels(list(paths), to_tensor, side)
-    if loaded.failures:
-        bad = loaded.failures[0]
-        raise UserInputError(f"cannot read image {bad.path}: {bad.reason}")
-    return loaded.pixels
+    return load_pixels(list(paths), to_tensor, side).every_image()
 
 
 def _image_side(config: VlmConfig) -> nn.Module:
