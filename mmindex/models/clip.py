@@ -209,7 +209,7 @@ def build_open_clip(arch: str, pretrained: str | None, spec: str,
         raise ModelError(f"unknown architecture '{arch}'; `mmindex models` lists the known ones")
     if pretrained is None:
         return build_from_config(model_cfg, spec, arch)
-    if not weights_local and not _hub_reachable():
+    if not weights_local and not hub_reachable():
         raise _weights_error(spec, OSError("huggingface.co cannot be reached"))
     try:
         model, _, preprocess = open_clip.create_model_and_transforms(arch, pretrained=pretrained)
@@ -222,7 +222,7 @@ def build_open_clip(arch: str, pretrained: str | None, spec: str,
 def build_hf_hub(spec: str) -> ClipEncoder:
     import open_clip
 
-    if not _hub_reachable():
+    if not hub_reachable():
         raise _weights_error(spec, OSError("huggingface.co cannot be reached"))
     try:
         model, _, preprocess = open_clip.create_model_and_transforms(spec)
@@ -233,7 +233,7 @@ def build_hf_hub(spec: str) -> ClipEncoder:
     return ClipEncoder(model, preprocess, tokenizer, spec, _model_cfg_of(model), arch)
 
 
-def _hub_reachable(timeout: float = 3.0) -> bool:
+def hub_reachable(timeout: float = 3.0) -> bool:
     """A fast probe, so an offline machine fails in seconds instead of a minute of retries.
     The weights may still come from the local cache, which open_clip checks itself."""
     import socket

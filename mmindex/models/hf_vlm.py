@@ -148,7 +148,7 @@ def _load_hub(spec: str):
                          f"{HUB_HELP}") from None
     from mmindex.models import clip  # its probe is the one the encoders use
 
-    if not clip._hub_reachable():
+    if not clip.hub_reachable():
         raise ModelError(f"'{spec}' is neither a local directory nor in the Hugging Face cache, and "
                          f"huggingface.co cannot be reached: {HUB_HELP}") from None
     try:

@@ -138,14 +138,14 @@ def test_other_local_paths_are_named(tmp_path):
 
 def test_offline_hub_id_fails_fast_with_what_to_do(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setattr(clip, "_hub_reachable", lambda timeout=3.0: pytest.fail("probed"))
+    monkeypatch.setattr(clip, "hub_reachable", lambda timeout=3.0: pytest.fail("probed"))
     fails_fast(NO_SUCH_HUB_ID, NO_SUCH_HUB_ID, "HF_HUB_OFFLINE", "local directory")
 
 
 def test_unreachable_hub_fails_fast_with_what_to_do(monkeypatch):
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
-    monkeypatch.setattr(clip, "_hub_reachable", lambda timeout=3.0: False)
+    monkeypatch.setattr(clip, "hub_reachable", lambda timeout=3.0: False)
     fails_fast(NO_SUCH_HUB_ID, NO_SUCH_HUB_ID, "cannot be reached", "download it once")
 
 

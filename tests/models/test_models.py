@@ -38,7 +38,7 @@ def test_arch_with_local_weights_file(tmp_path):
 
 
 def test_unreachable_hub_is_one_line_with_alternatives(monkeypatch):
-    monkeypatch.setattr(clip, "_hub_reachable", lambda timeout=3.0: False)
+    monkeypatch.setattr(clip, "hub_reachable", lambda timeout=3.0: False)
     with pytest.raises(ModelError) as info:
         registry.load_encoder("ViT-B-32:laion2b_s34b_b79k")
     message = str(info.value)
