@@ -244,10 +244,11 @@ class _IngestRun:
         stored = store.read_table(self.writer.root, manifest, table)
         stored = stored.filter(pc.is_in(stored.column(key), value_set=pa.array(sorted(wanted))))
         found = {}
-        for row in stored.to_pylist():
-            # a damaged stored vector is never copied into a new row: its file is re-encoded
-            if not unit_vectors(np.asarray([row["embedding"]], dtype=np.float32))[0]:
-                continue
+        rows = stored.to_pylist()
+        # a damaged stored vector is never copied into a new row: its file is re-encoded
+        sane = unit_vectors(np.asarray([r["embedding"] for r in rows], dtype=np.float32)) \
+            if rows else []
+        for row in (r for r, ok in zip(rows, sane) if ok):
             if row[key] in wanted and row[key] not in found:
                 row["ok"] = True
                 found[row[key]] = row if table == "images" else np.asarray(row["embedding"])
