@@ -1,0 +1,67 @@
+import json
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from typer.testing import CliRunner
+
+from mmindex.cli import app
+from mmindex.data.pairs import load_pairs
+from mmindex.data.questions import read_questions
+
+runner = CliRunner()
+
+
+def invoke(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def test_make_charts_and_scenes_write_tables_the_other_commands_read(tmp_path):
+    for command, kinds in (("make-charts", {"largest", "absent"}),
+                           ("make-scenes", {"left_right", "count_where"})):
+        out = tmp_path / command
+        result = invoke(command, out, "--n", 8, "--size", 48, "--json")
+        assert result.exit_code == 0, result.output
+        summary = json.loads(result.output)
+        assert summary["n_images"] == 8 and summary["n_programs"] == 8
+        assert kinds <= {k for k, n in summary["questions_by_kind"].items() if n}
+        assert len(load_pairs(out / "pairs.parquet")) == 8
+        rows = read_questions(out / "questions.parquet")
+        assert len(rows) == summary["n_questions"] and all(r[0].is_file() for r in rows)
+        assert {r[3] for r in read_questions(out / "code.parquet")} == {"code"}
+
+
+def test_bad_values_are_one_line_errors(tmp_path):
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "x.txt").write_text("x")
+    result = invoke("make-charts", tmp_path / "full", "--n", 1)
+    assert result.exit_code == 2 and "not empty" in result.output
+    result = invoke("make-scenes", tmp_path / "s", "--n", 1, "--background", "stripes")
+    assert result.exit_code == 2 and "'stripes'" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_eval_code_scores_a_table_of_written_programs(tmp_path):
+    split = tmp_path / "scenes"
+    assert invoke("make-scenes", split, "--n", 4, "--size", 48).exit_code == 0
+    code = pq.read_table(split / "code.parquet").to_pylist()
+    written = [r["answer"] for r in code[:3]] + ["not a program"]
+    pq.write_table(pa.table({"image": [r["image"] for r in code], "answer": written}),
+                   split / "written.parquet")
+    result = invoke("eval", "code", "--questions", split / "code.parquet", "--predictions",
+                    split / "written.parquet", "--limit", 0, "--json")
+    assert result.exit_code == 0, result.output
+    given = json.loads(result.output)["modes"]["given"]
+    assert given["n"] == 4 and given["unparseable"] == 0.25 and given["mean_score"] == 0.75
+    text = invoke("eval", "code", "--questions", split / "code.parquet", "--predictions",
+                  split / "written.parquet", "--limit", 0)
+    assert "unparseable 0.250" in text.output
+
+
+def test_eval_code_needs_one_source_of_programs(tmp_path):
+    split = tmp_path / "charts"
+    assert invoke("make-charts", split, "--n", 2, "--size", 48).exit_code == 0
+    result = invoke("eval", "code", "--questions", split / "code.parquet")
+    assert result.exit_code == 2 and "--projector" in result.output
+    result = invoke("eval", "code", "--questions", split / "questions.parquet",
+                    "--predictions", split / "code.parquet")
+    assert result.exit_code == 2 and "no rows of kind 'code'" in result.output
