@@ -2,6 +2,7 @@ import json
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 from typer.testing import CliRunner
 
 from mmindex.cli import app
@@ -65,3 +66,27 @@ def test_eval_code_needs_one_source_of_programs(tmp_path):
     result = invoke("eval", "code", "--questions", split / "questions.parquet",
                     "--predictions", split / "code.parquet")
     assert result.exit_code == 2 and "no rows of kind 'code'" in result.output
+
+
+@pytest.mark.slow
+def test_a_projector_trained_on_a_split_answers_and_writes_programs(tmp_path):
+    """The tables feed train-projector, eval vqa and eval code unchanged (tiny models: the
+    scores are not the point, the wiring is)."""
+    from mmindex.models.llm import TEST_TINY
+    from mmindex.testing import TINY
+
+    split = tmp_path / "charts"
+    assert invoke("make-charts", split, "--n", 6, "--size", 48).exit_code == 0
+    result = invoke("train-projector", "--model", TINY, "--llm", TEST_TINY, "--questions",
+                    split / "qa_and_code.parquet", "--qa-steps", 2, "--batch-size", 2,
+                    "--image-tokens", 4, "--out", tmp_path / "p")
+    assert result.exit_code == 0, result.output
+    result = invoke("eval", "vqa", "--questions", split / "questions.parquet", "--projector",
+                    tmp_path / "p", "--per-kind", 2, "--modes", "full", "--json")
+    assert result.exit_code == 0, result.output
+    assert set(json.loads(result.output)["per_kind"]) >= {"largest", "count", "absent"}
+    result = invoke("eval", "code", "--questions", split / "code.parquet", "--projector",
+                    tmp_path / "p", "--limit", 3, "--json")
+    assert result.exit_code == 0, result.output
+    modes = json.loads(result.output)["modes"]
+    assert set(modes) == {"full", "text"} and modes["full"]["n"] == 3
