@@ -25,6 +25,7 @@ class Pair:
     image: Path  # absolute
     caption: str
     attributes: str | None = None  # JSON describing the image's content, when the source has it
+    style: str | None = None  # how a synthetic image was drawn (make-shapes --style), if known
 
 
 @dataclass(frozen=True)
@@ -74,6 +75,7 @@ class _Candidate:
     image: Path | None
     caption: str | None = None
     attributes: str | None = None
+    style: str | None = None
     problem: str | None = None  # set when the row could not even be read
 
 
@@ -84,7 +86,7 @@ def _collect(source: Path, candidates: Iterable[_Candidate]) -> Pairs:
         if reason:
             skipped.append(SkippedRow(row.label, reason))
         else:
-            rows.append(Pair(row.image, row.caption.strip(), row.attributes))
+            rows.append(Pair(row.image, row.caption.strip(), row.attributes, row.style))
     if not rows:
         examples = "; ".join(f"{s.row}: {s.reason}" for s in skipped[:3])
         detail = f" (skipped {len(skipped)}: {examples})" if skipped else ""
@@ -121,6 +123,7 @@ def _table_rows(path: Path) -> Iterator[_Candidate]:
             (path.parent / str(image)).resolve() if image not in (None, "") else None,
             None if caption is None else str(caption),
             _attributes_text(record.get("attributes")),
+            str(record["style"]) if record.get("style") not in (None, "") else None,
         )
 
 

@@ -7,6 +7,12 @@ objects share both colour and shape, so "the red circle" always names one object
 
 `render_image`, `make_caption` and `make_questions` are pure: tests and the shifted
 fine-tuning split reuse them; `write_shapes` only loops and writes files.
+
+Styles draw and word the same scenes differently (issue 28), so a model's transfer to a
+renderer it never saw can be measured: `flat` is the original drawing, byte for byte;
+`textured` puts the objects on stripes, checks or blotches; `rotated` turns and resizes
+every shape. Both draw at 4x and shrink, and use more caption and question phrasings.
+The objects of example (seed, index) are the same in every style.
 """
 
 from __future__ import annotations
@@ -49,8 +55,33 @@ NUMBER_WORDS = ("zero", "one", "two", "three")
 
 SUPERSAMPLE = 2  # draw at twice the size and shrink: anti-aliased edges at little cost
 RADIUS_OF_CELL = {"small": 0.2, "large": 0.38}  # object radius as a fraction of a grid cell
+# An object's centre is at least this far (in cells) inside its cell's edges in every
+# style: the smallest radius, 0.2 less the widest jitter (15%), since the renderer keeps
+# a whole object in its cell. Augmentation relies on it to keep position words true.
+CENTRE_INSET = RADIUS_OF_CELL["small"] * 0.85
 NOISE_SIGMA = 5.0  # grey levels: "lightly noisy", never enough to hide a shape
 NOISE_GRAIN = 2  # pixels per noise cell; per-pixel noise made PNGs 5x larger (25 KB vs 5 KB)
+TEXTURE_AMPLITUDE = 22.0  # grey levels either side of the base: black and white objects stay clear
+
+
+@dataclass(frozen=True)
+class Style:
+    """One way of drawing and wording a scene; the scene itself does not depend on it."""
+
+    name: str
+    supersample: int  # drawn this many times larger, then shrunk: anti-aliased edges
+    textured: bool  # stripes, checks or blotches behind the objects
+    max_rotation: float  # degrees each shape may turn (0: upright, as flat draws them)
+    radius_jitter: float  # an object's radius varies by this fraction either way
+    rephrased: bool  # every caption template and the question rephrasings, not just the first
+
+
+STYLES = {
+    "flat": Style("flat", SUPERSAMPLE, False, 0.0, 0.1, False),
+    "textured": Style("textured", 4, True, 0.0, 0.1, True),
+    "rotated": Style("rotated", 4, False, 180.0, 0.15, True),
+}
+DEFAULT_STYLE = "flat"
 
 
 @dataclass(frozen=True)
@@ -75,6 +106,7 @@ class ShapesExample:
     objects: tuple[ShapeObject, ...]
     caption: str
     questions: tuple[Question, ...]
+    style: str = DEFAULT_STYLE
 
 
 @dataclass(frozen=True)
@@ -87,6 +119,20 @@ class ShapesSummary:
     seed: int
     size: int
     background: str
+    styles: tuple[str, ...] = (DEFAULT_STYLE,)
+
+
+def parse_styles(text: str | Sequence[str]) -> tuple[str, ...]:
+    """'flat,textured' (or a sequence) -> ('flat', 'textured'); unknown names are an error."""
+    names = text.split(",") if isinstance(text, str) else list(text)
+    styles = tuple(dict.fromkeys(name.strip() for name in names if name.strip()))
+    unknown = [name for name in styles if name not in STYLES]
+    if unknown or not styles:
+        raise UserInputError(
+            f"unknown style {', '.join(map(repr, unknown)) or repr(text)}; choose one or more "
+            f"of {', '.join(STYLES)}, comma-separated (e.g. --style flat,textured)"
+        )
+    return styles
 
 
 # ---------------------------------------------------------------- attributes
@@ -140,7 +186,22 @@ def render_image(
         raise UserInputError(f"unknown background {background!r}; choose from {BACKGROUNDS}")
     rng = rng if rng is not None else np.random.default_rng(0)
     canvas = _background(background, size, rng)  # (size, size, 3) float32
-    layer = _draw_objects(objects, size, rng)  # (size, size, 4) float32 in [0, 1]
+    return _composite(canvas, _draw_objects(objects, size, rng, STYLES[DEFAULT_STYLE]))
+
+
+def render_styled(
+    objects: Sequence[ShapeObject], size: int, style: Style, rng: np.random.Generator
+) -> Image.Image:
+    """Draw the objects the way `style` does (any style but flat, which is `render_image`)."""
+    if style.textured:
+        canvas = _textured_background(size, rng)
+    else:  # a plain or a gradient backdrop: no texture, but not flat's look either
+        canvas = _background(_pick(("plain", "gradient"), rng), size, rng)
+    return _composite(canvas, _draw_objects(objects, size, rng, style))
+
+
+def _composite(canvas: np.ndarray, layer: np.ndarray) -> Image.Image:
+    """canvas (size, size, 3) float32 grey levels under layer (size, size, 4) in [0, 1]."""
     alpha = layer[..., 3:]  # (size, size, 1)
     pixels = canvas * (1.0 - alpha) + layer[..., :3] * 255.0 * alpha
     return Image.fromarray(np.clip(pixels + 0.5, 0, 255).astype(np.uint8), "RGB")
@@ -164,37 +225,89 @@ def _background(kind: str, size: int, rng: np.random.Generator) -> np.ndarray:
     return canvas
 
 
+def _textured_background(size: int, rng: np.random.Generator) -> np.ndarray:
+    """Stripes, checks or blotches in grey around a tinted mid grey: texture without colour,
+    so no background can be read as one of the object colours."""
+    canvas = _background("plain", size, rng)  # (size, size, 3)
+    kind = _pick(("stripes", "checks", "blotches"), rng)
+    ys, xs = np.mgrid[0:size, 0:size].astype(np.float32)  # (size, size) each
+    period = rng.uniform(5, 14)  # pixels
+    if kind == "stripes":
+        angle = rng.uniform(0, np.pi)
+        pattern = np.sin(2 * np.pi * (np.cos(angle) * xs + np.sin(angle) * ys) / period)
+    elif kind == "checks":
+        pattern = np.where((xs // period + ys // period) % 2 == 0, 1.0, -1.0)
+    else:  # smooth low-frequency noise: a coarse random grid, bilinearly enlarged
+        grid = rng.uniform(-1, 1, size=(6, 6)).astype(np.float32)
+        enlarged = Image.fromarray(grid, "F").resize((size, size), Image.Resampling.BILINEAR)
+        pattern = np.asarray(enlarged)
+    texture = TEXTURE_AMPLITUDE * rng.uniform(0.6, 1.0) * pattern  # (size, size)
+    return canvas + texture[..., None].astype(np.float32)
+
+
 def _draw_objects(
-    objects: Sequence[ShapeObject], size: int, rng: np.random.Generator
+    objects: Sequence[ShapeObject], size: int, rng: np.random.Generator, style: Style
 ) -> np.ndarray:
-    big = size * SUPERSAMPLE
+    scale = style.supersample
+    big = size * scale
     layer = Image.new("RGBA", (big, big), (0, 0, 0, 0))
     draw = ImageDraw.Draw(layer)
     cell = big / 3
+    jitter_low, jitter_high = 1 - style.radius_jitter, 1 + style.radius_jitter
     for obj in objects:
         row, col = divmod(POSITIONS.index(obj.position), 3)
-        radius = RADIUS_OF_CELL[obj.size] * cell * rng.uniform(0.9, 1.1)
-        slack = max(cell / 2 - radius - SUPERSAMPLE, 0.0)  # keep the object inside its cell
+        radius = RADIUS_OF_CELL[obj.size] * cell * rng.uniform(jitter_low, jitter_high)
+        angle = rng.uniform(-style.max_rotation, style.max_rotation) if style.max_rotation else 0.0
+        reach = 1.0  # flat keeps its original placement rule
+        if style.max_rotation:  # a turned square reaches further: shrink it to fit its cell
+            reach = _reach(obj.shape)
+            radius = min(radius, (cell / 2 - scale) / reach)
+        slack = max(cell / 2 - radius * reach - scale, 0.0)  # keep the object inside its cell
         cx, cy = (np.array([col, row]) + 0.5) * cell + rng.uniform(-slack, slack, size=2)
         jitter = rng.integers(-12, 13, size=3)  # (3,) so one colour name covers nearby hues
         fill = tuple(int(v) for v in np.clip(np.array(COLORS[obj.color]) + jitter, 0, 255))
-        _draw_shape(draw, obj.shape, cx, cy, radius, fill + (255,))
-    small = layer.reduce(SUPERSAMPLE)
+        _draw_shape(draw, obj.shape, cx, cy, radius, fill + (255,), angle)
+    small = layer.reduce(scale)
     return np.asarray(small, dtype=np.float32) / 255.0  # (size, size, 4)
 
 
-def _draw_shape(draw: ImageDraw.ImageDraw, shape: str, cx: float, cy: float, r: float, fill):
+def _reach(shape: str) -> float:
+    """How far the shape's outline goes from its centre, in radii, at the worst angle."""
+    if shape == "circle":
+        return 1.0
+    vertices = np.array(_vertices(shape, 0.0, 0.0, 1.0, 0.0))  # (V, 2)
+    return float(np.hypot(vertices[:, 0], vertices[:, 1]).max())
+
+
+def _draw_shape(
+    draw: ImageDraw.ImageDraw, shape: str, cx: float, cy: float, r: float, fill, angle=0.0
+):
     if shape == "circle":
         draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=fill)
-    elif shape == "square":
+    elif shape == "square" and angle == 0.0:
         half = 0.85 * r  # a square of side 1.7r looks about as big as a circle of radius r
         draw.rectangle([cx - half, cy - half, cx + half, cy + half], fill=fill)
-    elif shape == "triangle":
-        draw.polygon(_polygon(cx, cy + 0.15 * r, [1.15 * r] * 3), fill=fill)
-    elif shape == "star":
-        draw.polygon(_polygon(cx, cy + 0.05 * r, [1.1 * r, 0.45 * r] * 5), fill=fill)
+    elif shape in SHAPES:
+        draw.polygon(_vertices(shape, cx, cy, r, angle), fill=fill)
     else:
         raise UserInputError(f"unknown shape {shape!r}; choose from {SHAPES}")
+
+
+def _vertices(shape: str, cx: float, cy: float, r: float, angle: float) -> list:
+    """The outline of a square, triangle or star, turned `angle` degrees about (cx, cy)."""
+    if shape == "square":
+        half = 0.85 * r
+        points = [(cx - half, cy - half), (cx + half, cy - half),
+                  (cx + half, cy + half), (cx - half, cy + half)]
+    elif shape == "triangle":  # written as before styles existed, so flat's floats match
+        points = _polygon(cx, cy + 0.15 * r, [1.15 * r] * 3)
+    else:
+        points = _polygon(cx, cy + 0.05 * r, [1.1 * r, 0.45 * r] * 5)
+    if angle == 0.0:
+        return points
+    c, s = np.cos(np.radians(angle)), np.sin(np.radians(angle))
+    return [(cx + (x - cx) * c - (y - cy) * s, cy + (x - cx) * s + (y - cy) * c)
+            for x, y in points]
 
 
 def _polygon(cx: float, cy: float, radii: Sequence[float]) -> list[tuple[float, float]]:
@@ -248,17 +361,43 @@ def _place_first(objects):
     return "; ".join(f"{where(o.position)}: {describe(o)}" for o in objects)
 
 
+def _bare(objects):
+    return ", ".join(f"{o.size} {o.color} {o.shape} {where(o.position)}" for o in objects)
+
+
+def _is_at(objects):
+    return _join([f"the {o.size} {o.color} {o.shape} is {where(o.position)}" for o in objects])
+
+
+def _scene_with(objects):
+    return f"a scene with {_plain(objects)}"
+
+
+def _cornered(objects):
+    """'in the top left corner' for the corners, the usual words elsewhere."""
+    def place(position):
+        return f"in the {position} corner" if " " in position else where(position)
+
+    return _join([f"{describe(o)} {place(o.position)}" for o in objects])
+
+
 # Several sentence forms, so a model cannot learn one template instead of the scene.
 CAPTION_TEMPLATES: tuple[Callable[[Sequence[ShapeObject]], str], ...] = (
     _plain, _counted, _picture, _there_is, _place_first,
 )  # fmt: skip
+# More forms for the styles other than flat (flat keeps its five, so its captions are
+# unchanged); each fits the shapes model's 32-token context with three objects.
+STYLED_CAPTION_TEMPLATES = CAPTION_TEMPLATES + (_bare, _is_at, _scene_with, _cornered)
 
 
 def make_caption(objects: Sequence[ShapeObject], template: int = 0) -> str:
-    """A caption naming every object's size, colour, shape and position, in the given order."""
+    """A caption naming every object's size, colour, shape and position, in the given order.
+
+    Templates 0-4 are flat's; 5-8 are the styled splits' extra forms.
+    """
     if not objects:
         raise UserInputError("a caption needs at least one object")
-    return CAPTION_TEMPLATES[template % len(CAPTION_TEMPLATES)](objects)
+    return STYLED_CAPTION_TEMPLATES[template % len(STYLED_CAPTION_TEMPLATES)](objects)
 
 
 def parse_caption(caption: str) -> tuple[ShapeObject, ...]:
@@ -366,26 +505,62 @@ def _absent_question(objects, rng) -> Question:
     return Question(text, NONE_ANSWER, "absent")
 
 
+# Other words for each question form (the first of each list is flat's own). Answers and
+# the colour and shape words stay, so scoring and distractor choice are unchanged.
+REPHRASINGS: tuple[tuple[re.Pattern, tuple[str, ...]], ...] = (
+    (re.compile(r"^What color is (?P<x>.+)\?$"),
+     ("What color is {x}?", "What is the color of {x}?", "Which color does {x} have?")),
+    (re.compile(r"^Which shape (?P<where>.*?)is (?P<c>\w+)\?$"),
+     ("Which shape {where}is {c}?", "What is the {c} shape {where}?", "Name the {c} shape {where}.")),
+    (re.compile(r"^How many shapes are there\?$"),
+     ("How many shapes are there?", "How many objects can you see?", "Count the shapes.")),
+    (re.compile(r"^Where is the (?P<x>\w+ \w+)\?$"),
+     ("Where is the {x}?", "In which part of the picture is the {x}?", "Where can the {x} be found?")),
+    (re.compile(r"^Is there (?P<x>an? \w+ \w+)\?$"),
+     ("Is there {x}?", "Can you see {x}?", "Does the picture show {x}?")),
+)  # fmt: skip
+
+
+def rephrase(question: Question, rng: np.random.Generator) -> Question:
+    """The same question in one of its forms, chosen by `rng` (unknown forms stay as they are)."""
+    for pattern, forms in REPHRASINGS:
+        found = pattern.match(question.question)
+        if found:
+            text = _pick(forms, rng).format(**found.groupdict())
+            text = re.sub(r" +([?.])", r"\1", text)  # "the red shape ?" when no place is named
+            return Question(text, question.answer, question.kind)
+    return question
+
+
 # ---------------------------------------------------------------- a whole split
 
 
-def image_name(seed: int, index: int) -> str:
-    # The seed is in the name, so files of two splits can share a folder without clashing.
-    return f"images/s{seed}_{index:06d}.png"
+def image_name(seed: int, index: int, style: str = DEFAULT_STYLE) -> str:
+    # The seed (and any style but flat) is in the name, so splits can share a folder.
+    prefix = "" if style == DEFAULT_STYLE else f"{style}_"
+    return f"images/{prefix}s{seed}_{index:06d}.png"
 
 
 def make_example(
-    seed: int, index: int, size: int = 128, background: str = "mixed"
+    seed: int, index: int, size: int = 128, background: str = "mixed", style: str = DEFAULT_STYLE
 ) -> ShapesExample:
-    """Example `index` of split `seed`; its own RNG, so any example is reproducible alone."""
+    """Example `index` of split `seed`; its own RNG, so any example is reproducible alone.
+
+    The objects come first from that RNG, so every style draws the same scene."""
     rng = np.random.default_rng([seed, index])  # distinct (seed, index) -> independent streams
     objects = sample_objects(rng)
-    if background == "mixed":
-        background = "noisy" if rng.random() < 0.5 else "plain"
-    image = render_image(objects, size, background, rng)
-    caption = make_caption(objects, int(rng.integers(len(CAPTION_TEMPLATES))))
-    questions = make_questions(objects, rng)
-    return ShapesExample(image_name(seed, index), image, objects, caption, questions)
+    if style == DEFAULT_STYLE:
+        if background == "mixed":
+            background = "noisy" if rng.random() < 0.5 else "plain"
+        image = render_image(objects, size, background, rng)
+        caption = make_caption(objects, int(rng.integers(len(CAPTION_TEMPLATES))))
+        questions = make_questions(objects, rng)
+    else:
+        image = render_styled(objects, size, STYLES[parse_styles(style)[0]], rng)
+        caption = make_caption(objects, int(rng.integers(len(STYLED_CAPTION_TEMPLATES))))
+        questions = tuple(rephrase(q, rng) for q in make_questions(objects, rng))
+    name = image_name(seed, index, style)
+    return ShapesExample(name, image, objects, caption, questions, style)
 
 
 def write_shapes(
@@ -395,19 +570,30 @@ def write_shapes(
     size: int = 128,
     background: str = "mixed",
     overwrite: bool = False,
+    style: str | Sequence[str] = DEFAULT_STYLE,
 ) -> ShapesSummary:
-    """Write n images, pairs.parquet, questions.parquet and shapes.json under out_dir."""
-    _check_arguments(n, seed, size, background)
+    """Write n images, pairs.parquet, questions.parquet and shapes.json under out_dir.
+
+    Several styles ('flat,textured') take turns: example i is drawn in style i mod k.
+    """
+    styles = parse_styles(style)
+    _check_arguments(n, seed, size, background, styles)
     out = Path(out_dir)
     _prepare_out_dir(out, overwrite)
     pairs, questions = [], []
     for index in range(n):
-        example = make_example(seed, index, size, background)
+        example = make_example(seed, index, size, background, styles[index % len(styles)])
         example.image.save(out / example.name, compress_level=6)  # 9: 4x slower, 4% smaller
-        pairs.append((example.name, example.caption, attributes_json(example.objects)))
-        questions.extend((example.name, q.question, q.answer, q.kind) for q in example.questions)
-    _write_table(out / "pairs.parquet", ("image", "caption", "attributes"), pairs)
-    _write_table(out / "questions.parquet", ("image", "question", "answer", "kind"), questions)
+        pairs.append(
+            (example.name, example.caption, attributes_json(example.objects), example.style)
+        )
+        questions.extend(
+            (example.name, q.question, q.answer, q.kind, example.style) for q in example.questions
+        )
+    _write_table(out / "pairs.parquet", ("image", "caption", "attributes", "style"), pairs)
+    _write_table(
+        out / "questions.parquet", ("image", "question", "answer", "kind", "style"), questions
+    )
     counts = Counter(q[3] for q in questions)
     summary = ShapesSummary(
         out_dir=out,
@@ -418,12 +604,13 @@ def write_shapes(
         seed=seed,
         size=size,
         background=background,
+        styles=styles,
     )
     _write_meta(out / "shapes.json", summary)
     return summary
 
 
-def _check_arguments(n: int, seed: int, size: int, background: str) -> None:
+def _check_arguments(n: int, seed: int, size: int, background: str, styles=(DEFAULT_STYLE,)):
     if n < 1:
         raise UserInputError(f"--n must be at least 1, got {n}")
     if seed < 0:
@@ -434,6 +621,11 @@ def _check_arguments(n: int, seed: int, size: int, background: str) -> None:
         )
     if background not in BACKGROUNDS + ("mixed",):
         raise UserInputError(f"unknown background {background!r}; choose from mixed, {BACKGROUNDS}")
+    if background != "mixed" and styles != (DEFAULT_STYLE,):
+        raise UserInputError(
+            f"--background {background} applies to the flat style only; the other styles "
+            "draw their own backgrounds (drop --background, or use --style flat)"
+        )
 
 
 def _prepare_out_dir(out: Path, overwrite: bool) -> None:

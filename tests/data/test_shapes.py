@@ -184,7 +184,7 @@ def test_written_files_agree_with_each_other(tmp_path):
     questions = pq.read_table(tmp_path / "questions.parquet").to_pylist()
     assert summary.n_images == summary.n_pairs == len(pairs) == 20
     assert summary.n_questions == len(questions) == sum(summary.questions_by_kind.values())
-    assert set(questions[0]) == {"image", "question", "answer", "kind"}
+    assert set(questions[0]) == {"image", "question", "answer", "kind", "style"}
     for row in pairs:
         assert Image.open(tmp_path / row["image"]).size == (64, 64)
         objects = parse_attributes(row["attributes"])
