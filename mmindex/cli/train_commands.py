@@ -32,6 +32,11 @@ def make_shapes(
         "mixed", "--background", help="plain | noisy | gradient | mixed"
     ),
     overwrite: bool = typer.Option(False, "--overwrite"),
+    style: str = typer.Option(
+        "flat", "--style",
+        help="How the scenes are drawn and worded: flat (the original), textured, rotated; "
+        "several, comma-separated, take turns (flat,textured)",
+    ),
     as_json: bool = JsonOption,
 ):
     """Write a synthetic shapes split: PNGs, pairs.parquet and questions.parquet."""
@@ -39,7 +44,9 @@ def make_shapes(
 
     from mmindex.data.shapes import write_shapes
 
-    summary = write_shapes(out, n, seed=seed, size=size, background=background, overwrite=overwrite)
+    summary = write_shapes(
+        out, n, seed=seed, size=size, background=background, overwrite=overwrite, style=style
+    )
     if as_json:
         print_json(asdict(summary))
         return
@@ -50,27 +57,48 @@ def make_shapes(
 @fail_cleanly
 def eval_retrieval(
     pairs: Path = typer.Option(..., "--pairs", help="Pairs file (Parquet/CSV/JSONL) or folder"),
-    model: str = typer.Option(..., "--model", help="Model spec (see `mmindex models`)"),
+    model: list[str] = typer.Option(
+        ..., "--model",
+        help="Model spec (see `mmindex models`); repeat it to compare models, with a "
+        "transfer table (trained style -> test style) when the pairs carry styles",
+    ),
     as_json: bool = JsonOption,
 ):
-    """Image<->text recall@1/5/10 and median rank, strict and attribute-matched."""
-    from mmindex.eval.retrieval import evaluate_retrieval
+    """Image<->text recall@1/5/10 and median rank, strict and attribute-matched, per style."""
+    from mmindex.eval.retrieval import TransferRow, evaluate_retrieval, trained_styles
+    from mmindex.eval.retrieval import transfer_table
     from mmindex.models.registry import load_encoder
 
-    report = evaluate_retrieval(load_encoder(model), pairs)
+    reports = [evaluate_retrieval(load_encoder(spec), pairs) for spec in model]
+    rows = [TransferRow(spec, trained_styles(spec), r.by_style) for spec, r in zip(model, reports)]
+    has_styles = any(r.by_style for r in reports)
     if as_json:
-        print_json(report.to_dict())
+        if len(reports) == 1:
+            print_json(reports[0].to_dict() | {"trained_styles": rows[0].trained_styles})
+        else:
+            print_json({"reports": [r.to_dict() | {"trained_styles": row.trained_styles}
+                                    for r, row in zip(reports, rows)]})
         return
-    _print_retrieval(report.to_dict())
+    for report in reports:
+        _print_retrieval(report.to_dict())
+    if has_styles:
+        typer.echo("")
+        typer.echo(transfer_table(rows), nl=False)
 
 
 def _print_retrieval(report: dict) -> None:
     typer.echo(f"{report['model']}: {report['n_images']} images, {report['n_texts']} texts")
-    for match, directions in report["metrics"].items():
+    _print_metrics(report["metrics"], "")
+    for style, metrics in report.get("by_style", {}).items():
+        _print_metrics(metrics, f"{style}: ")
+
+
+def _print_metrics(metrics: dict, prefix: str) -> None:
+    for match, directions in metrics.items():
         for direction, m in (directions or {}).items():
             if isinstance(m, dict) and "recall_at_1" in m:
                 typer.echo(
-                    f"  {match:<8} {direction:<14} R@1 {m['recall_at_1']:.3f}  "
+                    f"  {prefix}{match:<8} {direction:<14} R@1 {m['recall_at_1']:.3f}  "
                     f"R@5 {m['recall_at_5']:.3f}  R@10 {m['recall_at_10']:.3f}  "
                     f"median rank {m['median_rank']}"
                 )
@@ -146,6 +174,11 @@ def finetune_command(
     resume: bool = config_option(
         FinetuneConfig, "resume", "--resume", help="Continue from the last finished epoch"
     ),
+    augment: str = config_option(
+        FinetuneConfig, "augment", "--augment",
+        help="Caption-preserving image augmentation: none | light | strong (crops that keep "
+        "every object, small tilts, blur, noise, JPEG, brightness/contrast)",
+    ),
     as_json: bool = JsonOption,
 ):
     """Contrastive fine-tuning (or training from scratch) on (image, caption) pairs."""
@@ -172,6 +205,7 @@ def finetune_command(
         precision=precision,
         seed=seed,
         resume=resume,
+        augment=augment,
     )
     with progress_reporter(enabled=not as_json) as progress:
         result = finetune(config, progress)

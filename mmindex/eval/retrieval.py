@@ -8,6 +8,10 @@ Two kinds of hit are scored. Strict: the retrieved item is the ground-truth one.
 the retrieved image holds exactly the objects described (equal attribute keys) — in the
 shapes domain single-object descriptions repeat within a split, which caps strict recall@1
 below what a perfect model can reach.
+
+When the pairs carry a style (make-shapes --style), each style is also scored alone, its
+images ranked among their own style only, as if it were its own split; `transfer_table`
+puts several models' per-style recall beside the styles each was trained on.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Hashable, Iterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -57,6 +61,7 @@ class RetrievalReport:
     skipped: tuple[SkippedRow, ...]  # rows the loader or the decoder left out, with reasons
     metrics: RetrievalMetrics
     seconds: float
+    by_style: dict[str, RetrievalMetrics] = field(default_factory=dict)  # empty: no styles
 
     def to_dict(self) -> dict:
         return asdict(self) | {"n_skipped": len(self.skipped)}
@@ -168,6 +173,7 @@ class _ImageCaptions:
     path: Path
     captions: tuple[str, ...]
     key: Hashable | None
+    style: str | None = None
 
 
 def evaluate_retrieval(
@@ -190,7 +196,35 @@ def evaluate_retrieval(
         skipped=pairs.skipped + tuple(undecodable),
         metrics=retrieval_metrics(image_embeddings, text_embeddings, text_image, keys),
         seconds=round(time.perf_counter() - started, 3),
+        by_style=metrics_by_style(
+            image_embeddings, text_embeddings, text_image, keys, [g.style for g in kept]
+        ),
     )
+
+
+def metrics_by_style(
+    image_embeddings: np.ndarray,
+    text_embeddings: np.ndarray,
+    text_image: np.ndarray,
+    image_keys: Sequence[Hashable | None],
+    image_styles: Sequence[str | None],
+) -> dict[str, RetrievalMetrics]:
+    """Each style's images and their texts scored alone (images of no style are left out):
+    a style's figures are what a split of that style alone would give."""
+    styles = np.array([style or "" for style in image_styles])  # (N_img,)
+    result = {}
+    for style in sorted(set(styles) - {""}):
+        images = np.flatnonzero(styles == style)  # (n,) indices into all images
+        new_index = np.full(len(styles), -1)
+        new_index[images] = np.arange(len(images))
+        texts = np.flatnonzero(new_index[text_image] >= 0)  # texts of this style's images
+        result[str(style)] = retrieval_metrics(
+            image_embeddings[images],
+            text_embeddings[texts],
+            new_index[text_image[texts]],
+            [image_keys[i] for i in images],
+        )
+    return result
 
 
 def attribute_key(attributes: str | None) -> Hashable | None:
@@ -213,12 +247,15 @@ def _group_by_image(pairs: Pairs) -> list[_ImageCaptions]:
     """One entry per distinct image, in first-seen order, with all of its captions."""
     captions: dict[Path, list[str]] = {}
     attributes: dict[Path, str] = {}
+    styles: dict[Path, str] = {}
     for pair in pairs:
         captions.setdefault(pair.image, []).append(pair.caption)
         if pair.attributes:
             attributes.setdefault(pair.image, pair.attributes)
+        if pair.style:
+            styles.setdefault(pair.image, pair.style)
     return [
-        _ImageCaptions(path, tuple(texts), attribute_key(attributes.get(path)))
+        _ImageCaptions(path, tuple(texts), attribute_key(attributes.get(path)), styles.get(path))
         for path, texts in captions.items()
     ]
 
@@ -258,3 +295,62 @@ def _batches(items: list, size: int) -> Iterator[list]:
         raise UserInputError(f"batch size must be at least 1, got {size}")
     for start in range(0, len(items), size):
         yield items[start : start + size]
+
+
+# ---------------------------------------------------------------- transfer between styles
+
+
+@dataclass(frozen=True)
+class TransferRow:
+    model: str
+    trained_styles: tuple[str, ...] | None  # None: the checkpoint does not record them
+    by_style: dict[str, RetrievalMetrics]
+
+
+def trained_styles(spec: str) -> tuple[str, ...] | None:
+    """The styles an mmindex checkpoint says its weights were trained on (finetune records
+    them); None for any model that does not say."""
+    from mmindex.models.clip import CHECKPOINT_CONFIG
+
+    path = Path(spec).expanduser() / CHECKPOINT_CONFIG
+    if not path.is_file():
+        return None
+    try:
+        record = json.loads(path.read_text()).get("finetune") or {}
+        styles = record.get("trained_styles")
+    except (json.JSONDecodeError, AttributeError):
+        return None
+    return tuple(styles) if isinstance(styles, list) else None
+
+
+def transfer_table(rows: Sequence[TransferRow]) -> str:
+    """Markdown: one row per model (with what it was trained on), one column per test style;
+    each cell matched / strict text→image recall@1, marked * where the model never trained
+    on that style."""
+    styles = sorted({style for row in rows for style in row.by_style})
+    if not styles:
+        raise UserInputError(
+            "the pairs carry no style column, so there is no transfer to show; "
+            "make them with `mmindex make-shapes --style ...`"
+        )
+    lines = [
+        "| model | trained on | " + " | ".join(styles) + " |",
+        "|---|---|" + "---|" * len(styles),
+    ]
+    for row in rows:
+        trained = ", ".join(row.trained_styles) if row.trained_styles else "not recorded"
+        cells = [_transfer_cell(row, style) for style in styles]
+        lines.append(f"| {row.model} | {trained} | " + " | ".join(cells) + " |")
+    lines.append("")
+    lines.append("cells: matched / strict text→image R@1; * a style the model never trained on")
+    return "\n".join(lines) + "\n"
+
+
+def _transfer_cell(row: TransferRow, style: str) -> str:
+    metrics = row.by_style.get(style)
+    if metrics is None:
+        return "-"
+    strict = metrics.strict.text_to_image.recall_at_1
+    matched = metrics.matched.text_to_image.recall_at_1 if metrics.matched else float("nan")
+    unseen = row.trained_styles is not None and style not in row.trained_styles
+    return f"{matched:.3f} / {strict:.3f}" + (" *" if unseen else "")

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mmindex.core.precision import check_precision
+from mmindex.data.augment import augment_policy
 from mmindex.data.pairs import Pair, Pairs
 from mmindex.errors import UserInputError
 
@@ -40,6 +41,9 @@ class FinetuneConfig:
     seed: int = 0
     resume: bool = False
     threads: int | None = None  # torch threads per process; None: torch's default
+    # none | light | strong: caption-preserving image augmentation (data/augment.py); none
+    # by default so the documented recipes and earlier checkpoints reproduce exactly
+    augment: str = "none"
 
     def __post_init__(self):
         _check_config(self)
@@ -59,6 +63,7 @@ def _check_config(c: FinetuneConfig) -> None:
     if c.loss not in ("clip", "siglip"):
         raise UserInputError(f"--loss must be clip or siglip, not {c.loss!r}")
     check_precision(c.precision)
+    augment_policy(c.augment)  # an unknown level is refused before any work starts
     if not 0.0 <= c.val_fraction < 1.0:
         raise UserInputError(f"--val-fraction must be in [0, 1), got {c.val_fraction}")
     if c.wise_ft is not None and not 0.0 <= c.wise_ft <= 1.0:

@@ -8,7 +8,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 
+from mmindex.data.augment import AugmentPolicy, augment_image, scene_regions
 from mmindex.data.pairs import Pair, SkippedRow
 
 PIXEL_CACHE_BYTES = 2 * 1024**3  # decoded training images kept in memory up to this size
@@ -56,7 +58,8 @@ class PixelSource:
         bad = {s.row for s in self.failed}
         return [i for i, p in enumerate(self.paths) if str(p) not in bad]
 
-    def batch(self, indices: Sequence[int]) -> torch.Tensor:
+    def batch(self, indices: Sequence[int], step: int = 0) -> torch.Tensor:
+        """The rows' pixels; `step` is unused here (the augmented source varies by it)."""
         tensors = [self.tensors[i] if self.cached else self._decode(i) for i in indices]
         return torch.stack(tensors).float()  # (B, 3, H, W)
 
@@ -70,6 +73,61 @@ class PixelSource:
                                           f"cannot decode: {loaded.failures[0].reason}"))
             return None
         return loaded.pixels[0]  # (3, H, W)
+
+
+class AugmentedPixelSource:
+    """Decoded images (shrunk to the model's side) from which every batch is augmented
+    afresh; each image's variant depends only on (seed, step, row), so a resumed run and a
+    run split over workers see the same pixels as one uninterrupted process."""
+
+    def __init__(self, encoder, rows: Sequence[Pair], policy: AugmentPolicy, seed: int,
+                 budget_bytes: int = PIXEL_CACHE_BYTES):
+        self.encoder, self.policy, self.seed = encoder, policy, seed
+        self.paths = [row.image for row in rows]
+        self.regions = [scene_regions(row.attributes) for row in rows]  # what crops must keep
+        side = encoder.info.image_size
+        # an image shrunk to side x side (or less on one axis), RGB bytes
+        self.cached = len(self.paths) * 3 * side * side <= budget_bytes
+        self.images: list[Image.Image | None] = [None] * len(self.paths)
+        self.failed: list[SkippedRow] = []
+        for i in range(len(self.paths)):
+            image = self._read(i)
+            if self.cached:
+                self.images[i] = image
+
+    def usable(self) -> list[int]:
+        bad = {s.row for s in self.failed}
+        return [i for i, p in enumerate(self.paths) if str(p) not in bad]
+
+    def batch(self, indices: Sequence[int], step: int) -> torch.Tensor:
+        tensors = [
+            self.encoder.preprocess(
+                augment_image(self._image(i), self.policy,
+                              np.random.default_rng([self.seed, step, int(i)]), self.regions[i])
+            )
+            for i in indices
+        ]
+        return torch.stack(tensors).float()  # (B, 3, H, W)
+
+    def _image(self, i: int) -> Image.Image:
+        return self.images[i] if self.cached else self._read(i)
+
+    def _read(self, i: int) -> Image.Image | None:
+        from mmindex.data.batches import read_image
+
+        side = self.encoder.info.image_size
+        result = read_image(self.paths[i], side)
+        if not result.ok:
+            self.failed.append(SkippedRow(str(self.paths[i]), f"cannot decode: {result.reason}"))
+            return None
+        image = result.decoded.image.convert("RGB")
+        # Preprocessing resizes to the model's side anyway; augmenting at that size is cheap
+        # and keeps the cache small. reducing_gap: a fast, still anti-aliased shrink.
+        scale = side / min(image.size)
+        if scale < 1:
+            size = (max(side, round(image.width * scale)), max(side, round(image.height * scale)))
+            image = image.resize(size, Image.Resampling.BICUBIC, reducing_gap=3.0)
+        return image
 
 
 def epoch_batches(n_rows: int, batch_size: int, seed: int, epoch: int) -> Iterator[np.ndarray]:

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from mmindex.core.atomic import write_atomically
 from mmindex.core.progress import Progress
+from mmindex.data.augment import augment_policy
 from mmindex.data.pairs import Pairs, SkippedRow, load_pairs
 from mmindex.errors import UserInputError
 from mmindex.eval.retrieval import RetrievalReport
@@ -48,6 +49,7 @@ class FinetuneResult:
     after: RetrievalReport | None  # the weights written to out_dir
     history: tuple[EpochMetrics, ...]
     seconds: float
+    train_styles: tuple[str | None, ...] = ()  # each training pair's style (None: unknown)
 
     def to_dict(self) -> dict:
         return {
@@ -61,7 +63,43 @@ class FinetuneResult:
             "after": recall_summary(self.after),
             "history": [asdict(e) for e in self.history],
             "seconds": round(self.seconds, 1),
+            "train_styles": pair_styles(self.train_styles),
         }
+
+
+def augment_record(level: str) -> dict:
+    """What the checkpoint says about augmentation: the level and its exact parameters."""
+    policy = augment_policy(level)
+    return {"level": level} | ({} if policy is None else policy.to_dict())
+
+
+def pair_styles(styles) -> list[str] | None:
+    """The distinct styles, sorted; None when any pair's style is unknown (not all drawn by
+    make-shapes --style), since a transfer table must not call a style unseen wrongly."""
+    if not styles or any(style is None for style in styles):
+        return None
+    return sorted(set(styles))
+
+
+def merge_styles(base: list[str] | None, run: list[str] | None) -> list[str] | None:
+    if base is None or run is None:
+        return None
+    return sorted(set(base) | set(run))
+
+
+def recorded_styles(model: str | None) -> list[str] | None:
+    """The trained styles an mmindex checkpoint records; [] for random weights (nothing
+    trained yet), None for any other model (unknown)."""
+    if model is None:
+        return []
+    config = Path(model).expanduser() / "config.json"
+    if not config.is_file():
+        return None
+    try:
+        record = json.loads(config.read_text()).get("finetune", {})
+    except (json.JSONDecodeError, AttributeError):
+        return None
+    return record.get("trained_styles") if isinstance(record, dict) else None
 
 
 
@@ -95,6 +133,7 @@ def finetune(
         after,
         tuple(history),
         time.perf_counter() - started,
+        tuple(p.style for p in plan.train),
     )
     _write_outputs(_encoder_with(start, final), result, config)
     return result
@@ -134,6 +173,7 @@ def _write_outputs(final, result: FinetuneResult, config: FinetuneConfig) -> Non
     """The final checkpoint (WiSE-FT applied), metrics.json, curves.png and report.txt."""
     out = Path(config.out_dir)
     base = config.model or f"{config.from_scratch}:random"
+    styles = pair_styles(result.train_styles)
     extra = {
         "finetune": {
             "finished": True,
@@ -141,6 +181,10 @@ def _write_outputs(final, result: FinetuneResult, config: FinetuneConfig) -> Non
             "wise_ft": config.wise_ft,
             "epochs": config.epochs,
             "after": recall_summary(result.after),
+            "augment": augment_record(config.augment),
+            "styles": styles,  # this run's training pairs' styles (None: not recorded)
+            # every style the weights were trained on, the base checkpoint's included
+            "trained_styles": merge_styles(recorded_styles(config.model), styles),
         }
     }
     _write_checkpoint_files(final, out, extra)

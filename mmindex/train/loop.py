@@ -13,13 +13,14 @@ import torch
 
 from mmindex.core.precision import autocast, resolve_precision
 from mmindex.core.progress import Progress
+from mmindex.data.augment import augment_policy
 from mmindex.data.pairs import Pairs
 from mmindex.errors import ModelError, UserInputError
 from mmindex.eval.retrieval import RetrievalReport, evaluate_retrieval
 from mmindex.models.registry import check_device
 from mmindex.train.checkpoints import load_resume_state, save_epoch
 from mmindex.train.config import SIGLIP_INIT_BIAS, EpochMetrics, FinetuneConfig, TrainPlan
-from mmindex.train.data import PixelSource, epoch_batches, local_slice
+from mmindex.train.data import AugmentedPixelSource, PixelSource, epoch_batches, local_slice
 from mmindex.train.locking import apply_locks, freeze_locked_norm_stats, parameter_groups
 
 
@@ -74,7 +75,7 @@ class _Trainer:
     plan: TrainPlan
     encoder: object
     optimizer: torch.optim.Optimizer
-    pixels: PixelSource
+    pixels: PixelSource | AugmentedPixelSource
     tokens: torch.Tensor  # (N_train, context_length) int64
     rows: list[int]  # usable row indices into plan.train
     device: torch.device
@@ -132,7 +133,7 @@ def _make_trainer(plan: TrainPlan, rank: int, world_size: int) -> _Trainer:
         betas=(0.9, 0.98),
         eps=1e-6,
     )
-    pixels = PixelSource(encoder, [p.image for p in plan.train])
+    pixels = training_pixels(encoder, plan)
     rows = pixels.usable()
     if len(rows) < config.batch_size:
         raise UserInputError(f"only {len(rows)} training images decode; fewer than one batch")
@@ -152,6 +153,14 @@ def _make_trainer(plan: TrainPlan, rank: int, world_size: int) -> _Trainer:
     if config.resume:
         load_resume_state(trainer)
     return trainer
+
+
+def training_pixels(encoder, plan: TrainPlan) -> PixelSource | AugmentedPixelSource:
+    """The training images as the loop reads them: augmented afresh each step, or fixed."""
+    policy = augment_policy(plan.config.augment)
+    if policy is None:
+        return PixelSource(encoder, [p.image for p in plan.train])
+    return AugmentedPixelSource(encoder, plan.train, policy, plan.config.seed)
 
 
 def _train_epoch(trainer: _Trainer, epoch: int, progress: Progress | None) -> EpochMetrics:
@@ -189,7 +198,7 @@ def train_step(trainer: _Trainer, rows: Sequence[int]) -> float:
     )
     for group in trainer.optimizer.param_groups:
         group["lr"] = lr
-    images = trainer.pixels.batch(rows).to(trainer.device)  # (B, 3, H, W)
+    images = trainer.pixels.batch(rows, trainer.step).to(trainer.device)  # (B, 3, H, W)
     texts = trainer.tokens[list(rows)].to(trainer.device)  # (B, L)
     loss = batch_loss(
         model, images, texts, config.loss, trainer.precision, trainer.rank, trainer.world_size
