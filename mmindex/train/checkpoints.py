@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 
 from mmindex.core.atomic import staged_directory, write_atomically
+from mmindex.data.augment import augment_policy
 from mmindex.data.pairs import SkippedRow
 from mmindex.errors import UserInputError
 from mmindex.train.config import SIGLIP_INIT_BIAS, EpochMetrics, FinetuneConfig
@@ -63,9 +64,10 @@ def save_epoch(trainer) -> None:
     finished epoch readable."""
     out = Path(trainer.config.out_dir)
     last = trainer.history[-1]
-    _write_checkpoint_files(
-        trainer.encoder, out, {"finetune": {"epoch": last.epoch, "finished": False}}
+    record = {"epoch": last.epoch, "finished": False} | training_record(
+        trainer.config, [p.style for p in trainer.plan.train]
     )
+    _write_checkpoint_files(trainer.encoder, out, {"finetune": record})
     state_dir = out / RESUME_DIR / f"epoch-{last.epoch:04d}"
     _write_resume_state(trainer, state_dir)
     write_atomically(
@@ -74,6 +76,52 @@ def save_epoch(trainer) -> None:
     for old in (out / RESUME_DIR).glob("epoch-*"):
         if old != state_dir:
             shutil.rmtree(old, ignore_errors=True)
+
+
+def training_record(config: FinetuneConfig, train_styles) -> dict:
+    """What every checkpoint of a run says about its training data and augmentation."""
+    styles = pair_styles(train_styles)
+    return {
+        "augment": augment_record(config.augment),
+        "styles": styles,  # this run's training pairs' styles (None: not recorded)
+        # every style the weights were trained on, the base checkpoint's included
+        "trained_styles": merge_styles(recorded_styles(config.model), styles),
+    }
+
+
+def augment_record(level: str) -> dict:
+    """What the checkpoint says about augmentation: the level and its exact parameters."""
+    policy = augment_policy(level)
+    return {"level": level} | ({} if policy is None else policy.to_dict())
+
+
+def pair_styles(styles) -> list[str] | None:
+    """The distinct styles, sorted; None when any pair's style is unknown (not all drawn by
+    make-shapes --style), since a transfer table must not call a style unseen wrongly."""
+    if not styles or any(style is None for style in styles):
+        return None
+    return sorted(set(styles))
+
+
+def merge_styles(base: list[str] | None, run: list[str] | None) -> list[str] | None:
+    if base is None or run is None:
+        return None
+    return sorted(set(base) | set(run))
+
+
+def recorded_styles(model: str | None) -> list[str] | None:
+    """The trained styles an mmindex checkpoint records; [] for random weights (nothing
+    trained yet), None for any other model (unknown)."""
+    if model is None:
+        return []
+    config = Path(model).expanduser() / "config.json"
+    if not config.is_file():
+        return None
+    try:
+        record = json.loads(config.read_text()).get("finetune", {})
+    except (json.JSONDecodeError, AttributeError):
+        return None
+    return record.get("trained_styles") if isinstance(record, dict) else None
 
 
 def _write_checkpoint_files(encoder, out: Path, extra: dict) -> None:

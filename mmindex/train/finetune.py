@@ -20,7 +20,6 @@ from pathlib import Path
 
 from mmindex.core.atomic import write_atomically
 from mmindex.core.progress import Progress
-from mmindex.data.augment import augment_policy
 from mmindex.data.pairs import Pairs, SkippedRow, load_pairs
 from mmindex.errors import UserInputError
 from mmindex.eval.retrieval import RetrievalReport
@@ -31,7 +30,9 @@ from mmindex.train.checkpoints import (
     _write_checkpoint_files,
     interpolate_weights,
     load_checkpoint_weights,
+    pair_styles,
     read_training_record,
+    training_record,
 )
 from mmindex.train.config import EpochMetrics, FinetuneConfig, TrainPlan
 from mmindex.train.data import split_by_image
@@ -65,42 +66,6 @@ class FinetuneResult:
             "seconds": round(self.seconds, 1),
             "train_styles": pair_styles(self.train_styles),
         }
-
-
-def augment_record(level: str) -> dict:
-    """What the checkpoint says about augmentation: the level and its exact parameters."""
-    policy = augment_policy(level)
-    return {"level": level} | ({} if policy is None else policy.to_dict())
-
-
-def pair_styles(styles) -> list[str] | None:
-    """The distinct styles, sorted; None when any pair's style is unknown (not all drawn by
-    make-shapes --style), since a transfer table must not call a style unseen wrongly."""
-    if not styles or any(style is None for style in styles):
-        return None
-    return sorted(set(styles))
-
-
-def merge_styles(base: list[str] | None, run: list[str] | None) -> list[str] | None:
-    if base is None or run is None:
-        return None
-    return sorted(set(base) | set(run))
-
-
-def recorded_styles(model: str | None) -> list[str] | None:
-    """The trained styles an mmindex checkpoint records; [] for random weights (nothing
-    trained yet), None for any other model (unknown)."""
-    if model is None:
-        return []
-    config = Path(model).expanduser() / "config.json"
-    if not config.is_file():
-        return None
-    try:
-        record = json.loads(config.read_text()).get("finetune", {})
-    except (json.JSONDecodeError, AttributeError):
-        return None
-    return record.get("trained_styles") if isinstance(record, dict) else None
-
 
 
 def finetune(
@@ -173,7 +138,6 @@ def _write_outputs(final, result: FinetuneResult, config: FinetuneConfig) -> Non
     """The final checkpoint (WiSE-FT applied), metrics.json, curves.png and report.txt."""
     out = Path(config.out_dir)
     base = config.model or f"{config.from_scratch}:random"
-    styles = pair_styles(result.train_styles)
     extra = {
         "finetune": {
             "finished": True,
@@ -181,11 +145,8 @@ def _write_outputs(final, result: FinetuneResult, config: FinetuneConfig) -> Non
             "wise_ft": config.wise_ft,
             "epochs": config.epochs,
             "after": recall_summary(result.after),
-            "augment": augment_record(config.augment),
-            "styles": styles,  # this run's training pairs' styles (None: not recorded)
-            # every style the weights were trained on, the base checkpoint's included
-            "trained_styles": merge_styles(recorded_styles(config.model), styles),
         }
+        | training_record(config, result.train_styles)
     }
     _write_checkpoint_files(final, out, extra)
     metrics = result.to_dict() | {"config": _config_dict(config)}

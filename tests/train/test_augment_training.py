@@ -17,7 +17,8 @@ from mmindex.errors import UserInputError
 from mmindex.models.registry import load_encoder
 from mmindex.train.config import FinetuneConfig
 from mmindex.train.data import AugmentedPixelSource, PixelSource
-from mmindex.train.finetune import finetune, merge_styles, pair_styles, recorded_styles
+from mmindex.train.checkpoints import merge_styles, pair_styles, recorded_styles
+from mmindex.train.finetune import finetune
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +69,14 @@ def test_style_records_merge_and_unknown_stays_unknown(tmp_path):
 @pytest.mark.slow
 def test_checkpoint_records_augmentation_and_every_style_trained_on(styled, tmp_path):
     first = tmp_path / "first"
-    finetune(config(styled, first, augment="light"))
+    during = []  # each epoch's checkpoint says it too, not only the finished one
+
+    def read_epoch_record(metrics):
+        during.append(json.loads((first / "config.json").read_text())["finetune"])
+
+    finetune(config(styled, first, augment="light"), on_epoch=read_epoch_record)
+    assert during[0]["epoch"] == 1 and during[0]["augment"]["level"] == "light"
+    assert during[0]["styles"] == ["flat", "textured"]
     record = json.loads((first / "config.json").read_text())["finetune"]
     assert record["augment"]["level"] == "light" and record["augment"]["min_crop_side"] == 0.9
     assert record["styles"] == ["flat", "textured"]
