@@ -153,11 +153,9 @@ def make_questions(chart: Chart, rng: np.random.Generator) -> tuple[Question, ..
              _count(chart), _compare(chart, rng), _absent(chart, rng)]
     if chart.kind == "line":
         asked.append(_trend_question(chart, rng))
-    else:
-        asked.append(None)
     if chart.kind != "pie":
         asked.append(_value(chart, rng))
-    return tuple(q for q in asked if q is not None)
+    return tuple(asked)
 
 
 def _noun(chart: Chart) -> str:
