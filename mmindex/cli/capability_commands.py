@@ -12,10 +12,12 @@ from mmindex.cli.app import (
     JsonOption,
     LlmOption,
     app,
+    config_option,
     eval_app,
     fail_cleanly,
     print_json,
 )
+from mmindex.eval.code import CodeEvalConfig
 
 
 def _print_split(summary, out: Path, as_json: bool) -> None:
@@ -73,18 +75,20 @@ def eval_code(
                                           "that writes the programs"),
     predictions: Path | None = typer.Option(None, "--predictions", help="Or a table of "
                                             "programs already written (columns image, answer)"),
-    limit: int = typer.Option(100, "--limit", min=0, help="Programs scored (0: all)"),
+    limit: int = config_option(CodeEvalConfig, "limit", "--limit", min=0,
+                               help="Programs scored (0: all)"),
     modes: str = typer.Option("full,text", "--modes", help="full (from the image), text "
                               "(the prompt alone)"),
-    batch_size: int = typer.Option(16, "--batch-size", min=1),
-    precision: str = typer.Option("auto", "--precision", help="auto | bf16 | fp32"),
+    batch_size: int = config_option(CodeEvalConfig, "batch_size", "--batch-size", min=1),
+    precision: str = config_option(CodeEvalConfig, "precision", "--precision",
+                                   help="auto | bf16 | fp32"),
     threads: int | None = typer.Option(None, "--threads", min=1),
     llm: str | None = LlmOption,
     device: str = DeviceOption,
     as_json: bool = JsonOption,
 ):
     """Image-to-code: parse and render each written program, score it against the drawing."""
-    from mmindex.eval.code import CodeEvalConfig, format_code, run_code_eval
+    from mmindex.eval.code import format_code, run_code_eval
 
     if threads:
         import torch

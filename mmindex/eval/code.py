@@ -22,10 +22,13 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mmindex.data.drawing import Chart, Drawing, ProgramError, Scene, parse_program, render
 from mmindex.errors import UserInputError
-from mmindex.eval.vqa import VqaRow, answer_batch, read_vqa_rows, wilson_interval
+
+if TYPE_CHECKING:
+    from mmindex.eval.vqa import VqaRow
 
 POSITION_TOLERANCE = 0  # board cells (Chebyshev); 0: the exact cell
 VALUE_TOLERANCE = 5.0  # chart axis units (the axis runs 0-100)
@@ -148,6 +151,8 @@ def score_programs(targets: Sequence[str], predictions: Sequence[str],
         raise UserInputError(f"{len(predictions)} programs for {len(targets)} targets")
     if not targets:
         raise UserInputError("no programs to score")
+    from mmindex.eval.vqa import wilson_interval
+
     scores = [score_program(t, p) for t, p in zip(targets, predictions)]
     failed = sum(not s.parsed for s in scores)
     step = max(len(scores) // 4, 1)
@@ -185,6 +190,8 @@ def _mean(values) -> float:
 def read_code_rows(path: Path, limit: int | None, seed: int) -> list[VqaRow]:
     """The code rows of a table (kind "code"), a seeded sample of `limit` of them."""
     import random
+
+    from mmindex.eval.vqa import read_vqa_rows
 
     rows = [r for r in read_vqa_rows(path) if r.kind == "code"]
     if not rows:
@@ -257,6 +264,8 @@ def _model_and_features(config: CodeEvalConfig, rows: Sequence[VqaRow]):
 
 
 def _write_programs(vlm, features, rows, images, batch_size: int) -> list[str]:
+    from mmindex.eval.vqa import answer_batch
+
     written = []
     for start in range(0, len(rows), batch_size):
         chunk = slice(start, start + batch_size)
