@@ -11,7 +11,7 @@ from mmindex.testing import TINY, make_awkward_folder, photo
 
 @pytest.fixture(autouse=True, scope="session")
 def _private_model_cache(tmp_path_factory):
-    """Cached text towers (models/text_tower.py) go to a folder of this run, not the
+    """Exported models (models/exported.py) go to a folder of this run, not the
     user's cache; subprocesses started by tests inherit it."""
     import os
 

@@ -37,6 +37,21 @@ def test_query_benchmark_runs():
 
 
 @pytest.mark.slow
+def test_peer_benchmark_runs(tmp_path):
+    """Without rclip here: mmindex, its torch path and the README loop, as whole processes."""
+    import peer as bench
+
+    summary = bench.main([str(tmp_path), "--tiny"])
+    assert summary["images"] == 6 and summary["first_ingest_with_export_s"] > 0
+    for tool in ("mmindex", "mmindex_torch", "readme_loop"):
+        run = summary[f"ingest_{tool}"]
+        assert run["wall_s"] > 0 and run["cpu_s"] > 0 and run["peak_mb"] > 0
+    assert summary["ingest_mmindex"]["vs_mmindex"] == 1.0
+    assert summary["cold_mmindex_torch"]["cpu_s"] > 0 and "cold_rclip" not in summary
+    assert summary["warm_mmindex"]["median_ms"] > 0
+
+
+@pytest.mark.slow
 def test_memory_benchmark_runs():
     import memory as bench
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 from pathlib import Path
 
 import typer
@@ -47,7 +48,8 @@ def ingest(
         IngestConfig,
         "precision",
         "--precision",
-        help="auto | fp32 | bf16 (auto: bf16 where the CPU/GPU has it)",
+        help="auto | fp32 | bf16 | int8 (auto: ONNX Runtime in fp32 on the CPU, bf16 on a GPU "
+        "that has it; bf16 runs in torch; int8: ONNX Runtime's quantised model)",
     ),
     device: str = DeviceOption,
     actors: int = config_option(
@@ -129,7 +131,7 @@ def search(
     """Search the index by text or by image."""
     from mmindex.search.searcher import open_index
 
-    with _one_torch_thread(enabled=image is None):
+    with _one_thread(enabled=image is None):
         hits = open_index(resolve_index_dir(index)).search(
             query, image=image, k=k, target=target, where=where, min_score=min_score
         )
@@ -140,19 +142,22 @@ def search(
 
 
 @contextlib.contextmanager
-def _one_torch_thread(enabled: bool):
+def _one_thread(enabled: bool):
     """One short text query gains nothing from a second thread, and on a busy machine the
     threads wait for each other: "a cat" took 2 s on 2 threads, 0.07 s on 1 (load ~6).
-    Set here, at the edge, for this one query; restored for whoever called the command."""
-    import torch
-
-    previous = torch.get_num_threads()
+    Set here, at the edge, for this one query (ONNX Runtime reads MMINDEX_THREADS when it
+    opens the graph; a model without an export runs in torch on every core, since importing
+    torch here would cost the cold search a second); restored for whoever called."""
+    previous = os.environ.get("MMINDEX_THREADS")
     if enabled:
-        torch.set_num_threads(1)
+        os.environ["MMINDEX_THREADS"] = "1"
     try:
         yield
     finally:
-        torch.set_num_threads(previous)
+        if previous is None:
+            os.environ.pop("MMINDEX_THREADS", None)
+        else:
+            os.environ["MMINDEX_THREADS"] = previous
 
 
 def _print_hits(hits) -> None:

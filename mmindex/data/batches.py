@@ -10,6 +10,8 @@ from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from mmindex.data.images import DEFAULT_MAX_PIXELS, DecodedImage, DecodeError, decode_image
 from mmindex.errors import UserInputError
 
@@ -34,7 +36,7 @@ class ImageResult:
 @dataclass(frozen=True)
 class PixelBatch:
     results: list[ImageResult]  # one per path, in order
-    pixels: object  # torch.Tensor (N_ok, 3, H, W) of the usable images in order, or None
+    pixels: object  # (N_ok, 3, H, W) of the usable images in order (numpy or torch), or None
 
     @property
     def failures(self) -> list[ImageResult]:
@@ -62,12 +64,20 @@ def load_pixels(paths: Sequence[str | Path], preprocess: Callable, min_side: int
                 max_pixels: int = DEFAULT_MAX_PIXELS,
                 pool: Executor | None = None) -> PixelBatch:
     """Decode `paths` (in `pool`'s threads when given: Pillow releases the GIL) and stack the
-    preprocessed usable ones."""
-    import torch
+    preprocessed usable ones: a numpy array when `preprocess` gives arrays (an exported
+    model's), else a torch tensor."""
 
     def read(path):
         return read_image(path, min_side, max_pixels)
 
     results = list(pool.map(read, paths) if pool else map(read, paths))
-    tensors = [preprocess(r.decoded.image) for r in results if r.ok]  # each (3, H, W)
-    return PixelBatch(results, torch.stack(tensors) if tensors else None)
+    arrays = [preprocess(r.decoded.image) for r in results if r.ok]  # each (3, H, W)
+    return PixelBatch(results, _stack(arrays) if arrays else None)
+
+
+def _stack(arrays: list):
+    if isinstance(arrays[0], np.ndarray):
+        return np.stack(arrays)
+    import torch
+
+    return torch.stack(arrays)

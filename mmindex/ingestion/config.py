@@ -22,7 +22,8 @@ class IngestConfig:
     commit_every: int = 2048  # rows; a killed ingest loses at most this much work
     commit_seconds: float = 60.0  # ...or this much time
     max_pixels: int = DEFAULT_MAX_PIXELS
-    precision: str = "auto"  # "fp32" | "bf16" | "auto" (bf16 where the hardware has it)
+    # "auto" | "fp32" | "bf16" | "int8": see models/registry.load_for_inference
+    precision: str = "auto"
     decode_threads: int = 2  # Pillow releases the GIL: decoding overlaps with encoding
     ray_threshold: int = 2000  # below this, Ray's start-up (~6 s) costs more than it saves
     device: str = "cpu"  # "cuda": the encoder on a GPU (each Ray actor then holds one)

@@ -63,10 +63,13 @@ class TextBatchEncoder:
 
 def _build(spec: str, threads: int | None, precision: str, device: str):
     """The model inside a worker. Ray sets a worker's OMP threads to the CPUs it holds (1), so
-    torch is told how many to use: `threads`, or every core of the node it landed on."""
-    import torch
+    the runtime is told how many to use: `threads`, or every core of the node it landed on."""
+    from mmindex.models.registry import load_for_inference
 
-    from mmindex.models.registry import load_encoder
+    os.environ["MMINDEX_THREADS"] = str(threads or os.cpu_count() or 1)  # ONNX Runtime's
+    encoder = load_for_inference(spec, precision, device)
+    if hasattr(encoder, "model"):  # a torch model
+        import torch
 
-    torch.set_num_threads(threads or os.cpu_count() or 1)
-    return load_encoder(spec, precision, device)
+        torch.set_num_threads(int(os.environ["MMINDEX_THREADS"]))
+    return encoder

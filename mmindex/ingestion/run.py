@@ -28,7 +28,12 @@ from mmindex.index.schema import FILE_SCHEMA, embedding_type, table_schema
 from mmindex.index.vectors import VectorIndex, unit_vectors
 from mmindex.ingestion.config import IngestConfig
 from mmindex.ingestion.encoders import ImageBatchEncoder, TextBatchEncoder
-from mmindex.models.registry import canonical_spec, check_device, default_model_spec, load_encoder
+from mmindex.models.registry import (
+    canonical_spec,
+    check_device,
+    default_model_spec,
+    load_for_inference,
+)
 
 
 @dataclass(frozen=True)
@@ -107,7 +112,8 @@ class _IngestRun:
     def encoder(self):
         """Loaded on first need: an unchanged folder re-ingests without touching the model."""
         if self._encoder is None:
-            self._encoder = load_encoder(self.spec, self.config.precision, self.config.device)
+            self._encoder = load_for_inference(self.spec, self.config.precision,
+                                               self.config.device)
             self.writer.initialise(self._encoder.info)
             manifest_model = self.writer.manifest.model
             if manifest_model.fingerprint != self._encoder.info.fingerprint:
@@ -138,7 +144,7 @@ class _IngestRun:
     def _plan_table(self, table: str, scanned, roots) -> ChangePlan:
         manifest = self.writer.manifest
         if manifest is None:
-            empty = FILE_SCHEMA.empty_table()
+            empty = pa.Table.from_batches([], schema=FILE_SCHEMA)  # no pandas import
             return plan_changes(scanned, empty, empty, roots)
         known = store.read_table(self.writer.root, manifest, table, columns=FILE_COLUMNS)
         errors = errors_for(store.read_table(self.writer.root, manifest, "errors"), table)
@@ -275,10 +281,6 @@ class _IngestRun:
     def finish(self) -> None:
         self.commits.flush()
         self.commits.rebuild_outgrown_indexes()
-        if self._encoder is not None:  # loaded here anyway: cache its text side, so that even
-            from mmindex.models import text_tower  # the first text search is a fast one
-
-            text_tower.save(self._encoder)
 
     def summary(self, seconds: float) -> IngestSummary:
         plans = (self.image_plan, self.text_plan)

@@ -89,20 +89,31 @@ class ClipEncoder:
             x = _pool_tokens(x, tokens)  # (N, tokens, C)
         return x
 
-    def export_text_tower(self, directory: Path) -> dict:
-        """The text side for `text_tower`: the text transformer traced in fp32 and open_clip's
-        BPE as a `tokenizers` tokenizer (cleaning stays Python: `_clean_lower`)."""
-        from mmindex.models import text_tower
+    def export(self, directory: Path) -> dict:
+        """Both towers for `exported` (fp32 ONNX graphs), open_clip's BPE as a `tokenizers`
+        tokenizer (cleaning stays Python: `exported.clean_lower`) and the preprocessing as
+        data. Text: causal attention pooled at the end token, so a batch padded only to its
+        longest text embeds as the 77-token call does."""
+        from mmindex.models import exported
 
-        if self.dtype != torch.float32 or not _can_trim_padding(self.model):
-            raise text_tower.NotExportable("only an fp32 CLIP with causal text attention")
+        if self.dtype != torch.float32 or self.device.type != "cpu" \
+                or not _can_trim_padding(self.model):
+            raise exported.NotExportable("only an fp32 CPU CLIP with causal text attention")
+        preprocess = _plain_preprocess(self._preprocess)
         tokenizer = _bpe_tokenizer(self.tokenizer)
-        tokenizer.enable_padding(pad_id=0)  # to the batch's longest, as TracedText does
+        tokenizer.enable_padding(pad_id=0)  # to the batch's longest, as OnnxText does
         tokenizer.save(str(Path(directory) / "tokenizer.json"))
-        example = torch.tensor([e.ids for e in tokenizer.encode_batch(["a cat", "a red bike"])])
-        traced = text_tower.trace(_ClipText(self.model), example, torch.ones_like(example))
-        text_tower.save_module(traced, Path(directory) / "text.pt")
-        return {"kind": "clip", "max_length": int(self.tokenizer.context_length), "pad_id": 0}
+        ids = torch.tensor([e.ids for e in tokenizer.encode_batch(["a cat", "a red bike"])])
+        max_length = int(self.tokenizer.context_length)
+        exported.export_graph(_ClipText(self.model), (ids, torch.ones_like(ids)),
+                              Path(directory) / "text.onnx", ("ids", "mask"),
+                              [{0: ("batch", None), 1: ("length", max_length)}] * 2)
+        side = self.info.image_size
+        exported.export_graph(_ClipImage(self.model), (torch.zeros(2, 3, side, side),),
+                              Path(directory) / "image.onnx", ("pixels",),
+                              [{0: ("batch", None)}])
+        return {"kind": "clip", "max_length": max_length, "pad_id": 0,
+                "preprocess": preprocess.to_dict()}
 
     def set_precision(self, precision: str) -> ClipEncoder:
         """Cast the weights for speed; the fingerprint stays that of the stored weights, so an
@@ -313,6 +324,38 @@ def load_checkpoint(path: Path) -> ClipEncoder:
 # ---------------------------------------------------------------- the text side alone
 
 
+def _plain_preprocess(compose):
+    """open_clip's evaluation transform as data (data/preprocess.py), when it is the usual
+    Resize(shorter side) -> CenterCrop -> RGB -> tensor -> Normalize; else NotExportable."""
+    from mmindex.data.preprocess import ResizeCropNormalise
+    from mmindex.models.exported import NotExportable
+
+    steps = list(getattr(compose, "transforms", []))
+    names = [type(step).__name__ for step in steps]
+    usual = ["Resize", "CenterCrop", "MaybeConvertMode", "MaybeToTensor", "Normalize"]
+    if names != usual:
+        raise NotExportable(f"preprocessing {names} is not the usual resize and crop")
+    resize, crop, normalise = steps[0], steps[1], steps[4]
+    size = resize.size[0] if isinstance(resize.size, (list, tuple)) else resize.size
+    interpolation = resize.interpolation.value
+    if (isinstance(resize.size, (list, tuple)) and len(resize.size) != 1) or resize.max_size \
+            or crop.size[0] != crop.size[1] or interpolation not in ("bicubic", "bilinear"):
+        raise NotExportable(f"preprocessing {resize}, {crop} is not a plain resize and crop")
+    return ResizeCropNormalise(int(size), int(crop.size[0]), tuple(map(float, normalise.mean)),
+                               tuple(map(float, normalise.std)), interpolation)
+
+
+class _ClipImage(torch.nn.Module):
+    """pixels -> unit image embeddings in float32."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.normalize(self.model.encode_image(pixels).float(), dim=-1)
+
+
 class _ClipText(torch.nn.Module):
     """(ids, mask) -> unit text embeddings; the mask is unused (causal attention, pooled at
     the end token) but keeps one signature for every traced text side."""
@@ -336,7 +379,7 @@ def _bpe_tokenizer(simple):
     from open_clip.tokenizer import SimpleTokenizer
     from tokenizers import Regex, Tokenizer, models, pre_tokenizers, processors
 
-    from mmindex.models.text_tower import NotExportable
+    from mmindex.models.exported import NotExportable
 
     if type(simple) is not SimpleTokenizer or simple.reduction_fn is not None \
             or simple.clean_fn.__name__ != "_clean_lower":
@@ -352,33 +395,3 @@ def _bpe_tokenizer(simple):
         single=f"{start} $A {end}",
         special_tokens=[(start, simple.sot_token_id), (end, simple.eot_token_id)])
     return tokenizer
-
-
-def clean_lower(text: str) -> str:
-    """open_clip's `_clean_lower` (ftfy, HTML entities twice, whitespace runs, lower case),
-    restated so a query is cleaned without importing open_clip; a test compares the two."""
-    import html
-
-    import ftfy
-
-    text = html.unescape(html.unescape(ftfy.fix_text(text))).strip()
-    return " ".join(text.split()).lower()
-
-
-class ClipTextTower:
-    """A CLIP's text side alone (`text_tower`): encode_texts as ClipEncoder's."""
-
-    def __init__(self, info: EncoderInfo, text):
-        self.info, self.text = info, text
-
-    def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
-        if not texts:
-            return np.zeros((0, self.info.dim), np.float32)
-        return self.text.encode([clean_lower(t) for t in texts])
-
-
-def load_text_tower(directory: Path, meta: dict) -> ClipTextTower:
-    from mmindex.models import text_tower
-
-    text = text_tower.TracedText.from_dir(Path(directory), meta["max_length"], meta["pad_id"])
-    return ClipTextTower(EncoderInfo(**meta["info"]), text)

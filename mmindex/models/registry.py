@@ -72,15 +72,19 @@ DEVICES = ("cpu", "cuda")
 
 def check_device(device: str) -> None:
     """A device torch can use here, else a UserInputError saying what to pass instead."""
-    import torch
-
     if device not in DEVICES:
         raise UserInputError(f"--device must be cpu or cuda, not {device!r}")
-    if device == "cuda" and not torch.cuda.is_available():
+    if device == "cuda" and not _torch_sees_cuda():
         raise UserInputError("--device cuda, but torch sees no CUDA device here: use --device "
                              "cpu, or install a CUDA build of torch")
 
 
+
+
+def _torch_sees_cuda() -> bool:
+    import torch  # only for --device cuda: a CPU ingest may run without torch
+
+    return torch.cuda.is_available()
 
 
 def load_encoder(spec: str, precision: str = "fp32", device: str = "cpu") -> Encoder:
@@ -98,6 +102,59 @@ def load_encoder(spec: str, precision: str = "fp32", device: str = "cpu") -> Enc
             raise UserInputError(f"the model '{spec}' runs on the CPU only: drop --device")
         encoder.model.to(device)  # ClipEncoder moves its inputs to where the weights are
     return encoder
+
+
+INFERENCE_PRECISIONS = ("auto", "fp32", "bf16", "int8")
+
+
+def load_for_inference(spec: str, precision: str = "auto", device: str = "cpu") -> Encoder:
+    """The encoder for embedding only (ingest, queries): on the CPU, the model's ONNX export
+    run by ONNX Runtime (fp32, or int8 when asked), written on the first use of a model by
+    loading its torch weights once; else, and whenever an export cannot be made or read,
+    `load_encoder`'s torch model. bf16 and CUDA run in torch. See models/exported.py."""
+    from mmindex.models import exported
+
+    if precision not in INFERENCE_PRECISIONS:
+        raise UserInputError(f"--precision must be one of {', '.join(INFERENCE_PRECISIONS)}, "
+                             f"not {precision!r}")
+    onnx = exported.enabled() and device == "cpu" and precision != "bf16"
+    if not onnx:
+        if precision == "int8":
+            raise UserInputError("--precision int8 runs in ONNX Runtime on the CPU: drop "
+                                 "--device cuda, or unset MMINDEX_RUNTIME=torch")
+        return load_encoder(spec, precision, device)
+    spec = canonical_spec(spec)
+    runtime_precision = "int8" if precision == "int8" else "fp32"
+    key = exported.spec_key(spec, _what_makes_the_model(spec))
+    fingerprint = exported.fingerprint_of_spec(key)
+    if fingerprint and (found := exported.load(fingerprint, runtime_precision)):
+        return found
+    encoder = load_encoder(spec, "fp32", device)
+    exported.remember_spec(key, encoder.info.fingerprint)
+    if exported.save(encoder) and (found := exported.load(encoder.info.fingerprint,
+                                                           runtime_precision)):
+        return found
+    if precision == "int8":
+        raise ModelError(f"'{spec}' cannot run in int8: it could not be exported to ONNX")
+    if resolve_precision(precision, device) != "fp32" and hasattr(encoder, "set_precision"):
+        encoder.set_precision(resolve_precision(precision, device))
+    return encoder
+
+
+def _what_makes_the_model(spec: str) -> list[str]:
+    """The files whose change makes `spec` another model (with their sizes and times), and
+    the packages whose upgrade may: what keys the spec -> fingerprint shortcut."""
+    from importlib.metadata import version
+
+    arch, _, weights = spec.partition(":")
+    files = [Path(spec) / name for name in ("config.json", "model.safetensors")] \
+        if _looks_like_path(spec) else [Path(weights)] if weights.startswith("/") else []
+    if spec == "starter":
+        from mmindex.models.starter import BRIDGE_PATH
+
+        files.append(BRIDGE_PATH)
+    stamps = [f"{f}:{f.stat().st_size}:{f.stat().st_mtime_ns}" for f in files if f.exists()]
+    return stamps + [f"{name}=={version(name)}" for name in ("mmindex", "open_clip_torch")]
 
 
 def _load(spec: str) -> Encoder:

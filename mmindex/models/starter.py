@@ -30,8 +30,9 @@ from pathlib import Path
 
 import numpy as np
 
+from mmindex.data.preprocess import SquareResize
 from mmindex.errors import ModelError, UserInputError
-from mmindex.models import text_tower
+from mmindex.models import exported
 from mmindex.models.encoder import EncoderInfo, fingerprint_state_dict, l2_normalise
 from mmindex.models.llm import quiet_transformers
 
@@ -92,8 +93,10 @@ class StarterEncoder:
     plus `patch_tokens` for the generator. fp32 only: no `set_precision`, so a bf16 request
     leaves it as it is."""
 
-    def __init__(self, image_net, text_model, bridge: Bridge, config: StarterConfig, device: str):
-        self.image_net = image_net
+    def __init__(self, image_net, text_model, bridge: Bridge, config: StarterConfig, device: str,
+                 image_graph=None):
+        self.image_net = image_net  # torch; None when exported
+        self.image_graph = image_graph  # the exported image side (pixels -> joined rows)
         self.text_model = text_model
         self.bridge = bridge
         self.config = config
@@ -101,28 +104,19 @@ class StarterEncoder:
         self.info = EncoderInfo(spec="starter", dim=config.dim, image_size=config.image_size,
                                 fingerprint=_fingerprint(bridge, config))
 
-    def preprocess(self, image):
-        """PIL image -> (3, S, S) float tensor scaled to [-1, 1] (TF-Lite's input scaling)."""
-        import torch
-        from PIL import Image
-
-        size = self.config.image_size
-        square = image.convert("RGB").resize((size, size), Image.BICUBIC)
-        pixels = np.asarray(square, dtype=np.float32) / 127.5 - 1.0  # (S, S, 3)
-        return torch.from_numpy(pixels.transpose(2, 0, 1).copy())
+    def preprocess(self, image) -> np.ndarray:
+        """PIL image -> (3, S, S) float32 scaled to [-1, 1] (TF-Lite's input scaling)."""
+        return SquareResize(self.config.image_size)(image)
 
     def encode_images(self, pixels) -> np.ndarray:
         """(N, 3, S, S) -> (N, 2280) unit rows: [pooled features | sqrt(class posterior)]."""
+        if self.image_graph is not None:
+            return self.image_graph(pixels=np.asarray(pixels, np.float32))
         import torch
 
         with torch.inference_mode():
-            fmap = self.image_net.forward_features(self._to_device(pixels))  # (N, 1280, h, w)
-            pooled = fmap.mean(dim=(2, 3))  # (N, 1280)
-            per_location = fmap.flatten(2).transpose(1, 2)  # (N, h*w, 1280)
-            logits = self.image_net.classifier(per_location)  # (N, h*w, 1000)
-            temperature = self.config.image_temperature
-            posterior = torch.softmax(logits / temperature, dim=-1).mean(dim=1)  # (N, 1000)
-        return self._join(pooled.float().cpu().numpy(), posterior.float().cpu().numpy())
+            joined = _JoinedImage(self.image_net, self.config)(self._to_device(pixels))
+        return l2_normalise(joined.float().cpu().numpy())
 
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
         """N strings -> (N, 2280) unit rows: [ridge-mapped text | sqrt(class distribution)]."""
@@ -141,21 +135,32 @@ class StarterEncoder:
                                            normalize_embeddings=True, show_progress_bar=False)
         return np.asarray(sentences, np.float32)
 
-    def export_text_tower(self, directory: Path) -> dict:
-        """The text side for `text_tower`: MiniLM traced with its mean pooling and
-        normalisation, and its tokenizer; the bridge is the shipped file, read at load."""
+    def export(self, directory: Path) -> dict:
+        """Both sides for `exported`: the image net with its pooling, posterior and join as one
+        graph, MiniLM with its mean pooling and normalisation as another, and its tokenizer;
+        the bridge is the shipped file, read at load."""
+        import torch
+
         transformer, pooling = self.text_model[0], self.text_model[1]
         if pooling.get_config_dict().get("pooling_mode") != "mean":
-            raise text_tower.NotExportable("the MiniLM package no longer pools by the mean")
+            raise exported.NotExportable("the MiniLM package no longer pools by the mean")
+        if self.image_net is None or self.device != "cpu":
+            raise exported.NotExportable("only the full starter model on the CPU")
         tokenizer = self.text_model.tokenizer
         tokenizer.backend_tokenizer.save(str(Path(directory) / "tokenizer.json"))
         example = tokenizer(["a photo of a cat.", "a red bicycle"], padding=True,
                             return_tensors="pt")
-        module = _mean_pooled_sentence(transformer.auto_model)
+        max_length = int(transformer.max_seq_length)
         with quiet_transformers():
-            traced = text_tower.trace(module, example["input_ids"], example["attention_mask"])
-        text_tower.save_module(traced, Path(directory) / "text.pt")
-        return {"kind": "starter", "max_length": int(transformer.max_seq_length),
+            exported.export_graph(_mean_pooled_sentence(transformer.auto_model),
+                                  (example["input_ids"], example["attention_mask"]),
+                                  Path(directory) / "text.onnx", ("ids", "mask"),
+                                  [{0: ("batch", None), 1: ("length", max_length)}] * 2)
+        side = self.config.image_size
+        exported.export_graph(_JoinedImage(self.image_net, self.config),
+                              (torch.zeros(2, 3, side, side),), Path(directory) / "image.onnx",
+                              ("pixels",), [{0: ("batch", None)}])
+        return {"kind": "starter", "max_length": max_length,
                 "pad_id": int(tokenizer.pad_token_id)}
 
     def patch_tokens(self, pixels, tokens: int | None = None, layer: int = -1):
@@ -182,13 +187,37 @@ class StarterEncoder:
     def _to_device(self, pixels):
         import torch
 
-        return pixels.to(self.device, memory_format=torch.channels_last)
+        return torch.as_tensor(pixels).to(self.device, memory_format=torch.channels_last)
 
     def _join(self, features: np.ndarray, distribution: np.ndarray) -> np.ndarray:
         weight = self.config.feature_weight
         joined = np.hstack([np.sqrt(weight) * l2_normalise(features),
                             np.sqrt(1.0 - weight) * np.sqrt(np.maximum(distribution, 0.0))])
         return l2_normalise(joined)  # already unit up to rounding; make it exact
+
+
+def _JoinedImage(image_net, config: StarterConfig):
+    """pixels -> [sqrt(w) * unit pooled features | sqrt(1 - w) * sqrt(class posterior)], the
+    image side of `_join` as one torch module (so it exports as one graph)."""
+    import torch
+    from torch.nn import functional as F
+
+    class JoinedImage(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = image_net
+
+        def forward(self, pixels):
+            fmap = self.net.forward_features(pixels)  # (N, 1280, h, w)
+            pooled = fmap.mean(dim=(2, 3)).float()  # (N, 1280)
+            logits = self.net.classifier(fmap.flatten(2).transpose(1, 2))  # (N, h*w, 1000)
+            posterior = torch.softmax(logits.float() / config.image_temperature, -1).mean(1)
+            weight = config.feature_weight
+            joined = torch.cat([weight ** 0.5 * F.normalize(pooled, dim=-1),
+                                (1.0 - weight) ** 0.5 * posterior.clamp(min=0).sqrt()], dim=1)
+            return F.normalize(joined, dim=-1)
+
+    return JoinedImage()
 
 
 def _mean_pooled_sentence(bert):
@@ -209,11 +238,12 @@ def _mean_pooled_sentence(bert):
     return MeanPooledSentence()
 
 
-def load_text_tower(directory: Path, meta: dict) -> StarterEncoder:
-    """The starter for text queries only (`text_tower`): no EfficientNet, no timm, no
-    sentence-transformers. Its fingerprint is computed as build_starter's is."""
-    text = text_tower.TracedText.from_dir(Path(directory), meta["max_length"], meta["pad_id"])
-    return StarterEncoder(None, text, load_bridge(BRIDGE_PATH), StarterConfig(), "cpu")
+def load_exported(directory: Path, meta: dict, precision: str = "fp32") -> StarterEncoder:
+    """The starter in ONNX Runtime (`exported`): no torch, timm or sentence-transformers. Its
+    fingerprint is computed as build_starter's is."""
+    text = exported.OnnxText(Path(directory), meta["max_length"], meta["pad_id"], precision)
+    image = exported.graph(Path(directory), "image", precision)
+    return StarterEncoder(None, text, load_bridge(BRIDGE_PATH), StarterConfig(), "cpu", image)
 
 
 def build_starter(device: str = "cpu") -> StarterEncoder:

@@ -74,7 +74,7 @@ class Index:
         self.root = Path(root)
         self.where_timeout_s = where_timeout_s
         self._encoder = encoder
-        self._text_encoder = None  # text queries only; see text_encoder
+        self._query_encoder = None  # what embeds queries; see query_encoder
         self._load_generation()
 
     def _load_generation(self, attempts: int = 20) -> None:
@@ -109,7 +109,7 @@ class Index:
         fresh = Index(self.root, encoder=self._encoder if same_model else None,
                       where_timeout_s=self.where_timeout_s)
         if same_model:
-            fresh._text_encoder = self._text_encoder
+            fresh._query_encoder = self._query_encoder
         return fresh
 
     def _stat_shards(self, table: str) -> int:
@@ -138,19 +138,23 @@ class Index:
         return self._encoder
 
     @property
-    def text_encoder(self):
-        """What embeds text queries: the full model once loaded, else the model's cached
-        text side (no image tower, few imports: models/text_tower.py), else the full model,
-        whose text side is then cached for the next process."""
-        from mmindex.models import text_tower
+    def query_encoder(self):
+        """What embeds queries, text and image: the model given to this Index, else the
+        model's ONNX export (no torch, no image tower for a text query: models/exported.py),
+        written from the full model by the first query of a model that has none, else the
+        full model."""
+        if self._query_encoder is None:
+            self._query_encoder = self._encoder or self._exported() or self.encoder
+        return self._query_encoder
 
-        if self._encoder is None:
-            if self._text_encoder is None:
-                self._text_encoder = text_tower.load(self.manifest.model.fingerprint)
-            if self._text_encoder is not None:
-                return self._text_encoder
-            text_tower.save(self.encoder)
-        return self.encoder
+    def _exported(self):
+        from mmindex.models import exported
+
+        fingerprint = self.manifest.model.fingerprint
+        found = exported.load(fingerprint)
+        if found is None and exported.enabled() and exported.save(self.encoder):
+            found = exported.load(fingerprint)
+        return found
 
     def rows(self, table: str) -> pa.Table:
         """The table's rows at this generation, without the embeddings."""
@@ -175,16 +179,17 @@ class Index:
     def embed_text(self, text: str) -> np.ndarray:
         if not text.strip():
             raise UserInputError("the query text is empty")
-        return self.text_encoder.encode_texts([text])[0]  # (D,)
+        return self.query_encoder.encode_texts([text])[0]  # (D,)
 
     def embed_image(self, path: str | Path) -> np.ndarray:
         from mmindex.data.batches import load_pixels
 
-        loaded = load_pixels([path], self.encoder.preprocess, self.encoder.info.image_size)
+        encoder = self.query_encoder
+        loaded = load_pixels([path], encoder.preprocess, encoder.info.image_size)
         if loaded.failures:
             raise UserInputError(f"cannot use {path} as a query image: "
                                  f"{loaded.failures[0].reason}")
-        return self.encoder.encode_images(loaded.pixels)[0]  # (D,)
+        return encoder.encode_images(loaded.pixels)[0]  # (D,)
 
     def search(self, query: str | None = None, *, image: str | Path | None = None,
                vector: np.ndarray | None = None, k: int = 10, target: str = "images",
@@ -257,11 +262,12 @@ class Index:
         return hits
 
     def _rows_by_id(self, target: str, ids: list[int]) -> dict[int, dict]:
-        import pyarrow.compute as pc
-
+        """The hits' rows, found by position and sliced out: Table.filter, pa.array and
+        to_numpy each import pandas on first use, 0.8 s of a cold search."""
         table = self.rows(target)
-        picked = table.filter(pc.is_in(table.column("id"), value_set=pa.array(ids, pa.int64())))
-        return {row["id"]: row for row in picked.to_pylist()}
+        positions = np.flatnonzero(np.isin(_int64_values(table.column("id")), ids))
+        rows = (table.slice(int(p), 1).to_pylist()[0] for p in positions)
+        return {row["id"]: row for row in rows}
 
     # -- description ---------------------------------------------------------------------
     def info(self, max_errors: int = 50) -> IndexInfo:
@@ -344,3 +350,12 @@ def _ids_within(con, query: str, where: str, timeout_s: float, unusable) -> np.n
     if not np.issubdtype(ids.dtype, np.integer):  # the parse check makes it the int64 id
         raise UserInputError(f"--where {where!r} did not select the integer id column")
     return ids.astype(np.int64)
+
+
+def _int64_values(column: pa.ChunkedArray) -> np.ndarray:
+    """A null-free int64 column as numpy, read from its buffers (see _rows_by_id)."""
+    if column.null_count:
+        return column.to_numpy()
+    parts = [np.frombuffer(chunk.buffers()[1], np.int64, len(chunk), chunk.offset * 8)
+             for chunk in column.chunks]
+    return np.concatenate(parts) if parts else np.zeros(0, np.int64)

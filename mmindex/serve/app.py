@@ -524,12 +524,13 @@ def _page() -> HTMLResponse:
 
 @asynccontextmanager
 async def _warm_model(app: FastAPI):
-    """Load the index and its model before the first request, so it is not the slow one."""
+    """Load the index and what embeds its queries before the first request, so it is not the
+    slow one (the exported model: `ask` loads the torch model when first asked)."""
     import anyio
 
     def warm():
         try:
-            _ = app.state.mmindex.live.get().encoder
+            _ = app.state.mmindex.live.get().query_encoder
         except errors.MmindexError as exc:  # no index yet, or no model: status will say
             log.warning("not warmed up: %s", exc)
 

@@ -74,7 +74,8 @@ def fast_model(tiny_encoder):
     killed process leaves the page cache behind, so fsync matters only for power loss, which
     no trial here simulates (the slow tests, in their own processes, keep it)."""
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(sys.modules["mmindex.ingestion.run"], "load_encoder", lambda *a: tiny_encoder)
+        patch.setattr(sys.modules["mmindex.ingestion.run"], "load_for_inference",
+                      lambda *a: tiny_encoder)
         patch.setattr(store, "_fsync", lambda path: None)
         patch.setattr(store.os, "fsync", lambda fd: None)
         yield tiny_encoder

@@ -57,7 +57,7 @@ def test_unchanged_reingest_does_not_load_the_model(photo_folder, tmp_path, monk
     def refuse(spec):
         raise AssertionError("the model was loaded for an unchanged folder")
 
-    monkeypatch.setattr(sys.modules["mmindex.ingestion.run"], "load_encoder", refuse)
+    monkeypatch.setattr(sys.modules["mmindex.ingestion.run"], "load_for_inference", refuse)
     summary = run(photo_folder, tmp_path / "idx")
     assert (summary.unchanged, summary.added, summary.executor) == (6, 0, "none")
 

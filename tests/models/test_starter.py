@@ -58,9 +58,7 @@ def gallery_vectors(encoder, gallery) -> np.ndarray:
 
 
 def encode(encoder, images) -> np.ndarray:
-    import torch
-
-    return encoder.encode_images(torch.stack([encoder.preprocess(image) for image in images]))
+    return encoder.encode_images(np.stack([encoder.preprocess(image) for image in images]))
 
 
 def jpeg_copy(image: Image.Image) -> Image.Image:
@@ -240,10 +238,10 @@ def test_refitting_reproduces_the_shipped_bridge(encoder):
 
 
 @needs_extra
-def test_text_tower_embeds_queries_as_the_full_model_does(encoder, tmp_path, monkeypatch):
+def test_the_export_embeds_as_the_full_model_does(encoder, gallery, tmp_path, monkeypatch):
     import logging
 
-    from mmindex.models import text_tower
+    from mmindex.models import exported
 
     class Notices(logging.Handler):  # transformers' own logger, as its stderr handler sees it
         def __init__(self):
@@ -254,17 +252,19 @@ def test_text_tower_embeds_queries_as_the_full_model_does(encoder, tmp_path, mon
             self.messages.append(record.getMessage())
 
     monkeypatch.setenv("MMINDEX_CACHE", str(tmp_path))
-    assert text_tower.load(encoder.info.fingerprint) is None
+    assert exported.load(encoder.info.fingerprint) is None
     notices = Notices()
     logging.getLogger("transformers").addHandler(notices)
     try:
-        assert text_tower.save(encoder) == tmp_path / "text-towers" / encoder.info.fingerprint
+        assert exported.save(encoder) == tmp_path / "onnx" / encoder.info.fingerprint
     finally:
         logging.getLogger("transformers").removeHandler(notices)
     assert notices.messages == []  # an ingest prints no library notice
-    tower = text_tower.load(encoder.info.fingerprint)
-    assert tower is not None and tower.image_net is None  # the text side only
+    tower = exported.load(encoder.info.fingerprint)
+    assert tower is not None and tower.image_net is None  # no torch model
     assert tower.info == encoder.info
+    images = list(gallery.values())[:4]
+    np.testing.assert_allclose(encode(tower, images), encode(encoder, images), atol=1e-4)
     queries = ["a cat", "an astronaut holding a helmet in front of a flag", "x" * 3000]
     np.testing.assert_allclose(tower.encode_texts(queries), encoder.encode_texts(queries),
                                atol=2e-5)

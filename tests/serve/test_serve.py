@@ -408,13 +408,13 @@ def test_live_index_keeps_the_model_across_generations(tmp_path):
     ingest(IngestConfig(roots=(album,), index_dir=tmp_path / "idx", model=TINY))
     live = LiveIndex(tmp_path / "idx")
     first = live.get()
-    encoder = first.encoder
+    encoder, queries = first.encoder, first.query_encoder
     assert live.get() is first  # nothing committed: the same snapshot
     _write_album(album, count=1, first=2)
     ingest(IngestConfig(roots=(album,), index_dir=tmp_path / "idx", model=TINY))
     second = live.get()
     assert second is not first and second.manifest.generation > first.manifest.generation
-    assert second.encoder is encoder
+    assert second.encoder is encoder and second.query_encoder is queries
 
 
 # -- ask, auth, errors, headers ----------------------------------------------------------
