@@ -52,6 +52,16 @@ def test_peer_benchmark_runs(tmp_path):
 
 
 @pytest.mark.slow
+def test_int8_benchmark_runs():
+    import int8 as bench
+
+    summary = bench.main(["--tiny"])
+    torch_run, onnx_run = summary["torch_fp32"], summary["onnx_fp32"]
+    assert summary["images"] == 40 and summary["onnx_int8"]["seconds"] > 0
+    assert abs(onnx_run["t2i_r5"] - torch_run["t2i_r5"]) <= 0.05  # the same model, exported
+
+
+@pytest.mark.slow
 def test_memory_benchmark_runs():
     import memory as bench
 

@@ -182,6 +182,15 @@ def test_ingest_and_search_run_without_torch_once_exported(tmp_path, monkeypatch
     hits = ast.literal_eval(out[-2])
     assert [h[0] for h in hits] == [h.id for h in expected] and len(hits) == 4
     np.testing.assert_allclose([h[1] for h in hits], [h.score for h in expected], atol=1e-4)
+    # and the command a user types, `mmindex search`, loads no torch either
+    cli = ("import sys; from mmindex.cli import app\n"
+           f"sys.argv = ['mmindex', 'search', 'a photo', '--index', {str(index_dir)!r}, '--json']\n"
+           "try:\n    app()\nexcept SystemExit as exit:\n    assert not exit.code, exit.code\n"
+           "print(sorted(m for m in ('torch', 'open_clip', 'torchvision', 'pandas') "
+           "if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", cli], capture_output=True, text=True,
+                         check=True).stdout.splitlines()
+    assert out[-1] == "[]" and str(expected[0].path) in "\n".join(out)
 
 
 def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
