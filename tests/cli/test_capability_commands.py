@@ -90,3 +90,19 @@ def test_a_projector_trained_on_a_split_answers_and_writes_programs(tmp_path):
     assert result.exit_code == 0, result.output
     modes = json.loads(result.output)["modes"]
     assert set(modes) == {"full", "text"} and modes["full"]["n"] == 3
+
+
+def test_eval_code_options_default_to_the_config():
+    import dataclasses
+
+    import typer.main
+
+    from mmindex.eval.code import CodeEvalConfig
+
+    command = typer.main.get_group(app).commands["eval"].commands["code"]
+    defaults = {f.name: f.default for f in dataclasses.fields(CodeEvalConfig)}
+    shared = [p for p in command.params if p.name in defaults and p.name != "device"]
+    assert {p.name for p in shared} >= {"limit", "batch_size", "precision"}
+    for param in shared:
+        if param.name not in ("modes", "questions", "llm"):
+            assert param.default == defaults[param.name], param.name
