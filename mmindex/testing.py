@@ -275,3 +275,28 @@ def _save_tiny_vlm(model_class, config, processor, out_dir: Path) -> Path:
     model.save_pretrained(out_dir)
     processor.save_pretrained(out_dir)
     return out_dir
+
+
+def photo_exif(taken: str | None = None, make: str | None = None, model: str | None = None,
+               lens: str | None = None, gps: tuple[float, float] | None = None) -> Image.Exif:
+    """EXIF as a camera writes it (Pillow's writer), for photos saved with `exif=`: `taken`
+    in EXIF's "YYYY:MM:DD HH:MM:SS", `gps` as signed decimal degrees (lat, lon)."""
+    from PIL import ExifTags
+
+    exif = Image.Exif()
+    for tag, value in ((ExifTags.Base.Make, make), (ExifTags.Base.Model, model)):
+        if value is not None:
+            exif[tag] = value
+    details = exif.get_ifd(ExifTags.IFD.Exif)
+    for tag, value in ((ExifTags.Base.DateTimeOriginal, taken), (ExifTags.Base.LensModel, lens)):
+        if value is not None:
+            details[tag] = value
+    if gps is not None:
+        where = exif.get_ifd(ExifTags.IFD.GPSInfo)
+        for (ref, tag, signs), value in zip(
+                ((ExifTags.GPS.GPSLatitudeRef, ExifTags.GPS.GPSLatitude, "NS"),
+                 (ExifTags.GPS.GPSLongitudeRef, ExifTags.GPS.GPSLongitude, "EW")), gps):
+            where[ref] = signs[value < 0]
+            minutes, seconds = divmod(abs(value) * 3600.0, 60.0)
+            where[tag] = (float(int(minutes // 60)), float(int(minutes % 60)), round(seconds, 4))
+    return exif

@@ -120,10 +120,15 @@ def search(
     where: str | None = typer.Option(
         None,
         "--where",
-        help="SQL predicate on metadata, e.g. \"width > 1000 AND path LIKE '%/2024/%'\"",
+        help="SQL predicate on metadata, e.g. \"width > 1000 AND path LIKE '%/2024/%'\" or "
+        "\"taken >= '2024-06-01' AND camera LIKE '%Pixel%'\" (columns: mmindex info)",
     ),
     min_score: float | None = typer.Option(
         None, "--min-score", help="Leave out results scoring below this (cosine similarity)"
+    ),
+    sort: str | None = typer.Option(
+        None, "--sort", help="Order the k results by a column: 'taken' oldest first, '-taken' "
+        "newest first (unknown last); default: by score",
     ),
     index: Path | None = IndexOption,
     as_json: bool = JsonOption,
@@ -133,7 +138,8 @@ def search(
 
     with _one_thread(enabled=image is None):
         hits = open_index(resolve_index_dir(index)).search(
-            query, image=image, k=k, target=target, where=where, min_score=min_score
+            query, image=image, k=k, target=target, where=where, min_score=min_score,
+            sort=sort,
         )
     if as_json:
         print_json([h.to_dict() for h in hits])
@@ -167,11 +173,13 @@ def _print_hits(hits) -> None:
     if not hits:
         typer.echo("no results")
         return
-    table = Table("rank", "score")
+    dated = any(hit.taken for hit in hits)  # a photo library: when, and with what
+    table = Table("rank", "score", *(("taken", "camera") if dated else ()))
     table.add_column("path" if hits[0].table == "images" else "text", overflow="fold")
     for hit in hits:
         shown = hit.path if hit.table == "images" else f"{(hit.text or '')[:80]}  ({hit.path})"
-        table.add_row(str(hit.rank), f"{hit.score:.3f}", shown)
+        when = ((hit.taken or "").replace("T", " ")[:16], hit.camera or "") if dated else ()
+        table.add_row(str(hit.rank), f"{hit.score:.3f}", *when, shown)
     Console().print(table)
 
 

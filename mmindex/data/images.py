@@ -10,6 +10,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from mmindex.data.exif import NO_METADATA, PhotoMetadata, photo_metadata
+
 DEFAULT_MAX_PIXELS = 100_000_000  # 100 MP: larger than any camera, smaller than a bomb
 _ROTATING_ORIENTATIONS = {5, 6, 7, 8}  # EXIF orientations that swap width and height
 _EXIF_ORIENTATION = 0x0112
@@ -25,6 +27,7 @@ class DecodedImage:
     width: int  # full-resolution size after EXIF rotation
     height: int
     format: str
+    metadata: PhotoMetadata = NO_METADATA  # when and where, from EXIF
 
 
 def decode_image(path: Path, min_side: int, max_pixels: int = DEFAULT_MAX_PIXELS) -> DecodedImage:
@@ -62,8 +65,9 @@ def _decode_open(img: Image.Image, min_side: int, max_pixels: int) -> DecodedIma
     if fmt == "JPEG" and min_side > 0:
         img.draft("RGB", (min_side, min_side))  # the decoder keeps both sides >= min_side
     img.load()
+    metadata = photo_metadata(img)  # read before exif_transpose, which drops orientation
     upright = ImageOps.exif_transpose(img)
-    return DecodedImage(to_rgb(upright), width, height, fmt)
+    return DecodedImage(to_rgb(upright), width, height, fmt, metadata)
 
 
 def to_rgb(img: Image.Image) -> Image.Image:

@@ -26,7 +26,7 @@ import pyarrow.compute as pc
 
 from mmindex.errors import IndexFormatError, MmindexError
 from mmindex.index import store
-from mmindex.index.schema import TABLES, VECTOR_TABLES, table_schema
+from mmindex.index.schema import TABLES, VECTOR_TABLES, conform, table_schema
 from mmindex.index.vectors import VectorIndex, unit_vectors
 from mmindex.models.encoder import EncoderInfo
 
@@ -116,7 +116,8 @@ def _scan_table(root: Path, manifest: store.Manifest, name: str, findings) -> _T
     expected = table_schema(name, manifest.model.dim)
     for shard in manifest.tables[name].shards:
         try:
-            table = store.read_shard(root, shard)  # a missing or unparsable one says so
+            # a missing or unparsable one says so; columns added since it was written are null
+            table = conform(store.read_shard(root, shard), expected)
             damage = store.checksum_problem(root, manifest.tables[name], shard)
             if damage:
                 raise IndexFormatError(f"shard {shard} {damage}")
@@ -183,9 +184,9 @@ def _check_faiss(root: Path, manifest: store.Manifest, name: str, rows: pa.Table
 
 
 def _faiss_disagreement(vectors: VectorIndex, rows: pa.Table, whole: bool = True) -> str | None:
-    """Same ids, and (for exact indexes) the same vectors as the shards store. The shards
-    passed their checksums and sanity checks before this, so where the two differ it is
-    FAISS's copy that is wrong."""
+    """Same ids, and (where the index keeps exact vectors: flat, ivfpq) the same vectors as
+    the shards store. The shards passed their checksums and sanity checks before this, so
+    where the two differ it is FAISS's copy that is wrong."""
     stored_ids = np.sort(rows.column("id").to_numpy())
     faiss_ids = np.sort(_faiss_ids(vectors))
     if not whole:
@@ -194,12 +195,13 @@ def _faiss_disagreement(vectors: VectorIndex, rows: pa.Table, whole: bool = True
     elif not np.array_equal(stored_ids, faiss_ids):
         return (f"FAISS holds {len(faiss_ids)} ids, the table {len(stored_ids)} rows, and the "
                 "ids differ")
-    if vectors.kind != "flat" or not len(stored_ids):
-        return None
+    problem = vectors.internal_problem()
+    if problem or vectors.kind == "ivf" or not len(stored_ids):
+        return problem
     picked = np.random.default_rng(0).permutation(len(stored_ids))[:VECTOR_SAMPLE]
     for i in picked:
         stored = np.asarray(rows.column("embedding")[int(i)].as_py(), np.float32)
-        held = vectors.index.reconstruct(int(rows.column("id")[int(i)].as_py()))
+        held = vectors.exact_vector(int(rows.column("id")[int(i)].as_py()))
         if not np.allclose(stored, held, atol=1e-5):
             return (f"FAISS's vector for id {rows.column('id')[int(i)]} is not the stored one "
                     "(the shard passed its checks, so FAISS's copy is the damaged one)")
@@ -207,14 +209,7 @@ def _faiss_disagreement(vectors: VectorIndex, rows: pa.Table, whole: bool = True
 
 
 def _faiss_ids(vectors: VectorIndex) -> np.ndarray:
-    import faiss
-
-    index = faiss.downcast_index(vectors.index)
-    if hasattr(index, "id_map"):
-        return faiss.vector_to_array(index.id_map).astype(np.int64)
-    lists = index.invlists  # IVF: the ids live in the inverted lists
-    return np.concatenate([faiss.rev_swig_ptr(lists.get_ids(i), lists.list_size(i)).copy()
-                           for i in range(index.nlist)] or [np.array([], np.int64)])
+    return vectors.ids()
 
 
 def _leftovers(root: Path, manifest: store.Manifest) -> list[Finding]:
@@ -358,7 +353,7 @@ def _newest_rows(name: str, found: list[tuple[int, pa.Table]], dim: int) -> pa.T
     schema = table_schema(name, dim)
     if not found:
         return schema.empty_table()
-    rows = pa.concat_tables([t.select(schema.names).cast(schema) for _, t in found])
+    rows = pa.concat_tables([conform(t, schema).cast(schema) for _, t in found])
     generations = np.concatenate([np.full(t.num_rows, g, np.int64) for g, t in found])
     paths = rows.column("path").to_pylist()
     newest: dict[str, int] = {}

@@ -24,6 +24,17 @@ _FILE_FIELDS = [
 FILE_SCHEMA = pa.schema(_FILE_FIELDS)
 
 
+# When and where, from EXIF (data/exif.py); null when the photo does not say. Added after
+# format 1's first indexes were written: their shards lack these columns (see conform).
+PHOTO_FIELDS = [
+    pa.field("taken", pa.timestamp("us")),  # the camera's clock, no time zone
+    pa.field("camera", pa.string()),
+    pa.field("lens", pa.string()),
+    pa.field("latitude", pa.float64()),
+    pa.field("longitude", pa.float64()),
+]
+
+
 def embedding_type(dim: int) -> pa.DataType:
     return pa.list_(pa.float32(), dim)
 
@@ -33,6 +44,7 @@ def images_schema(dim: int) -> pa.Schema:
         pa.field("width", pa.int32()),  # after EXIF rotation
         pa.field("height", pa.int32()),
         pa.field("format", pa.string()),
+        *PHOTO_FIELDS,
         pa.field("embedding", embedding_type(dim)),
     ])
 
@@ -55,3 +67,16 @@ ERRORS_SCHEMA = pa.schema(_FILE_FIELDS + [
 def table_schema(table: str, dim: int) -> pa.Schema:
     return {"images": images_schema, "texts": texts_schema}[table](dim) if table != "errors" \
         else ERRORS_SCHEMA
+
+
+def conform(table: pa.Table, schema: pa.Schema, columns=None) -> pa.Table:
+    """A shard's rows in the table's current schema: a nullable column added since the shard
+    was written reads as nulls, so an older index keeps working without re-encoding."""
+    names = list(columns) if columns is not None else schema.names
+    present = set(table.column_names)
+    if all(name in present for name in names):
+        return table.select(names)
+    fields = [table.schema.field(n) if n in present else schema.field(n) for n in names]
+    arrays = [table.column(f.name) if f.name in present else pa.nulls(table.num_rows, f.type)
+              for f in fields]
+    return pa.Table.from_arrays(arrays, schema=pa.schema(fields))

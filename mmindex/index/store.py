@@ -30,7 +30,7 @@ from mmindex.errors import (
     MissingFileError,
     MmindexError,
 )
-from mmindex.index.schema import FORMAT_VERSION, TABLES, VECTOR_TABLES, table_schema
+from mmindex.index.schema import FORMAT_VERSION, TABLES, VECTOR_TABLES, conform, table_schema
 from mmindex.models.encoder import EncoderInfo
 
 MANIFEST = "manifest.json"
@@ -132,7 +132,8 @@ def read_manifest(root: Path) -> Manifest:
 def read_table(root: Path, manifest: Manifest, table: str, columns=None) -> pa.Table:
     """All live rows of a table at the manifest's generation."""
     schema = table_schema(table, manifest.model.dim)
-    shards = [read_shard(Path(root), s, columns) for s in manifest.tables[table].shards]
+    shards = [conform(read_shard(Path(root), s, columns), schema, columns)
+              for s in manifest.tables[table].shards]
     if not shards:  # (not schema.empty_table(): it imports pandas, 0.8 s of a cold search)
         empty = pa.Table.from_batches([], schema=schema)
         return empty.select(columns) if columns else empty
@@ -180,10 +181,10 @@ def read_vectors(root: Path, manifest: Manifest, table: str):
         return VectorIndex.empty(manifest.model.dim)
     path = Path(root) / relative
     try:
-        vectors = VectorIndex.from_bytes(path.read_bytes())
+        vectors = VectorIndex.load(path)  # an ivfpq file's exact vectors stay memory-mapped
     except FileNotFoundError:
         raise MissingFileError(f"FAISS file {path} is missing; run `mmindex doctor`") from None
-    except (RuntimeError, OSError) as exc:  # faiss raises RuntimeError on a damaged file
+    except (RuntimeError, OSError, IndexFormatError) as exc:  # faiss: RuntimeError
         raise IndexFormatError(f"FAISS file {path} is damaged ({str(exc).splitlines()[0]}); "
                                "run `mmindex doctor --repair`") from None
     dim = int(vectors.index.d)
@@ -310,7 +311,7 @@ class StoreWriter:
             rows -= removed
         if change.add is not None and change.add.num_rows:
             schema = table_schema(name, self.manifest.model.dim)
-            added = change.add.select(schema.names).cast(schema)
+            added = conform(change.add, schema).cast(schema)  # a column it lacks: null
             for start in range(0, added.num_rows, MAX_SHARD_ROWS):
                 shard = self._write_shard(name, added.slice(start, MAX_SHARD_ROWS), generation)
                 checksums[shard] = file_sha256(self.root / shard)

@@ -10,12 +10,16 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from mmindex.data.batches import load_pixels
+from mmindex.data.exif import NO_METADATA, PhotoMetadata
+
+PHOTO_COLUMNS = ("taken", "camera", "lens", "latitude", "longitude")
 
 Batch = dict[str, np.ndarray]  # Ray Data's numpy batch format: column name -> array
 
 
 class ImageBatchEncoder:
-    """{"path"} -> {"path", "ok", "reason", "width", "height", "format", "embedding"}."""
+    """{"path"} -> {"path", "ok", "reason", "width", "height", "format", the photo's metadata
+    (PHOTO_COLUMNS) and "embedding"}."""
 
     def __init__(self, spec: str, max_pixels: int, threads: int | None = None, encoder=None,
                  precision: str = "auto", decode_threads: int = 2, device: str = "cpu"):
@@ -36,6 +40,7 @@ class ImageBatchEncoder:
                 "width": [r.decoded.width if r.ok else 0 for r in results],
                 "height": [r.decoded.height if r.ok else 0 for r in results],
                 "format": [r.decoded.format if r.ok else "" for r in results],
+                **photo_columns([r.decoded.metadata if r.ok else NO_METADATA for r in results]),
                 "pixels": loaded.pixels}  # (N_ok, 3, H, W) or None
 
     def encode(self, prepared: dict) -> Batch:
@@ -59,6 +64,33 @@ class TextBatchEncoder:
     def __call__(self, batch: Batch) -> Batch:
         texts = [str(t) for t in batch["text"]]
         return {**batch, "embedding": self.encoder.encode_texts(texts)}  # (N, D)
+
+
+def photo_columns(found: list[PhotoMetadata]) -> dict[str, list]:
+    """Metadata as plain strings and floats ("" and NaN for unknown), which every executor's
+    batches carry as they are; photo_row turns them back into values and nulls."""
+    return {"taken": [m.taken.isoformat() if m.taken else "" for m in found],
+            "camera": [m.camera or "" for m in found], "lens": [m.lens or "" for m in found],
+            "latitude": [m.latitude if m.latitude is not None else np.nan for m in found],
+            "longitude": [m.longitude if m.longitude is not None else np.nan for m in found]}
+
+
+def photo_row(values: dict) -> dict:
+    """One image's metadata for its row, from an encoder batch or a stored row: None for
+    unknown, whichever way it was written."""
+    from datetime import datetime
+
+    def known(value):
+        if value is None or (isinstance(value, str) and not value):
+            return None
+        if isinstance(value, float | np.floating) and np.isnan(value):
+            return None
+        return value.item() if isinstance(value, np.generic) else value
+
+    row = {name: known(values.get(name)) for name in PHOTO_COLUMNS}
+    if isinstance(row["taken"], str):
+        row["taken"] = datetime.fromisoformat(row["taken"])
+    return row
 
 
 def _build(spec: str, threads: int | None, precision: str, device: str):

@@ -27,7 +27,12 @@ from mmindex.index.changes import FILE_COLUMNS, Candidate, ChangePlan, errors_fo
 from mmindex.index.schema import FILE_SCHEMA, embedding_type, table_schema
 from mmindex.index.vectors import VectorIndex, unit_vectors
 from mmindex.ingestion.config import IngestConfig
-from mmindex.ingestion.encoders import ImageBatchEncoder, TextBatchEncoder
+from mmindex.ingestion.encoders import (
+    PHOTO_COLUMNS,
+    ImageBatchEncoder,
+    TextBatchEncoder,
+    photo_row,
+)
 from mmindex.models.registry import (
     canonical_spec,
     check_device,
@@ -174,7 +179,8 @@ class _IngestRun:
                    "decode_threads": self.config.decode_threads}
         for batch in self._run_encoder(ImageBatchEncoder, options, "path", list(representatives)):
             for i, path in enumerate(batch["path"]):
-                row = {k: batch[k][i] for k in ("ok", "reason", "width", "height", "format")}
+                row = {k: batch[k][i] for k in ("ok", "reason", "width", "height", "format",
+                                                *PHOTO_COLUMNS)}
                 row["embedding"] = batch["embedding"][i]
                 self._emit_images(groups[representatives[str(path)]], row)
             done += len(batch["path"])
@@ -191,7 +197,7 @@ class _IngestRun:
             row_id = candidate.old_ids[0] if candidate.old_ids else self.writer.new_id()
             row = _file_row(row_id, candidate) | {
                 "width": int(result["width"]), "height": int(result["height"]),
-                "format": str(result["format"])}
+                "format": str(result["format"])} | photo_row(result)
             self.commits.add("images", row, result["embedding"])
 
     def _record_failure(self, table: str, candidate: Candidate, reason: str) -> None:

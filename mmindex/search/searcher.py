@@ -38,6 +38,11 @@ class Hit:
     key: str | None = None  # texts only: where in the file
     width: int | None = None  # images only
     height: int | None = None
+    taken: str | None = None  # images only, from EXIF: ISO 8601, the camera's clock
+    camera: str | None = None
+    lens: str | None = None
+    latitude: float | None = None
+    longitude: float | None = None
 
     def to_dict(self) -> dict:
         return {k: v for k, v in asdict(self).items() if v is not None}
@@ -193,18 +198,42 @@ class Index:
 
     def search(self, query: str | None = None, *, image: str | Path | None = None,
                vector: np.ndarray | None = None, k: int = 10, target: str = "images",
-               where: str | None = None, min_score: float | None = None) -> list[Hit]:
-        """Exactly one of query (text), image (a file) or vector; the top k of `target`."""
+               where: str | None = None, min_score: float | None = None,
+               sort: str | None = None) -> list[Hit]:
+        """Exactly one of query (text), image (a file) or vector; the top k of `target`,
+        best first, or ordered by a column of theirs with `sort` ("taken" oldest first,
+        "-taken" newest first; unknown values last either way). A hit's rank stays its
+        place by similarity."""
         if target not in VECTOR_TABLES:
             raise UserInputError(f"target must be one of {', '.join(VECTOR_TABLES)}, not {target!r}")
         if k < 1:
             raise UserInputError(f"k must be at least 1, not {k}")
+        sort_key = self._sort_key(target, sort) if sort else None  # refused before encoding
         vector = self._query_vector(query, image, vector)
         allowed = self.filter_ids(target, where) if where else None
         if allowed is not None and len(allowed) == 0:
             return []
         scores, ids = self.vectors(target).search(vector[None, :], k, allowed)  # (1, k) each
-        return self._hits(target, scores[0], ids[0], min_score)
+        hits = self._hits(target, scores[0], ids[0], min_score)
+        return sort_key(hits) if sort_key else hits
+
+    def _sort_key(self, target: str, sort: str):
+        """A function ordering hits by `sort`: a column of `target` (or "score"), with a
+        leading "-" for descending; unknown (null) values go last in both directions."""
+        column = sort.strip().removeprefix("-").strip()
+        descending = sort.strip().startswith("-")
+        columns = [c for c in self.rows(target).column_names if c != "embedding"] + ["score"]
+        if column not in columns:
+            raise UserInputError(f"cannot sort by {sort!r}: give a column of {target} "
+                                 f"({', '.join(columns)}), with a leading '-' for descending")
+
+        def ordered(hits: list[Hit]) -> list[Hit]:
+            rows = self._rows_by_id(target, [h.id for h in hits]) if column != "score" else {}
+            values = {h.id: h.score if column == "score" else rows[h.id][column] for h in hits}
+            known = sorted((h for h in hits if values[h.id] is not None),
+                           key=lambda h: values[h.id], reverse=descending)
+            return known + [h for h in hits if values[h.id] is None]
+        return ordered
 
     def _query_vector(self, query, image, vector) -> np.ndarray:
         given = [x is not None for x in (query, image, vector)]
@@ -257,8 +286,12 @@ class Index:
         hits = []
         for rank, (score, row_id) in enumerate(found, start=1):
             row = rows[row_id]
+            taken = row.get("taken")
             hits.append(Hit(rank, row_id, score, row["path"], target, text=row.get("text"),
-                            key=row.get("key"), width=row.get("width"), height=row.get("height")))
+                            key=row.get("key"), width=row.get("width"), height=row.get("height"),
+                            taken=taken.isoformat() if taken is not None else None,
+                            camera=row.get("camera"), lens=row.get("lens"),
+                            latitude=row.get("latitude"), longitude=row.get("longitude")))
         return hits
 
     def _rows_by_id(self, target: str, ids: list[int]) -> dict[int, dict]:

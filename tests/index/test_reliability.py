@@ -835,7 +835,7 @@ def test_an_open_index_still_describes_itself_after_a_commit_collects_its_files(
 def _synthetic_index(root: Path, rows: int = 300) -> Path:
     """One images shard of `rows` random unit vectors (big enough that its middle is data),
     committed through the writer like an ingest's, with its FAISS file."""
-    from mmindex.index.schema import images_schema
+    from mmindex.index.schema import PHOTO_FIELDS, images_schema
     from mmindex.models.encoder import EncoderInfo
 
     model = EncoderInfo("test-tiny", 64, 32, "synthetic")
@@ -845,6 +845,7 @@ def _synthetic_index(root: Path, rows: int = 300) -> Path:
     table = pa.table({"id": ids, "path": [f"/photos/{i}.jpg" for i in ids],
                       "size": ids * 10, "mtime_ns": ids, "sha256": [f"{i:064x}" for i in ids],
                       "width": ids % 90, "height": ids % 70, "format": ["JPEG"] * rows,
+                      **{field.name: [None] * rows for field in PHOTO_FIELDS},
                       "embedding": list(vectors)}, schema=images_schema(64))
     faiss_index = VectorIndex.build(ids, vectors, 64)
     with store.StoreWriter(root) as writer:
