@@ -104,6 +104,11 @@ class HitOut(BaseModel):
     key: str | None = None
     width: int | None = None
     height: int | None = None
+    taken: str | None = None  # from EXIF: ISO 8601, the camera's clock
+    camera: str | None = None
+    lens: str | None = None
+    latitude: float | None = None
+    longitude: float | None = None
     image_url: str | None = None
     thumb_url: str | None = None
 
@@ -182,6 +187,9 @@ K = Annotated[DecimalInt, Query(ge=1, le=MAX_K, description="number of results")
 TargetParam = Annotated[Target, Query(description="which table to search")]
 MinScore = Annotated[float | None, Query(ge=-1.0, le=1.0, description="drop hits below this")]
 Filters = Annotated[list[str], Query(alias="filter", description=FILTER_HELP)]
+Sort = Annotated[str | None, Query(max_length=40, pattern=r"^-?[a-z_]+$", description=(
+    "order the k results by a column: taken (oldest first), -taken (newest first); "
+    "unknown last. Default: by score"))]
 
 
 @api.get("/search", response_model=SearchOut, response_model_exclude_none=True,
@@ -192,6 +200,7 @@ def search_get(
     like: Annotated[DecimalInt | None, Query(description="id of an indexed image: find similar "
                                       "ones")] = None,
     k: K = 12, target: TargetParam = "images", min_score: MinScore = None, filters: Filters = (),
+    sort: Sort = None,
 ) -> dict:
     """Text search (`q`), or search by an indexed image (`like`): give exactly one."""
     if (q is None) == (like is None):
@@ -199,10 +208,11 @@ def search_get(
     index = ctx.live.get()
     where = compile_filters(target, filters)
     if q is not None:
-        hits = index.search(q, k=k, target=target, where=where, min_score=min_score)
+        hits = index.search(q, k=k, target=target, where=where, min_score=min_score, sort=sort)
     else:
         image = _image_file(index, like)
-        hits = index.search(image=image, k=k, target=target, where=where, min_score=min_score)
+        hits = index.search(image=image, k=k, target=target, where=where, min_score=min_score,
+                            sort=sort)
     return _search_out(index, target, hits)
 
 
@@ -212,6 +222,7 @@ def search_post(
     ctx: Context,
     image: Annotated[UploadFile, File(description="the query image (JPEG, PNG, WebP...)")],
     k: K = 12, target: TargetParam = "images", min_score: MinScore = None, filters: Filters = (),
+    sort: Sort = None,
 ) -> dict:
     """Search by an uploaded image, decoded with the same limits as ingest."""
     index = ctx.live.get()
@@ -219,7 +230,8 @@ def search_post(
     with tempfile.TemporaryDirectory(prefix="mmindex-upload-") as scratch:
         query = _save_upload(image, Path(scratch) / "query", ctx.max_upload_bytes)
         _check_decodable(query, index, image.filename)
-        hits = index.search(image=query, k=k, target=target, where=where, min_score=min_score)
+        hits = index.search(image=query, k=k, target=target, where=where, min_score=min_score,
+                            sort=sort)
     return _search_out(index, target, hits)
 
 

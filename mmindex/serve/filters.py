@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from datetime import datetime
 
 from mmindex.errors import UserInputError
 
@@ -19,12 +20,14 @@ _TEXT_OPERATORS = {"eq": "=", "ne": "<>", "contains": "contains", "prefix": "sta
 # Which metadata each target may be filtered on, and whether it holds numbers or text.
 FILTER_COLUMNS: dict[str, dict[str, str]] = {
     "images": {"path": "text", "format": "text", "size": "number", "mtime_ns": "number",
-               "width": "number", "height": "number"},
+               "width": "number", "height": "number", "taken": "date", "camera": "text",
+               "lens": "text", "latitude": "number", "longitude": "number"},
     "texts": {"path": "text", "key": "text", "text": "text", "size": "number",
               "mtime_ns": "number"},
 }
 
-FILTER_HELP = ("column:operator:value, repeatable, all must hold. Operators on numbers: "
+FILTER_HELP = ("column:operator:value, repeatable, all must hold. Operators on numbers "
+               f"and dates (taken, as 2024-06-01 or 2024-06-01T18:30): "
                f"{', '.join(_NUMBER_OPERATORS)}; on text: {', '.join(_TEXT_OPERATORS)}. "
                "Columns: images " + ", ".join(FILTER_COLUMNS["images"]) + "; texts "
                + ", ".join(FILTER_COLUMNS["texts"]) + ". Example: width:ge:1000")
@@ -56,15 +59,24 @@ def _compile_one(target: str, f: Filter) -> str:
     if f.column not in columns:
         raise UserInputError(f"cannot filter {target} on {f.column!r}; "
                              f"columns: {', '.join(columns)}")
-    if columns[f.column] == "number":
-        return _number_clause(f)
-    return _text_clause(f)
-
-
-def _number_clause(f: Filter) -> str:
+    kind = columns[f.column]
+    if kind == "text":
+        return _text_clause(f)
     if f.operator not in _NUMBER_OPERATORS:
-        raise UserInputError(f"{f.column} is a number; operators: {', '.join(_NUMBER_OPERATORS)}")
-    return f"{f.column} {_NUMBER_OPERATORS[f.operator]} {_number_literal(f)}"
+        raise UserInputError(f"{f.column} is a {kind}; operators: {', '.join(_NUMBER_OPERATORS)}")
+    literal = _date_literal(f) if kind == "date" else _number_literal(f)
+    return f"{f.column} {_NUMBER_OPERATORS[f.operator]} {literal}"
+
+
+def _date_literal(f: Filter) -> str:
+    """A timestamp literal from an ISO date or date-time, re-written from the parsed value,
+    so only digits, dashes, colons and a space reach the predicate."""
+    try:
+        when = datetime.fromisoformat(f.value)
+    except ValueError:
+        raise UserInputError(f"filter on {f.column}: {f.value!r} is not a date like "
+                             "2024-06-01 or 2024-06-01T18:30") from None
+    return f"TIMESTAMP '{when.replace(tzinfo=None).isoformat(sep=' ')}'"
 
 
 def _number_literal(f: Filter) -> str:

@@ -22,7 +22,7 @@ sync_api = pytest.importorskip("playwright.sync_api",
 
 import uvicorn
 
-from mmindex.testing import TINY, photo
+from mmindex.testing import TINY, photo, photo_exif
 from mmindex import IngestConfig, ingest
 from mmindex.serve import create_app
 from mmindex.serve.answers import Answers
@@ -62,8 +62,11 @@ class _Server:
 @pytest.fixture(scope="module")
 def album_index(tmp_path_factory) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("browser")
+    dated = {0: photo_exif("2023:03:04 05:06:00", "Google", "Pixel 7", gps=(48.8566, 2.3522)),
+             1: photo_exif("2024:09:10 11:12:00", "Canon", "Canon EOS R5")}
     for i in range(6):
-        photo(60 + 20 * i, 50, 100 + i).save(root / f"photo{i}.jpg", quality=90)
+        photo(60 + 20 * i, 50, 100 + i).save(root / f"photo{i}.jpg", quality=90,
+                                             **({"exif": dated[i]} if i in dated else {}))
     ingest(IngestConfig(roots=(root,), index_dir=root / ".idx", model=TINY))
     return root, root / ".idx"
 
@@ -129,6 +132,17 @@ def test_search_then_click_a_result_to_search_by_it(page):
     sync_api.expect(hits).to_have_count(4)
 
 
+def test_results_show_when_and_where_and_sort_newest_first(page):
+    page.select_option("#sort", "-taken")
+    _search(page, "a photo", k=6)
+    captions = page.locator("#results .hit .taken")
+    sync_api.expect(captions).to_have_count(2)  # the two photos whose EXIF says
+    sync_api.expect(captions.nth(0)).to_have_text("2024-09-10 11:12 · Canon EOS R5")
+    sync_api.expect(captions.nth(1)).to_have_text("2023-03-04 05:06 · Google Pixel 7 · 48.86, 2.35")
+    first = page.locator("#results .hit").first
+    sync_api.expect(first).to_contain_text("photo1.jpg")  # newest first, whatever its score
+
+
 def test_keyboard_only(page):
     assert page.evaluate("document.activeElement.id") == "q"  # autofocus
     page.keyboard.type("a photo")
@@ -142,10 +156,10 @@ def test_keyboard_only(page):
     # Tab reaches every control of the search form in order.
     page.focus("#q")
     order = []
-    for _ in range(5):
+    for _ in range(6):
         page.keyboard.press("Tab")
         order.append(page.evaluate("document.activeElement.id || document.activeElement.tagName"))
-    assert order == ["target", "k", "BUTTON", "upload-button", "SUMMARY"]
+    assert order == ["target", "k", "sort", "BUTTON", "upload-button", "SUMMARY"]
 
 
 def test_upload_an_image_to_search(page, album_index):

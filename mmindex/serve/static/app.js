@@ -65,6 +65,7 @@ const baseName = (path) => path.split(/[\\/]/).pop();
 function commonParams() {
   const params = new URLSearchParams({ k: $("k").value || "12", target: $("target").value });
   for (const f of $("filters").value.split(/\s+/).filter(Boolean)) params.append("filter", f);
+  if ($("sort").value) params.set("sort", $("sort").value);
   return params;
 }
 
@@ -117,10 +118,20 @@ function imageItem(hit) {
   img.decoding = "async";
   showImage(img, hit.thumb_url || `/api/images/${hit.id}/thumb`);
   button.append(img, span("score", hit.score.toFixed(3)), span("name", baseName(hit.path)));
-  button.title = hit.path;
+  const when = whenAndWhere(hit);
+  if (when) button.append(span("taken", when));
+  button.title = [hit.path, when].filter(Boolean).join("\n");
   button.addEventListener("click", () => searchLike(hit));
   item.append(button);
   return item;
+}
+
+// "2024-07-01 09:00 · Google Pixel 7 · 43.70, 7.26": what the photo's EXIF says, if anything.
+function whenAndWhere(hit) {
+  const place = hit.latitude != null && hit.longitude != null
+    ? `${hit.latitude.toFixed(2)}, ${hit.longitude.toFixed(2)}` : "";
+  return [hit.taken ? hit.taken.replace("T", " ").slice(0, 16) : "", hit.camera || "", place]
+    .filter(Boolean).join(" · ");
 }
 
 function textItem(hit) {
