@@ -11,6 +11,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from mmindex.data.exif import NO_METADATA, PhotoMetadata, photo_metadata
+from mmindex.data.scan import HEIF_EXTENSIONS, RAW_EXTENSIONS
 
 DEFAULT_MAX_PIXELS = 100_000_000  # 100 MP: larger than any camera, smaller than a bomb
 _ROTATING_ORIENTATIONS = {5, 6, 7, 8}  # EXIF orientations that swap width and height
@@ -38,18 +39,52 @@ def decode_image(path: Path, min_side: int, max_pixels: int = DEFAULT_MAX_PIXELS
     path = Path(path)
     if path.stat().st_size == 0:
         raise DecodeError("empty file (0 bytes)")
+    if path.suffix.lower() in RAW_EXTENSIONS:
+        raise DecodeError(f"camera RAW ({path.suffix.lower()}) is not decoded; export a JPEG "
+                          "(or HEIC) of it from your photo editor and index that")
+    _register_heif()
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as img:
                 return _decode_open(img, min_side, max_pixels)
     except UnidentifiedImageError:
-        raise DecodeError("not an image that Pillow can identify") from None
+        raise DecodeError(_unidentified_reason(path.suffix.lower())) from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise DecodeError(f"decompression bomb refused by Pillow ({exc}); if the file is "
                           "genuine, raise --max-pixels and Pillow's Image.MAX_IMAGE_PIXELS") from None
     except (OSError, ValueError, SyntaxError, EOFError) as exc:  # truncated / corrupt data
         raise DecodeError(f"corrupt or truncated image: {exc}") from None
+
+
+def _register_heif() -> bool:
+    """Teach Pillow HEIC/HEIF once, on the first decode (importing pillow-heif costs ~0.1 s,
+    which a text search does not need to pay). False when pillow-heif is not installed."""
+    global _heif_registered
+    if _heif_registered is None:
+        try:
+            from pillow_heif import register_heif_opener
+        except ImportError:
+            _heif_registered = False
+        else:
+            register_heif_opener()
+            _heif_registered = True
+    return _heif_registered
+
+
+_heif_registered: bool | None = None
+
+
+def _unidentified_reason(suffix: str) -> str:
+    if suffix in HEIF_EXTENSIONS and not _register_heif():
+        return "HEIC/HEIF needs pillow-heif, which is not installed: pip install pillow-heif"
+    if suffix == ".avif":
+        from PIL import features
+
+        if not features.check("avif"):
+            return ("this Pillow was built without AVIF; upgrade it (pip install -U pillow: "
+                    "its wheels read AVIF from 11.3)")
+    return "not an image that Pillow can identify"
 
 
 def _decode_open(img: Image.Image, min_side: int, max_pixels: int) -> DecodedImage:

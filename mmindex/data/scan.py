@@ -11,7 +11,12 @@ from pathlib import Path
 from mmindex.core.tables import TableFileError, read_table
 from mmindex.core.text import NotTextError, decode_text
 
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"})
+HEIF_EXTENSIONS = frozenset({".heic", ".heif", ".hif"})  # phones' photos, via pillow-heif
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff",
+                              ".avif"}) | HEIF_EXTENSIONS
+# Camera RAW: walked so that each is reported in the errors table with what to do, never
+# decoded (a RAW needs demosaicing and a look chosen by the photographer) nor skipped unseen.
+RAW_EXTENSIONS = frozenset({".cr2", ".cr3", ".nef", ".arw", ".dng", ".raf", ".orf", ".rw2"})
 DOCUMENT_EXTENSIONS = frozenset({".txt", ".md"})  # one document per file
 TABLE_EXTENSIONS = frozenset({".jsonl", ".csv", ".parquet"})  # one document per row
 TEXT_EXTENSIONS = DOCUMENT_EXTENSIONS | TABLE_EXTENSIONS

@@ -15,6 +15,7 @@ import pyarrow.compute as pc
 from mmindex.core.progress import Progress, no_progress
 from mmindex.data.scan import (
     IMAGE_EXTENSIONS,
+    RAW_EXTENSIONS,
     TEXT_EXTENSIONS,
     CorpusError,
     read_text_documents,
@@ -140,8 +141,9 @@ class _IngestRun:
     # -- planning ------------------------------------------------------------------------
     def plan(self, roots: list[str]) -> None:
         self.progress("scanning", 0, 0)
-        scanned = list(walk_files(roots, IMAGE_EXTENSIONS | TEXT_EXTENSIONS))  # one walk for both
-        images = [f for f in scanned if Path(f.path).suffix.lower() in IMAGE_EXTENSIONS]
+        photos = IMAGE_EXTENSIONS | RAW_EXTENSIONS  # RAW: reported as failed, with what to do
+        scanned = list(walk_files(roots, photos | TEXT_EXTENSIONS))  # one walk for both
+        images = [f for f in scanned if Path(f.path).suffix.lower() in photos]
         texts = [f for f in scanned if Path(f.path).suffix.lower() in TEXT_EXTENSIONS]
         self.image_plan = self._plan_table("images", images, roots)
         self.text_plan = self._plan_table("texts", texts, roots)
