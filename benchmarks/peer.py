@@ -6,8 +6,8 @@
 
 Every tool runs on the same random ViT-B-32 weights (throughput does not depend on their
 values), each as a whole process, rounds interleaved (tool order rotates per round) so a busy
-machine slows all of them alike. Each process is measured by os.wait4: wall seconds, CPU
-seconds (user + system) and peak RSS. Ratios are to mmindex's default path.
+machine slows all of them alike. Each process is measured by os.wait4 in a small launcher:
+wall seconds, CPU seconds (user + system) and peak RSS. Ratios are to mmindex's default path.
 
 - `mmindex`: `mmindex ingest` / `mmindex search`, the default runtime (ONNX Runtime; the
   model's export is made once before the rounds and its cost reported apart).
@@ -33,6 +33,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -48,19 +49,29 @@ QUERIES = ["a red bicycle", "a dog on a beach", "mountains at sunset", "a cup of
 RCLIP_SIZE = 224
 
 
+# Peak RSS must come from a process forked by a small one: Linux counts a forked child's
+# memory high-water mark from before its exec, so a child of this (large) process would
+# report this process's size. A stdlib-only launcher (-S: no site) runs each tool.
+MEASURE = """
+import json, os, subprocess, sys, time
+start = time.perf_counter()
+process = subprocess.Popen(sys.argv[2:])
+_, status, usage = os.wait4(process.pid, 0)
+with open(sys.argv[1], "w") as out:
+    json.dump({"wall": time.perf_counter() - start, "cpu": usage.ru_utime + usage.ru_stime,
+               "rss_mb": usage.ru_maxrss / 1024, "code": os.waitstatus_to_exitcode(status)}, out)
+"""
+
+
 def run_process(command: list[str], env: dict | None = None, cwd: Path | None = None) -> dict:
-    """Wall s, CPU s and peak RSS (MB) of one whole process (and what it waited for)."""
-    start = time.perf_counter()
-    process = subprocess.Popen(command, env=env, cwd=cwd, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(process.pid, 0)
-    wall = time.perf_counter() - start
-    out, err = process.stdout.read(), process.stderr.read()
-    process.returncode = os.waitstatus_to_exitcode(status)
-    if process.returncode != 0:
-        raise RuntimeError(f"{command[:4]} failed ({process.returncode}): {err.decode()[-2000:]}")
-    return {"wall": wall, "cpu": usage.ru_utime + usage.ru_stime,
-            "rss_mb": usage.ru_maxrss / 1024, "stdout": out.decode()}
+    """Wall s, CPU s and peak RSS (MB) of one whole process, and what it printed."""
+    with tempfile.NamedTemporaryFile(suffix=".json") as measured:
+        done = subprocess.run([sys.executable, "-S", "-c", MEASURE, measured.name, *command],
+                              env=env, cwd=cwd, capture_output=True)
+        usage = json.loads(Path(measured.name).read_text() or "{}")
+    if done.returncode != 0 or usage.get("code") != 0:
+        raise RuntimeError(f"{command[:4]} failed: {done.stderr.decode()[-2000:]}")
+    return {**{k: usage[k] for k in ("wall", "cpu", "rss_mb")}, "stdout": done.stdout.decode()}
 
 
 # ---------------------------------------------------------------- the tools
@@ -120,8 +131,8 @@ def rclip_datadir(work: Path, spec: str) -> Path:
     encoder = load_encoder(spec, "fp32")
     side = encoder.info.image_size
     for name, module, example in (
-            ("visual", _Visual(encoder.model), torch.zeros(2, 3, side, side)),
-            ("textual", _Textual(encoder.model), encoder.tokenizer(["a", "b"]))):
+            ("visual", _Tower(encoder.model, "encode_image"), torch.zeros(2, 3, side, side)),
+            ("textual", _Tower(encoder.model, "encode_text"), encoder.tokenizer(["a", "b"]))):
         torch.onnx.export(module.eval(), (example,), str(models / f"{name}.onnx"),
                           input_names=["input"], output_names=["output"], dynamo=True,
                           dynamic_shapes=({0: torch.export.Dim("batch")},), external_data=False)
@@ -135,32 +146,19 @@ def rclip_datadir(work: Path, spec: str) -> Path:
     return datadir
 
 
-def _Visual(model):
+def _Tower(model, method: str):
+    """One of open_clip's encode_* methods as a module of its own, for export."""
     import torch
 
-    class Visual(torch.nn.Module):
+    class Tower(torch.nn.Module):
         def __init__(self):
             super().__init__()
             self.model = model
 
-        def forward(self, pixels):
-            return self.model.encode_image(pixels)
+        def forward(self, inputs):
+            return getattr(self.model, method)(inputs)
 
-    return Visual()
-
-
-def _Textual(model):
-    import torch
-
-    class Textual(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.model = model
-
-        def forward(self, tokens):
-            return self.model.encode_text(tokens)
-
-    return Textual()
+    return Tower()
 
 
 # ---------------------------------------------------------------- warm queries

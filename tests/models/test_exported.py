@@ -97,8 +97,7 @@ def test_load_for_inference_exports_once_then_skips_torch(tmp_path, monkeypatch)
     probe = ("import sys; from mmindex.models.registry import load_for_inference; "
              f"e = load_for_inference({TINY!r}); print(type(e).__name__, e.info.fingerprint); "
              "print(sorted(m for m in ('torch', 'open_clip', 'torchvision') if m in sys.modules))")
-    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
-                         check=True).stdout.splitlines()
+    out = _lines_printed_by(probe)
     assert out == [f"ExportedClip {first.info.fingerprint}", "[]"]
 
 
@@ -173,8 +172,7 @@ def test_ingest_and_search_run_without_torch_once_exported(tmp_path, monkeypatch
              "print([(h.id, h.score) for h in hits]); "
              "print(sorted(m for m in ('torch', 'open_clip', 'timm', 'torchvision') "
              "if m in sys.modules))")
-    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
-                         check=True).stdout.splitlines()
+    out = _lines_printed_by(probe)
     assert out[-1] == "[]"
     reference = open_index(index_dir)
     reference._query_encoder = reference.encoder  # the torch model
@@ -188,9 +186,14 @@ def test_ingest_and_search_run_without_torch_once_exported(tmp_path, monkeypatch
            "try:\n    app()\nexcept SystemExit as exit:\n    assert not exit.code, exit.code\n"
            "print(sorted(m for m in ('torch', 'open_clip', 'torchvision', 'pandas') "
            "if m in sys.modules))")
-    out = subprocess.run([sys.executable, "-c", cli], capture_output=True, text=True,
-                         check=True).stdout.splitlines()
+    out = _lines_printed_by(cli)
     assert out[-1] == "[]" and str(expected[0].path) in "\n".join(out)
+
+
+def _lines_printed_by(code: str) -> list[str]:
+    """Run Python code in a new process (a cold start, as a user's command is)."""
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True).stdout.splitlines()
 
 
 def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
