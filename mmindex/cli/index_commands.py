@@ -113,15 +113,23 @@ def _print_ingest_summary(summary, index_dir: Path) -> None:
 @app.command()
 @fail_cleanly
 def search(
-    query: str | None = typer.Argument(None, help="Text to search for"),
+    query: str | None = typer.Argument(
+        None, help="Text to search for; +word / -word (or +\"a phrase\") add or take away: "
+        "\"beach +sunset -people\""),
     image: Path | None = typer.Option(None, "--image", help="Search by this image instead"),
+    plus: list[str] = typer.Option(
+        [], "--plus", help="Add a text, or an image given by its file path (repeatable): "
+        "--image a.jpg --plus \"at night\""),
+    minus: list[str] = typer.Option(
+        [], "--minus", help="Take away a text, or an image given by its file path (repeatable)"),
     k: int = typer.Option(10, "-k", "--k", min=1, help="Number of results"),
     target: str = typer.Option("images", "--target", help="images | texts"),
     where: str | None = typer.Option(
         None,
         "--where",
         help="SQL predicate on metadata, e.g. \"width > 1000 AND path LIKE '%/2024/%'\" or "
-        "\"taken >= '2024-06-01' AND camera LIKE '%Pixel%'\" (columns: mmindex info)",
+        "\"taken >= '2024-06-01' AND camera LIKE '%Pixel%'\" (images: path, size, mtime_ns, "
+        "width, height, format, taken, camera, lens, latitude, longitude)",
     ),
     min_score: float | None = typer.Option(
         None, "--min-score", help="Leave out results scoring below this (cosine similarity)"
@@ -133,18 +141,25 @@ def search(
     index: Path | None = IndexOption,
     as_json: bool = JsonOption,
 ):
-    """Search the index by text or by image."""
+    """Search the index by text or by image, or by texts and images added and taken away."""
     from mmindex.search.searcher import open_index
 
-    with _one_thread(enabled=image is None):
+    added, taken_away = _terms(plus), _terms(minus)
+    texts_only = image is None and not any(isinstance(t, Path) for t in added + taken_away)
+    with _one_thread(enabled=texts_only):
         hits = open_index(resolve_index_dir(index)).search(
-            query, image=image, k=k, target=target, where=where, min_score=min_score,
-            sort=sort,
+            query, image=image, plus=added, minus=taken_away, k=k, target=target,
+            where=where, min_score=min_score, sort=sort,
         )
     if as_json:
         print_json([h.to_dict() for h in hits])
         return
     _print_hits(hits)
+
+
+def _terms(values: list[str]) -> list[str | Path]:
+    """--plus/--minus values: the path of an existing file is an image, anything else text."""
+    return [Path(v) if Path(v).expanduser().is_file() else v for v in values]
 
 
 @contextlib.contextmanager

@@ -6,6 +6,7 @@ in memory, so a writer committing meanwhile changes nothing it sees."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from mmindex.errors import MissingFileError, ModelMismatchError, UserInputError
 from mmindex.index import store
 from mmindex.index.schema import VECTOR_TABLES, table_schema
 from mmindex.index.vectors import VectorIndex
+from mmindex.search.query import ParsedQuery, combine, parse_query
 
 WHERE_TIMEOUT_S = 10.0  # a metadata predicate over 1M rows takes well under a second
 # DuckDB's own bounds for a --where: no files, one thread, a memory cap and no spilling to a
@@ -197,19 +199,21 @@ class Index:
         return encoder.encode_images(loaded.pixels)[0]  # (D,)
 
     def search(self, query: str | None = None, *, image: str | Path | None = None,
-               vector: np.ndarray | None = None, k: int = 10, target: str = "images",
+               vector: np.ndarray | None = None, plus: Sequence[str | Path] = (),
+               minus: Sequence[str | Path] = (), k: int = 10, target: str = "images",
                where: str | None = None, min_score: float | None = None,
                sort: str | None = None) -> list[Hit]:
-        """Exactly one of query (text), image (a file) or vector; the top k of `target`,
-        best first, or ordered by a column of theirs with `sort` ("taken" oldest first,
-        "-taken" newest first; unknown values last either way). A hit's rank stays its
-        place by similarity."""
+        """At most one of query (text), image (a file) or vector, plus or minus other texts
+        (str) and images (Path); the query text may carry its own terms, `beach +sunset
+        -people` (search/query.py). The top k of `target`, best first, or ordered by a
+        column of theirs with `sort` ("taken" oldest first, "-taken" newest first; unknown
+        values last either way). A hit's rank stays its place by similarity."""
         if target not in VECTOR_TABLES:
             raise UserInputError(f"target must be one of {', '.join(VECTOR_TABLES)}, not {target!r}")
         if k < 1:
             raise UserInputError(f"k must be at least 1, not {k}")
         sort_key = self._sort_key(target, sort) if sort else None  # refused before encoding
-        vector = self._query_vector(query, image, vector)
+        vector = self._query_vector(query, image, vector, list(plus), list(minus))
         allowed = self.filter_ids(target, where) if where else None
         if allowed is not None and len(allowed) == 0:
             return []
@@ -235,16 +239,33 @@ class Index:
             return known + [h for h in hits if values[h.id] is None]
         return ordered
 
-    def _query_vector(self, query, image, vector) -> np.ndarray:
-        given = [x is not None for x in (query, image, vector)]
-        if sum(given) != 1:
+    def _query_vector(self, query, image, vector, plus: list, minus: list) -> np.ndarray:
+        parsed = parse_query(query) if query is not None else ParsedQuery("")
+        if query is not None and not query.strip():
+            raise UserInputError("the query text is empty")
+        given = [x for x in (parsed.base or None, image, vector) if x is not None]
+        terms = [*parsed.plus, *plus, *parsed.minus, *minus]
+        if len(given) > 1 or not (given or terms):
             raise UserInputError("search by one thing: a text, or an image (--image), not "
-                                 "both and not neither" if vector is None else
+                                 "both and not neither (to add a text to an image: --plus)"
+                                 if vector is None else
                                  "give exactly one of a query text, an image or a vector")
-        if query is not None:
-            return self.embed_text(query)
-        if image is not None:
-            return self.embed_image(image)
+        if vector is not None and not terms:
+            return self._checked_vector(vector)  # as given: no embedding, no model
+        positive = [self._checked_vector(vector)] if vector is not None else []
+        positive += [self.embed_text(parsed.base)] if parsed.base else []
+        positive += [self.embed_image(image)] if image is not None else []
+        positive += [self._embed_term(t) for t in [*parsed.plus, *plus]]
+        negative = [self._embed_term(t) for t in [*parsed.minus, *minus]]
+        if len(positive) == 1 and not negative:
+            return positive[0]  # one embedding, already a unit vector
+        return combine(positive, negative)
+
+    def _embed_term(self, term: str | Path) -> np.ndarray:
+        """A Path is an image file; a str is a text."""
+        return self.embed_image(term) if isinstance(term, Path) else self.embed_text(term)
+
+    def _checked_vector(self, vector) -> np.ndarray:
         vector = np.asarray(vector, dtype=np.float32).reshape(-1)
         if vector.shape[0] != self.manifest.model.dim:
             raise UserInputError(f"vector has {vector.shape[0]} dimensions; the index has "
