@@ -200,6 +200,36 @@ def _print_hits(hits) -> None:
 
 @app.command()
 @fail_cleanly
+def duplicates(
+    threshold: float | None = typer.Option(
+        None, "--threshold", help="Cosine similarity at or above which two images are near "
+        "duplicates (resized, re-encoded copies); default 0.95; 1 keeps only identical files"),
+    index: Path | None = IndexOption,
+    as_json: bool = JsonOption,
+):
+    """Groups of identical files (same SHA-256) and near-identical images, with sizes."""
+    from mmindex.search.duplicates import find_duplicates
+    from mmindex.search.searcher import open_index
+
+    index_ = open_index(resolve_index_dir(index))
+    report = find_duplicates(index_, *([threshold] if threshold is not None else []))
+    if as_json:
+        print_json(report.to_dict())
+        return
+    if not report.groups:
+        typer.echo(f"no duplicates among {report.images} images (threshold "
+                   f"{report.threshold:g})")
+    for group in report.groups:
+        extra = (f", {group.reclaimable_bytes} bytes in the extra copies"
+                 if group.kind == "identical" else f", similarity >= {group.similarity:.4f}")
+        typer.echo(f"{group.kind}: {len(group.files)} files{extra}")
+        for f in group.files:
+            size = f" {f.width}x{f.height}" if f.width else ""
+            typer.echo(f"  {f.path}  ({f.size} bytes{size})")
+
+
+@app.command()
+@fail_cleanly
 def info(index: Path | None = IndexOption, as_json: bool = JsonOption):
     """Show the index's model, row counts, sizes and errors."""
     from mmindex.search.searcher import open_index

@@ -48,7 +48,7 @@ def test_raw_is_refused_with_what_to_do(tmp_path, name):
 
 
 def test_heic_without_pillow_heif_says_what_to_install(tmp_path, monkeypatch):
-    import mmindex.data.images as images
+    from mmindex.data import images
 
     path = tmp_path / "x.heic"
     path.write_bytes(b"\x00\x00\x00\x18ftypheic" + b"\x00" * 64)  # not registered: unknown

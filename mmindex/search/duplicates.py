@@ -1,0 +1,135 @@
+"""Duplicates in an index: identical files (the same SHA-256, stored at ingest) and
+near-identical images (embeddings at least `threshold` apart in cosine: resized, re-encoded,
+lightly edited copies), found from what the index stores, without reading a photo again.
+
+Near duplicates come from a FAISS range search of every stored image vector against all the
+others (exact inner products: N² of them, about a second for 10,000 images at D=512), joined
+into groups: two images are in one group when a chain of pairs above the threshold links them.
+Identical files count once in that search, so a group of copies is not reported twice."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from mmindex.errors import UserInputError
+
+DEFAULT_THRESHOLD = 0.95  # a resized or re-encoded JPEG stays above this with CLIP models
+_SEARCH_CHUNK = 4096  # query vectors per range search, to bound the result buffers
+
+
+@dataclass(frozen=True)
+class DuplicateFile:
+    id: int
+    path: str
+    size: int | None
+    width: int | None = None
+    height: int | None = None
+
+
+@dataclass(frozen=True)
+class DuplicateGroup:
+    kind: str  # "identical" (same bytes) or "near" (embeddings within the threshold)
+    files: tuple[DuplicateFile, ...]
+    similarity: float  # identical: 1.0; near: the lowest similarity of the pairs joining it
+    sha256: str | None = None  # identical only
+    reclaimable_bytes: int = 0  # identical: every copy but one
+
+
+@dataclass(frozen=True)
+class DuplicateReport:
+    threshold: float
+    images: int
+    groups: tuple[DuplicateGroup, ...]
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def find_duplicates(index, threshold: float = DEFAULT_THRESHOLD) -> DuplicateReport:
+    """Identical and near-identical images of an open Index (search.searcher.Index)."""
+    if not 0.0 < threshold <= 1.0:
+        raise UserInputError(f"--threshold is a cosine similarity in (0, 1], not {threshold}")
+    rows = index.rows("images").to_pylist()
+    files = {row["id"]: DuplicateFile(row["id"], row["path"], row["size"], row.get("width"),
+                                      row.get("height")) for row in rows}
+    by_sha: dict[str, list[int]] = {}
+    for row in rows:
+        by_sha.setdefault(row["sha256"], []).append(row["id"])
+    identical = [_identical_group(sha, [files[i] for i in ids])
+                 for sha, ids in by_sha.items() if len(ids) > 1]
+    near = _near_groups(index, files, by_sha, threshold)
+    groups = sorted(identical, key=lambda g: -g.reclaimable_bytes) + near
+    return DuplicateReport(threshold, len(rows), tuple(groups))
+
+
+def _identical_group(sha: str, members: list[DuplicateFile]) -> DuplicateGroup:
+    members = sorted(members, key=lambda f: f.path)
+    reclaimable = sum(f.size or 0 for f in members[1:])
+    return DuplicateGroup("identical", tuple(members), 1.0, sha, reclaimable)
+
+
+def _near_groups(index, files: dict[int, DuplicateFile], by_sha: dict[str, list[int]],
+                 threshold: float) -> list[DuplicateGroup]:
+    """Groups of distinct contents whose embeddings lie within the threshold of each other."""
+    if len(by_sha) < 2:
+        return []
+    ids, vectors = _stored_vectors(index)
+    first_of = {ids_[0]: sha for sha, ids_ in by_sha.items()}  # one row per content
+    keep = np.array([i in first_of for i in ids.tolist()])
+    ids, vectors = ids[keep], vectors[keep]
+    pairs = _pairs_above(vectors, threshold)  # (P, 2) positions, and their similarities
+    parent = list(range(len(ids)))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]  # path halving keeps the chains short
+            i = parent[i]
+        return i
+
+    for (a, b), _ in pairs:
+        parent[root(a)] = root(b)
+    members: dict[int, list[int]] = {}
+    for position in range(len(ids)):
+        members.setdefault(root(position), []).append(position)
+    weakest: dict[int, float] = {}
+    for (a, _), similarity in pairs:
+        weakest[root(a)] = min(weakest.get(root(a), 1.0), similarity)
+    groups = []
+    for group_root, positions in members.items():
+        if len(positions) > 1:
+            chosen = sorted((files[int(ids[p])] for p in positions), key=lambda f: f.path)
+            groups.append(DuplicateGroup("near", tuple(chosen), round(weakest[group_root], 4)))
+    return sorted(groups, key=lambda g: (-len(g.files), g.files[0].path))
+
+
+def _stored_vectors(index) -> tuple[np.ndarray, np.ndarray]:
+    from mmindex.index import store
+
+    stored = store.read_table(index.root, index.manifest, "images", columns=["id", "embedding"])
+    ids = np.asarray(stored.column("id").to_pylist(), dtype=np.int64)
+    dim = index.manifest.model.dim
+    flat = stored.column("embedding").combine_chunks().flatten()  # (N * D,)
+    vectors = np.asarray(flat.to_numpy(zero_copy_only=False), dtype=np.float32)
+    return ids, np.ascontiguousarray(vectors.reshape(-1, dim))
+
+
+def _pairs_above(vectors: np.ndarray, threshold: float) -> list[tuple[tuple[int, int], float]]:
+    """Every pair (a < b) of rows with inner product >= threshold, by FAISS range search."""
+    import faiss
+
+    flat = faiss.IndexFlatIP(vectors.shape[1])
+    flat.add(vectors)
+    pairs = []
+    for start in range(0, len(vectors), _SEARCH_CHUNK):
+        # FAISS keeps inner products strictly above the radius; the threshold is inclusive
+        limits, scores, found = flat.range_search(vectors[start:start + _SEARCH_CHUNK],
+                                                  threshold - 1e-6)
+        for row in range(len(limits) - 1):
+            a = start + row
+            for b, score in zip(found[limits[row]:limits[row + 1]],
+                                scores[limits[row]:limits[row + 1]]):
+                if b > a:
+                    pairs.append(((a, int(b)), float(score)))
+    return pairs
