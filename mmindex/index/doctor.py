@@ -184,9 +184,9 @@ def _check_faiss(root: Path, manifest: store.Manifest, name: str, rows: pa.Table
 
 
 def _faiss_disagreement(vectors: VectorIndex, rows: pa.Table, whole: bool = True) -> str | None:
-    """Same ids, and (for exact indexes) the same vectors as the shards store. The shards
-    passed their checksums and sanity checks before this, so where the two differ it is
-    FAISS's copy that is wrong."""
+    """Same ids, and (where the index keeps exact vectors: flat, ivfpq) the same vectors as
+    the shards store. The shards passed their checksums and sanity checks before this, so
+    where the two differ it is FAISS's copy that is wrong."""
     stored_ids = np.sort(rows.column("id").to_numpy())
     faiss_ids = np.sort(_faiss_ids(vectors))
     if not whole:
@@ -195,12 +195,13 @@ def _faiss_disagreement(vectors: VectorIndex, rows: pa.Table, whole: bool = True
     elif not np.array_equal(stored_ids, faiss_ids):
         return (f"FAISS holds {len(faiss_ids)} ids, the table {len(stored_ids)} rows, and the "
                 "ids differ")
-    if vectors.kind != "flat" or not len(stored_ids):
-        return None
+    problem = vectors.internal_problem()
+    if problem or vectors.kind == "ivf" or not len(stored_ids):
+        return problem
     picked = np.random.default_rng(0).permutation(len(stored_ids))[:VECTOR_SAMPLE]
     for i in picked:
         stored = np.asarray(rows.column("embedding")[int(i)].as_py(), np.float32)
-        held = vectors.index.reconstruct(int(rows.column("id")[int(i)].as_py()))
+        held = vectors.exact_vector(int(rows.column("id")[int(i)].as_py()))
         if not np.allclose(stored, held, atol=1e-5):
             return (f"FAISS's vector for id {rows.column('id')[int(i)]} is not the stored one "
                     "(the shard passed its checks, so FAISS's copy is the damaged one)")
@@ -208,14 +209,7 @@ def _faiss_disagreement(vectors: VectorIndex, rows: pa.Table, whole: bool = True
 
 
 def _faiss_ids(vectors: VectorIndex) -> np.ndarray:
-    import faiss
-
-    index = faiss.downcast_index(vectors.index)
-    if hasattr(index, "id_map"):
-        return faiss.vector_to_array(index.id_map).astype(np.int64)
-    lists = index.invlists  # IVF: the ids live in the inverted lists
-    return np.concatenate([faiss.rev_swig_ptr(lists.get_ids(i), lists.list_size(i)).copy()
-                           for i in range(index.nlist)] or [np.array([], np.int64)])
+    return vectors.ids()
 
 
 def _leftovers(root: Path, manifest: store.Manifest) -> list[Finding]:

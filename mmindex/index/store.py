@@ -181,10 +181,10 @@ def read_vectors(root: Path, manifest: Manifest, table: str):
         return VectorIndex.empty(manifest.model.dim)
     path = Path(root) / relative
     try:
-        vectors = VectorIndex.from_bytes(path.read_bytes())
+        vectors = VectorIndex.load(path)  # an ivfpq file's exact vectors stay memory-mapped
     except FileNotFoundError:
         raise MissingFileError(f"FAISS file {path} is missing; run `mmindex doctor`") from None
-    except (RuntimeError, OSError) as exc:  # faiss raises RuntimeError on a damaged file
+    except (RuntimeError, OSError, IndexFormatError) as exc:  # faiss: RuntimeError
         raise IndexFormatError(f"FAISS file {path} is damaged ({str(exc).splitlines()[0]}); "
                                "run `mmindex doctor --repair`") from None
     dim = int(vectors.index.d)
