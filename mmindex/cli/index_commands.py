@@ -108,6 +108,9 @@ def _print_ingest_summary(summary, index_dir: Path) -> None:
     )
     for error in summary.errors:
         typer.secho(f"  skipped {error.path}: {error.reason}", err=True, fg="yellow")
+    for path in summary.texts_beside_images:
+        typer.echo(f"  not indexed as a text (it sits beside photos; name it to index it): "
+                   f"{path}", err=True)
 
 
 @app.command()

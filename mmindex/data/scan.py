@@ -85,6 +85,20 @@ def _stat(path: str) -> FileStat | None:
     return FileStat(path, st.st_size, st.st_mtime_ns)
 
 
+def split_texts_beside_images(texts: list[FileStat], images: list[FileStat],
+                              named: set[str]) -> tuple[list[FileStat], list[FileStat]]:
+    """(texts to index, texts skipped): a text file in a folder that itself holds images is
+    about those images (a LICENSES.md, a README, a caption list), not a corpus, and would top
+    text searches; it is indexed only when named as a path to ingest. Texts in folders of
+    their own (notes/, a corpus) are indexed as before."""
+    photo_dirs = {os.path.dirname(f.path) for f in images}
+    kept, skipped = [], []
+    for f in texts:
+        beside = os.path.dirname(f.path) in photo_dirs and f.path not in named
+        (skipped if beside else kept).append(f)
+    return kept, skipped
+
+
 def file_sha256(path: str | Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:

@@ -19,6 +19,7 @@ from mmindex.data.scan import (
     TEXT_EXTENSIONS,
     CorpusError,
     read_text_documents,
+    split_texts_beside_images,
     text_sha256,
     walk_files,
 )
@@ -61,6 +62,8 @@ class IngestSummary:
     executor: str  # "local", "ray" or "none" (nothing to encode)
     generation: int
     errors: tuple[FileError, ...] = ()
+    # text files not indexed because they sit beside photos (data/scan.py says why)
+    texts_beside_images: tuple[str, ...] = ()
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -144,7 +147,9 @@ class _IngestRun:
         photos = IMAGE_EXTENSIONS | RAW_EXTENSIONS  # RAW: reported as failed, with what to do
         scanned = list(walk_files(roots, photos | TEXT_EXTENSIONS))  # one walk for both
         images = [f for f in scanned if Path(f.path).suffix.lower() in photos]
-        texts = [f for f in scanned if Path(f.path).suffix.lower() in TEXT_EXTENSIONS]
+        texts, self.texts_beside_images = split_texts_beside_images(
+            [f for f in scanned if Path(f.path).suffix.lower() in TEXT_EXTENSIONS], images,
+            {r for r in roots if Path(r).is_file()})
         self.image_plan = self._plan_table("images", images, roots)
         self.text_plan = self._plan_table("texts", texts, roots)
 
@@ -302,7 +307,8 @@ class _IngestRun:
             unchanged=sum(p.unchanged for p in plans), failed=len(self.failures),
             documents=self.documents, seconds=round(seconds, 3), model=self.spec,
             executor=self.executor_used, generation=manifest.generation if manifest else 0,
-            errors=tuple(self.failures))
+            errors=tuple(self.failures),
+            texts_beside_images=tuple(f.path for f in self.texts_beside_images))
 
 
 def _group_by_sha(candidates: list[Candidate]) -> dict[str, list[Candidate]]:

@@ -1,11 +1,13 @@
 """Duplicates in an index: identical files (the same SHA-256, stored at ingest) and
-near-identical images (embeddings at least `threshold` apart in cosine: resized, re-encoded,
-lightly edited copies), found from what the index stores, without reading a photo again.
+near-identical images (cosine similarity of their embeddings at least `threshold`: resized,
+re-encoded, lightly edited copies), found from what the index stores, without reading a
+photo again.
 
 Near duplicates come from a FAISS range search of every stored image vector against all the
-others (exact inner products: N² of them, about a second for 10,000 images at D=512), joined
-into groups: two images are in one group when a chain of pairs above the threshold links them.
-Identical files count once in that search, so a group of copies is not reported twice."""
+others (exact inner products: N² of them; 6.7 s for 10,000 vectors of D=512 on this busy
+two-core machine, load 13), joined into groups: two images are in one group when a chain of
+pairs at or above the threshold links them. Identical files count once in that search, so a
+group of copies is not reported twice."""
 
 from __future__ import annotations
 
