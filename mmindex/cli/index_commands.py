@@ -115,6 +115,43 @@ def _print_ingest_summary(summary, index_dir: Path) -> None:
 
 @app.command()
 @fail_cleanly
+def watch(
+    paths: list[Path] = typer.Argument(..., help="Folders or files to keep indexed"),
+    index: Path | None = IndexOption,
+    model: str | None = config_option(
+        IngestConfig, "model", "--model", help="Model spec, for a new index (as ingest)"),
+    settle: float = typer.Option(
+        2.0, "--settle", min=0.0, help="Seconds without a file event before ingesting"),
+    as_json: bool = typer.Option(False, "--json", help="One JSON line per ingest"),
+):
+    """Ingest, then keep the index current as files are added, changed, moved and deleted
+    (each burst of changes is one incremental ingest). Ctrl-C stops."""
+    import json
+    import threading
+
+    from mmindex.ingestion.watch import watch as run_watch
+
+    config = IngestConfig(roots=tuple(paths), index_dir=resolve_index_dir(index), model=model)
+
+    def report(summary) -> None:
+        if as_json:  # JSON Lines: one object per ingest, read as they come
+            typer.echo(json.dumps(summary.to_dict()))
+        else:
+            _print_ingest_summary(summary, config.index_dir)
+
+    def warn(error) -> None:
+        typer.secho(f"ingest failed, still watching: {error}", err=True, fg="yellow")
+
+    if not as_json:
+        typer.echo(f"watching {', '.join(map(str, paths))} (Ctrl-C stops)", err=True)
+    try:
+        run_watch(config, threading.Event(), on_ingest=report, on_error=warn, settle_s=settle)
+    except KeyboardInterrupt:
+        typer.echo("stopped", err=True)
+
+
+@app.command()
+@fail_cleanly
 def search(
     query: str | None = typer.Argument(
         None, help="Text to search for; +word / -word (or +\"a phrase\") add or take away: "
