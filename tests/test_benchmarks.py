@@ -27,6 +27,18 @@ def test_search_benchmark_runs():
     assert 0 < results[1]["recall_at_10"] <= 1.0
 
 
+@pytest.mark.slow  # 13 s here: four processes, each importing FAISS on a busy machine
+def test_compressed_benchmark_runs():
+    import compressed as bench
+
+    summary = bench.main(["--tiny"])
+    runs = summary["runs"]
+    assert runs["ivf"]["describe"]["kind"] == "ivf" and runs["ivfpq"]["describe"]["kind"] == "ivfpq"
+    assert runs["ivfpq"]["recall_at_10"] > runs["ivfpq"]["pq_alone_recall_at_10"]  # re-ranking
+    assert all(0 < r["recall_at_10"] <= 1 and r["p50_ms"] > 0 for r in runs.values())
+    assert summary["ratios_ivfpq_over_ivf"]["file_mb"] > 0
+
+
 @pytest.mark.slow
 def test_query_benchmark_runs():
     import query as bench
@@ -43,7 +55,7 @@ def test_peer_benchmark_runs(tmp_path):
 
     summary = bench.main([str(tmp_path), "--tiny"])
     assert summary["images"] == 6 and summary["first_ingest_with_export_s"] > 0
-    for tool in ("mmindex", "mmindex_torch", "readme_loop"):
+    for tool in ("mmindex", "mmindex_int8", "mmindex_torch", "readme_loop"):
         run = summary[f"ingest_{tool}"]
         assert run["wall_s"] > 0 and run["cpu_s"] > 0 and run["peak_mb"] > 0
     assert summary["ingest_mmindex"]["vs_mmindex"] == 1.0
