@@ -11,6 +11,7 @@ wall seconds, CPU seconds (user + system) and peak RSS. Ratios are to mmindex's 
 
 - `mmindex`: `mmindex ingest` / `mmindex search`, the default runtime (ONNX Runtime; the
   model's export is made once before the rounds and its cost reported apart).
+- `mmindex int8`: the same ingest with `--precision int8` (ONNX Runtime's quantised copy).
 - `mmindex torch`: the same commands with MMINDEX_RUNTIME=torch: our previous path
   (torch, `auto` precision: bf16 on CPUs with native bf16, else fp32).
 - `README loop`: open_clip's README loop in a process (ingest only).
@@ -81,11 +82,12 @@ def mmindex_env(work: Path, runtime: str) -> dict:
     return {**os.environ, "MMINDEX_CACHE": str(work / "cache"), "MMINDEX_RUNTIME": runtime}
 
 
-def mmindex_ingest(work: Path, photos: Path, spec: str, runtime: str, index: Path) -> dict:
+def mmindex_ingest(work: Path, photos: Path, spec: str, runtime: str, index: Path,
+                   precision: str = "auto") -> dict:
     shutil.rmtree(index, ignore_errors=True)
     return run_process([sys.executable, "-m", "mmindex.cli", "ingest", str(photos), "--index",
-                        str(index), "--model", spec, "--executor", "local", "--json"],
-                       env=mmindex_env(work, runtime))
+                        str(index), "--model", spec, "--executor", "local", "--json",
+                        "--precision", precision], env=mmindex_env(work, runtime))
 
 
 def mmindex_query(work: Path, index: Path, runtime: str) -> dict:
@@ -222,14 +224,18 @@ def main(argv=None) -> dict:
     photos = work / "photos"
     counts = {k: int(v) for k, v in (item.split("=") for item in args.counts.split(","))}
     n = len(make_photo_set(photos, counts))
-    index = {"mmindex": work / "idx-onnx", "mmindex torch": work / "idx-torch"}
+    index = {"mmindex": work / "idx-onnx", "mmindex torch": work / "idx-torch",
+             "mmindex int8": work / "idx-int8"}
 
     export = mmindex_ingest(work, photos, args.model, "auto", index["mmindex"])  # exports once
-    tools = ["mmindex", "mmindex torch", "README loop"] + (["rclip"] if args.rclip else [])
+    mmindex_ingest(work, photos, args.model, "auto", index["mmindex int8"], "int8")  # quantises
+    tools = ["mmindex", "mmindex int8", "mmindex torch", "README loop"] + (
+        ["rclip"] if args.rclip else [])
     if args.rclip:
         rclip_datadir(work, args.model)
     ingests: dict[str, list[dict]] = {t: [] for t in tools}
-    colds: dict[str, list[dict]] = {t: [] for t in tools if t != "README loop"}
+    colds: dict[str, list[dict]] = {t: [] for t in tools if t not in ("README loop",
+                                                                      "mmindex int8")}
     for round_ in range(args.rounds):
         order = tools[round_ % len(tools):] + tools[:round_ % len(tools)]
         for tool in order:
@@ -251,7 +257,8 @@ def ingest_once(tool, work, photos, args, index) -> dict:
         (work / "rclip-models" / "db.sqlite3").unlink(missing_ok=True)
         return rclip_run(args.rclip, work / "rclip-models", photos)
     runtime = "torch" if tool == "mmindex torch" else "auto"
-    return mmindex_ingest(work, photos, args.model, runtime, index[tool])
+    precision = "int8" if tool == "mmindex int8" else "auto"
+    return mmindex_ingest(work, photos, args.model, runtime, index[tool], precision)
 
 
 def query_once(tool, work, photos, args, index) -> dict:
