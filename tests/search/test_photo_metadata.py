@@ -132,3 +132,17 @@ def test_an_index_from_before_the_columns_keeps_working(tmp_path, monkeypatch):
     assert names(grown.search("a photo", k=5, where="taken IS NOT NULL")) == ["new.jpg"]
     assert grown.rows("images").num_rows == 4
     assert check_index(index_dir).healthy, check_index(index_dir).findings
+
+
+@pytest.mark.slow  # starts Ray
+def test_the_ray_executor_stores_the_same_metadata(tmp_path, index):
+    make_photos(tmp_path / "photos")
+    ingest(IngestConfig(roots=(tmp_path / "photos",), index_dir=tmp_path / "ray", model=TINY,
+                        precision="fp32", executor="ray"))
+    columns = ["taken", "camera", "lens", "latitude", "longitude"]
+
+    def by_name(ix):
+        return {r["path"].rsplit("/", 1)[-1]: [r[c] for c in columns]
+                for r in ix.rows("images").to_pylist()}
+
+    assert by_name(open_index(tmp_path / "ray")) == by_name(index)
