@@ -5,6 +5,7 @@ A real uvicorn server runs in a thread over a six-photo index of the tiny model.
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from pathlib import Path
@@ -141,6 +142,41 @@ def test_results_show_when_and_where_and_sort_newest_first(page):
     sync_api.expect(captions.nth(1)).to_have_text("2023-03-04 05:06 · Google Pixel 7 · 48.86, 2.35")
     first = page.locator("#results .hit").first
     sync_api.expect(first).to_contain_text("photo1.jpg")  # newest first, whatever its score
+
+
+def test_a_linked_search_runs_on_load_and_each_search_updates_the_url(browser, base_url):
+    from urllib.parse import parse_qs, urlsplit
+
+    context = browser.new_context()
+    page = context.new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    page.goto(base_url + "/?q=a+photo&k=3&sort=-taken&filter=width:ge:80&target=images")
+    sync_api.expect(page.locator("#message")).to_contain_text("for “a photo”")
+    sync_api.expect(page.locator("#results .hit")).to_have_count(3)  # width 80..160: five
+    assert page.input_value("#q") == "a photo" and page.input_value("#k") == "3"
+    assert page.input_value("#sort") == "-taken"
+    assert page.input_value("#filters") == "width:ge:80"
+    sync_api.expect(page.locator("#results .hit").first).to_contain_text("photo1.jpg")
+
+    _search(page, "a picture", k=5)  # a search from the form becomes the address
+    sync_api.expect(page.locator("#results .hit")).to_have_count(5)
+    state = parse_qs(urlsplit(page.url).query)
+    assert state == {"q": ["a picture"], "k": ["5"], "target": ["images"],
+                     "sort": ["-taken"], "filter": ["width:ge:80"]}
+
+    clicked = page.locator("#results .hit").nth(1)
+    clicked_id = clicked.get_attribute("data-id")
+    clicked.click()  # a search by a result is a link too
+    sync_api.expect(page).to_have_url(re.compile(rf"[?&]like={clicked_id}(&|$)"))
+    page.go_back()  # and Back runs the search before it again
+    sync_api.expect(page.locator("#message")).to_contain_text("for “a picture”")
+    assert page.input_value("#q") == "a picture"
+
+    linked = page.url  # what a bookmark or a shared link holds
+    other = context.new_page()
+    other.goto(linked)
+    sync_api.expect(other.locator("#results .hit")).to_have_count(5)
+    context.close()
 
 
 def test_keyboard_only(page):

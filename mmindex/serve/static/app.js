@@ -69,16 +69,19 @@ function commonParams() {
   return params;
 }
 
-async function searchText(query) {
+async function searchText(query, link = true) {
   const params = commonParams();
   params.set("q", query);
+  if (link) linkTo(params);
   await run(`“${query}”`, () => api(`/api/search?${params}`));
 }
 
-async function searchLike(hit) {
+// `label` names the image in the message: its file name, or its id when only the URL knew it.
+async function searchLike(id, label, link = true) {
   const params = commonParams();
-  params.set("like", hit.id);
-  await run(`images like ${baseName(hit.path)}`, () => api(`/api/search?${params}`));
+  params.set("like", id);
+  if (link) linkTo(params);
+  await run(`images like ${label}`, () => api(`/api/search?${params}`));
 }
 
 async function searchUpload(file) {
@@ -121,7 +124,7 @@ function imageItem(hit) {
   const when = whenAndWhere(hit);
   if (when) button.append(span("taken", when));
   button.title = [hit.path, when].filter(Boolean).join("\n");
-  button.addEventListener("click", () => searchLike(hit));
+  button.addEventListener("click", () => searchLike(hit.id, baseName(hit.path)));
   item.append(button);
   return item;
 }
@@ -221,6 +224,34 @@ function showAnswer(result) {
   renderHits($("citations"), [...cited, ...passages]);
 }
 
+// -- the address: each search is a link (bookmark it, share it, go back to it) -------------
+// The URL holds the same parameters as the API call, so /?q=beach&k=4 is that search.
+// An uploaded image is not in it: a link cannot carry the file.
+function linkTo(params) {
+  const url = `${location.pathname}?${params}`;
+  if (url !== location.pathname + location.search) history.pushState(null, "", url);
+}
+
+// Fill the form from the URL and run the search it names (on load, Back, and after a token).
+function searchFromAddress() {
+  const params = new URLSearchParams(location.search);
+  choose($("target"), params.get("target"));
+  choose($("sort"), params.get("sort"));
+  $("k").value = params.get("k") || $("k").defaultValue;
+  $("filters").value = params.getAll("filter").join(" ");
+  if (params.has("filter")) $("filters").closest("details").open = true;
+  $("q").value = params.get("q") || "";
+  if (params.get("q")) searchText(params.get("q"), false);
+  else if (params.get("like")) searchLike(params.get("like"), `image ${params.get("like")}`, false);
+  else { $("results").replaceChildren(); say(""); }  // Back to the page before any search
+}
+
+// A select keeps its first option for a value it does not offer (an edited URL).
+function choose(select, value) {
+  const offered = [...select.options].some((option) => option.value === value);
+  select.value = offered ? value : select.options[0].value;
+}
+
 // -- wiring ---------------------------------------------------------------------------------
 function wireDragAndDrop() {
   const overlay = $("drop-overlay");
@@ -264,9 +295,12 @@ function wire() {
     sessionStorage.setItem("mmindex-token", token);
     $("token-form").hidden = true;
     loadStatus();
+    searchFromAddress();  // a linked search refused for want of the token: run it now
   });
   wireDragAndDrop();
+  window.addEventListener("popstate", searchFromAddress);
   loadStatus();
+  searchFromAddress();
 }
 
 wire();
