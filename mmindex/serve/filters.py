@@ -13,9 +13,12 @@ from datetime import datetime
 
 from mmindex.errors import UserInputError
 
+# Each operator and the SQL it becomes; docs/serve.md tabulates the same mapping beside the
+# CLI's --where, and tests/serve/test_filter_mapping.py checks each row gives the same rows.
+# Text compares as SQL strings do (`camera:lt:D` is `camera < 'D'`), as --where would.
 _NUMBER_OPERATORS = {"eq": "=", "ne": "<>", "lt": "<", "le": "<=", "gt": ">", "ge": ">="}
-_TEXT_OPERATORS = {"eq": "=", "ne": "<>", "contains": "contains", "prefix": "starts_with",
-                   "suffix": "ends_with"}
+_TEXT_FUNCTIONS = {"contains": "contains", "prefix": "starts_with", "suffix": "ends_with"}
+_TEXT_OPERATORS = {**_NUMBER_OPERATORS, **_TEXT_FUNCTIONS}
 
 # Which metadata each target may be filtered on, and whether it holds numbers or text.
 FILTER_COLUMNS: dict[str, dict[str, str]] = {
@@ -99,10 +102,9 @@ def _text_clause(f: Filter) -> str:
     if "\x00" in f.value:
         raise UserInputError(f"filter on {f.column}: the value holds a NUL character")
     literal = _string_literal(f.value)
-    sql = _TEXT_OPERATORS[f.operator]
-    if sql in ("=", "<>"):
-        return f"{f.column} {sql} {literal}"
-    return f"{sql}({f.column}, {literal})"
+    if f.operator in _TEXT_FUNCTIONS:
+        return f"{_TEXT_FUNCTIONS[f.operator]}({f.column}, {literal})"
+    return f"{f.column} {_TEXT_OPERATORS[f.operator]} {literal}"
 
 
 def _string_literal(value: str) -> str:
