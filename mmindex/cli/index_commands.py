@@ -336,6 +336,10 @@ def serve(
     ),
     device: str = DeviceOption,  # the model that answers /api/ask
     generator_spec: str | None = GeneratorOption,
+    watch_roots: list[Path] = typer.Option(
+        [], "--watch", help="A folder or file to keep indexed while serving, as `mmindex watch` "
+        "does (repeatable)"
+    ),
 ):
     """Serve the HTTP API (/openapi.json) and the web page (needs the `serve` extra)."""
     from mmindex.models.registry import check_device
@@ -350,6 +354,7 @@ def serve(
         ingest_roots=tuple(ingest_roots),
         device=device,
         generator=generator_spec,
+        watch_roots=tuple(watch_roots),
     )
 
 

@@ -39,6 +39,7 @@ from mmindex.serve.jobs import IngestJobs, JobConflict
 from mmindex.serve.limits import BodySizeLimit, HostCheck, SecurityHeaders
 from mmindex.serve.live import LiveIndex
 from mmindex.serve.thumbs import thumbnail_jpeg
+from mmindex.serve.watching import DEFAULT_SETTLE_S, FolderWatch
 
 log = logging.getLogger("mmindex.serve")
 
@@ -128,6 +129,8 @@ class StatusOut(BaseModel):
     ask_available: bool
     ask_message: str | None = Field(None, description="why asking cannot work here, if not")
     token_required: bool
+    watch: dict | None = Field(None, description="with --watch: roots, ingests, last (added, "
+                                                  "removed), error, running")
 
 
 class IngestIn(BaseModel):
@@ -155,6 +158,7 @@ class ServeContext:
     ingest_roots: tuple[Path, ...]
     max_upload_bytes: int
     answers: Answers
+    watch: FolderWatch | None = None
 
 
 def _context(request: Request) -> ServeContext:
@@ -334,7 +338,8 @@ def image_thumb(image_id: str, ctx: Context) -> Response:
 def status(ctx: Context) -> dict:
     """Model, row counts, generation and recent ingest jobs."""
     out = {"jobs": ctx.jobs.snapshot(), "ingest_roots": [str(r) for r in ctx.ingest_roots],
-           "ask_available": ctx.answers.available(), "token_required": ctx.token is not None}
+           "ask_available": ctx.answers.available(), "token_required": ctx.token is not None,
+           "watch": ctx.watch.snapshot() if ctx.watch else None}
     try:
         out.update(ready=True, index=_index_info(ctx.live))
         reason = ctx.answers.unavailable_reason(ctx.live.get())
@@ -473,13 +478,15 @@ def create_app(index_dir: str | Path, token: str | None = None,
                ingest_roots: Sequence[str | Path] = (), *,
                max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
                allowed_hosts: Sequence[str] | None = None, run_ingest=None,
-               answers: Answers | None = None) -> FastAPI:
+               answers: Answers | None = None, watch_roots: Sequence[str | Path] = (),
+               watch_settle_s: float = DEFAULT_SETTLE_S) -> FastAPI:
     """The server of one index directory. `allowed_hosts` (e.g. loopback names) refuses
-    other Host headers, which stops DNS-rebinding pages from reading a loopback server."""
+    other Host headers, which stops DNS-rebinding pages from reading a loopback server.
+    `watch_roots` are kept indexed while the app runs (started and stopped by its lifespan)."""
     if run_ingest is None:
         from mmindex.ingestion.run import ingest as run_ingest
     index_dir = Path(index_dir)
-    app = FastAPI(title="mmindex", version=_version(), lifespan=_warm_model,
+    app = FastAPI(title="mmindex", version=_version(), lifespan=_lifespan,
                   docs_url=None, redoc_url=None,  # their pages load assets from a CDN
                   description="Search an image and text collection. Errors are "
                               "{error, message} with the status that fits.")
@@ -487,6 +494,10 @@ def create_app(index_dir: str | Path, token: str | None = None,
         LiveIndex(index_dir), IngestJobs(index_dir, run_ingest), token,
         tuple(Path(r).expanduser().absolute() for r in ingest_roots), max_upload_bytes,
         answers or Answers())
+    if watch_roots:
+        app.state.mmindex.watch = FolderWatch(
+            index_dir, [Path(r).expanduser().absolute() for r in watch_roots],
+            settle_s=watch_settle_s)
     app.include_router(api)
     app.add_api_route("/", _page, include_in_schema=False, response_class=HTMLResponse)
     app.mount("/static", StaticFiles(packages=[_STATIC]), name="static")
@@ -535,7 +546,19 @@ def _page() -> HTMLResponse:
 
 
 @asynccontextmanager
-async def _warm_model(app: FastAPI):
+async def _lifespan(app: FastAPI):
+    await _warm_model(app)
+    watcher = app.state.mmindex.watch
+    if watcher:
+        watcher.start()
+    try:
+        yield
+    finally:
+        if watcher:
+            await _stop_watch(watcher)
+
+
+async def _warm_model(app: FastAPI) -> None:
     """Load the index and what embeds its queries before the first request, so it is not the
     slow one (the exported model: `ask` loads the torch model when first asked)."""
     import anyio
@@ -547,7 +570,14 @@ async def _warm_model(app: FastAPI):
             log.warning("not warmed up: %s", exc)
 
     await anyio.to_thread.run_sync(warm)
-    yield
+
+
+async def _stop_watch(watcher: FolderWatch) -> None:
+    import anyio
+
+    # in a thread: an ingest under way may take a while to reach its stop check
+    if not await anyio.to_thread.run_sync(watcher.stop):
+        log.warning("watch: an ingest was still running at shutdown; it ends with the process")
 
 
 def _version() -> str:

@@ -26,7 +26,7 @@ def is_loopback(host: str) -> bool:
 
 def serve(index_dir: Path, host: str = "127.0.0.1", port: int = 8765, token: str | None = None,
           ingest_roots: Sequence[Path] = (), device: str = "cpu",
-          generator: str | None = None) -> None:
+          generator: str | None = None, watch_roots: Sequence[Path] = ()) -> None:
     try:
         import uvicorn
 
@@ -44,7 +44,8 @@ def serve(index_dir: Path, host: str = "127.0.0.1", port: int = 8765, token: str
     allowed = sorted({*LOOPBACK_NAMES, host.strip("[]")}) if loopback else None
     _one_torch_thread_per_request()
     app = create_app(index_dir, token=token, ingest_roots=ingest_roots, allowed_hosts=allowed,
-                     answers=Answers(device=device, generator=generator))
+                     answers=Answers(device=device, generator=generator),
+                     watch_roots=watch_roots)
     uvicorn.run(app, host=host, port=port, log_level="info")
 
 

@@ -175,6 +175,7 @@ function describeStatus(status) {
   const { model, generation, tables } = status.index;
   const parts = [`${model}`, `${tables.images?.rows ?? 0} images`, `${tables.texts?.rows ?? 0} texts`,
                  `generation ${generation}`];
+  if (status.watch) parts.push(`watching ${status.watch.roots.length} folder${status.watch.roots.length === 1 ? "" : "s"}${status.watch.error ? ` (last ingest failed: ${status.watch.error})` : ""}`);
   const job = status.jobs[0];
   if (job && (job.state === "running" || job.state === "queued")) {
     parts.push(`ingesting: ${job.stage || job.state}${job.total ? ` ${job.done}/${job.total}` : ""}`);
