@@ -24,12 +24,13 @@ IVF_NPROBE = 32
 # Above this many vectors the float32 copies (2 KB each at 512-d: 4 GB here) leave RAM for
 # a memory-mapped file and the index keeps 64-byte PQ codes (docs/decisions.md, "compressed").
 COMPRESSED_THRESHOLD = 2_000_000
-COMPRESSED_NPROBE = 64  # PQ lists are cheap to scan; IVF probing is what bounds recall
+COMPRESSED_NPROBE = 128  # PQ lists are cheap to scan; IVF probing is what bounds recall
 PQ_DIMS_PER_CODE = 8  # one 8-bit code per 8 dimensions: 64 bytes a 512-d vector
 # PQ candidates re-ranked exactly, per result asked for and at least. At 1M clustered 512-d
-# vectors 200 candidates kept recall@10 at 0.90 (PQ alone: 0.31); benchmarks/compressed.py.
-RERANK_PER_RESULT = 100
-RERANK_MIN = 1000
+# vectors and nprobe 128, recall@10 was 0.90 with 200, 0.973 with 500, 0.991 with 1000
+# (PQ alone: 0.31), each candidate a page read: benchmarks/compressed.py's sweep.
+RERANK_PER_RESULT = 50
+RERANK_MIN = 500
 # Below this many (query x vector) products one thread wins: OpenMP's start-up and, on a busy
 # machine, waiting for a descheduled thread cost more than the scan (15 vectors: 4 ms -> 0.1).
 SINGLE_THREAD_WORK = 200_000  # recall@10 ~0.995 at 1M vectors, ~1 ms a query (2-core Zen 5 EPYC)
