@@ -333,6 +333,34 @@ def image_thumb(image_id: str, ctx: Context) -> Response:
                     headers={"Cache-Control": "private, max-age=60"})
 
 
+# -- duplicates ----------------------------------------------------------------------------
+MAX_DUPLICATE_GROUPS = 500  # a page of groups; `mmindex duplicates --json` has them all
+
+
+@api.get("/duplicates")
+def duplicates(
+    ctx: Context,
+    threshold: Annotated[float | None, Query(description=(
+        "cosine similarity in (0, 1] at or above which two images are near duplicates; "
+        "default 0.95; 1 keeps only identical files"))] = None,
+    limit: Annotated[DecimalInt, Query(ge=1, le=MAX_DUPLICATE_GROUPS,
+                                       description="most groups returned")] = 100,
+) -> dict:
+    """Groups of identical files (same SHA-256) and near-identical images, as
+    `mmindex duplicates --json`, the first `limit` of them, each file with its thumbnail."""
+    from mmindex.search.duplicates import find_duplicates
+
+    # the library checks the threshold (UserInputError -> 400), so CLI and API say the same
+    report = find_duplicates(ctx.live.get(), *([threshold] if threshold is not None else []))
+    out = report.to_dict()
+    out["total_groups"] = len(out["groups"])
+    out["groups"] = out["groups"][:limit]
+    for group in out["groups"]:
+        for f in group["files"]:
+            f["thumb_url"] = f"/api/images/{f['id']}/thumb"
+    return out
+
+
 # -- status and ingest -------------------------------------------------------------------
 @api.get("/status", response_model=StatusOut)
 def status(ctx: Context) -> dict:

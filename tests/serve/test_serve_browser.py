@@ -355,3 +355,28 @@ def test_the_page_asks_a_pretrained_model(browser, album_index, tmp_path):
         sync_api.expect(page.locator("#answer.error")).to_have_count(0)
         sync_api.expect(page.locator("#citations .hit")).to_have_count(3)
         page.close()
+
+
+def test_duplicates_section_lists_the_groups_of_the_api_with_thumbnails(page, base_url):
+    # the tiny model crowds its embeddings, so at 0.9 its distinct photos group together
+    report = page.request.get(f"{base_url}/api/duplicates?threshold=0.9&limit=100").json()
+    assert report["groups"], "the test needs at least one group to show"
+    page.fill("#dup-threshold", "0.9")
+    page.click("#duplicates-form button")
+    sync_api.expect(page.locator("#dup-message")).to_contain_text(
+        f"{report['total_groups']} groups among 6 images")
+    groups = page.locator("#dup-groups .dup-group")
+    sync_api.expect(groups).to_have_count(len(report["groups"]))
+    first = report["groups"][0]
+    sync_api.expect(groups.first.locator("h3")).to_contain_text(
+        f"{first['kind']}: {len(first['files'])} files")
+    names = groups.first.locator(".name").all_inner_texts()
+    assert names == [f["path"].rsplit("/", 1)[-1] for f in first["files"]]
+    sizes = groups.first.locator(".size").all_inner_texts()
+    assert sizes[0].startswith(f"{first['files'][0]['size']} bytes")
+    page.wait_for_function("() => [...document.querySelectorAll('#dup-groups img')]"
+                           ".every(i => i.complete && i.naturalWidth > 0)")
+    page.fill("#dup-threshold", "1.5")  # past the input's max: the server's 400 shows
+    page.evaluate("() => document.getElementById('duplicates-form').noValidate = true")
+    page.click("#duplicates-form button")
+    sync_api.expect(page.locator("#dup-message")).to_contain_text("threshold")

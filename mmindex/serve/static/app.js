@@ -103,6 +103,50 @@ async function run(what, call) {
   }
 }
 
+// -- duplicates -----------------------------------------------------------------------------
+async function findDuplicates() {
+  const params = new URLSearchParams({ threshold: $("dup-threshold").value || "0.95", limit: "100" });
+  $("dup-message").textContent = "Looking for duplicates…";
+  $("dup-groups").replaceChildren();
+  try {
+    const report = await api(`/api/duplicates?${params}`);
+    const shown = report.groups.length < report.total_groups ? ` (the first ${report.groups.length})` : "";
+    $("dup-message").textContent = `${report.total_groups} groups among ${report.images} images${shown}.`;
+    $("dup-groups").replaceChildren(...report.groups.map(duplicateGroup));
+  } catch (error) {
+    $("dup-message").textContent = error.message;
+  }
+}
+
+// One group: what kind, how many files, and their thumbnails with sizes.
+function duplicateGroup(group) {
+  const box = document.createElement("div");
+  box.className = "dup-group";
+  const extra = group.kind === "identical"
+    ? `${group.reclaimable_bytes} bytes in the extra copies`
+    : `similarity ≥ ${group.similarity.toFixed(4)}`;
+  const title = document.createElement("h3");
+  title.textContent = `${group.kind}: ${group.files.length} files, ${extra}`;
+  const list = document.createElement("ul");
+  list.className = "grid";
+  list.replaceChildren(...group.files.map(duplicateFile));
+  box.append(title, list);
+  return box;
+}
+
+function duplicateFile(file) {
+  const item = document.createElement("li");
+  item.className = "hit dup-file";  // the look of a search hit, without its button
+  item.title = file.path;
+  const img = document.createElement("img");
+  img.alt = baseName(file.path);
+  img.loading = "lazy";
+  showImage(img, file.thumb_url);
+  const size = file.width ? ` · ${file.width}×${file.height}` : "";
+  item.append(img, span("name", baseName(file.path)), span("size", `${file.size} bytes${size}`));
+  return item;
+}
+
 // -- rendering ------------------------------------------------------------------------------
 function renderHits(list, hits) {
   list.replaceChildren(...hits.map((hit) => (hit.table === "texts" ? textItem(hit) : imageItem(hit))));
@@ -297,6 +341,10 @@ function wire() {
     $("token-form").hidden = true;
     loadStatus();
     searchFromAddress();  // a linked search refused for want of the token: run it now
+  });
+  $("duplicates-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    findDuplicates();
   });
   wireDragAndDrop();
   window.addEventListener("popstate", searchFromAddress);
