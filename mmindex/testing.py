@@ -82,6 +82,26 @@ def photo(width: int, height: int, seed: int) -> Image.Image:
     return Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8), "RGB")
 
 
+def scene_photo(seed: int) -> Image.Image:
+    """A photo with six random discs on it: distinct scenes for duplicate tests, whose
+    resized and re-encoded copies must still group with it."""
+    from PIL import ImageDraw
+
+    rng = np.random.default_rng(seed)
+    img = photo(160, 120, seed)
+    draw = ImageDraw.Draw(img)
+    for _ in range(6):
+        x, y = rng.integers(0, 140, 2)
+        r = int(rng.integers(10, 40))
+        draw.ellipse([x, y, x + r, y + r], fill=tuple(int(c) for c in rng.integers(0, 255, 3)))
+    return img
+
+
+# The tiny test model crowds every embedding together: copies of one scene lie within 1e-4
+# of each other, different scenes about 2e-3 apart (measured), so its threshold is 0.999.
+TINY_DUPLICATE_THRESHOLD = 0.999
+
+
 def write_bomb_png(path: Path, width: int = 60_000, height: int = 60_000) -> None:
     """A valid PNG header claiming a huge size over a tiny body: a decompression bomb."""
     buffer = io.BytesIO()

@@ -4,39 +4,22 @@ resized copy, a re-encoded copy) by embedding, with sizes."""
 import json
 import shutil
 
-import numpy as np
 import pytest
-from PIL import Image, ImageDraw
+from PIL import Image
 from typer.testing import CliRunner
 
 from mmindex import IngestConfig, ingest, open_index
 from mmindex.cli import app
 from mmindex.errors import UserInputError
 from mmindex.search.duplicates import find_duplicates
-from mmindex.testing import TINY, photo
-
-# The tiny test model crowds every embedding together: copies of one scene lie within 1e-4
-# of each other, different scenes about 2e-3 apart (measured), so its threshold is 0.999.
-TINY_THRESHOLD = 0.999
-
-
-def scene(seed: int) -> Image.Image:
-    rng = np.random.default_rng(seed)
-    img = photo(160, 120, seed)
-    draw = ImageDraw.Draw(img)
-    for _ in range(6):
-        x, y = rng.integers(0, 140, 2)
-        r = int(rng.integers(10, 40))
-        draw.ellipse([x, y, x + r, y + r], fill=tuple(int(c) for c in rng.integers(0, 255, 3)))
-    return img
-
+from mmindex.testing import TINY, TINY_DUPLICATE_THRESHOLD, scene_photo
 
 @pytest.fixture(scope="module")
 def index(tmp_path_factory):
     root = tmp_path_factory.mktemp("dups")
     for i in range(5):
-        scene(i).save(root / f"s{i}.jpg", quality=92)
-    scene(0).resize((80, 60)).save(root / "s0_small.jpg", quality=92)  # resized
+        scene_photo(i).save(root / f"s{i}.jpg", quality=92)
+    scene_photo(0).resize((80, 60)).save(root / "s0_small.jpg", quality=92)  # resized
     Image.open(root / "s0.jpg").save(root / "s0_q40.jpg", quality=40)  # re-encoded
     (root / "copies").mkdir()
     shutil.copy(root / "s1.jpg", root / "copies" / "s1.jpg")  # the same bytes twice
@@ -51,7 +34,7 @@ def names(group):
 
 
 def test_identical_and_near_groups(index):
-    report = find_duplicates(index, TINY_THRESHOLD)
+    report = find_duplicates(index, TINY_DUPLICATE_THRESHOLD)
     by_kind = {g.kind: g for g in report.groups}
     assert [g.kind for g in report.groups] == ["identical", "near"]
     identical = by_kind["identical"]
@@ -59,7 +42,7 @@ def test_identical_and_near_groups(index):
     assert identical.reclaimable_bytes == identical.files[0].size > 0
     near = by_kind["near"]
     assert names(near) == ["s0.jpg", "s0_q40.jpg", "s0_small.jpg"]
-    assert TINY_THRESHOLD <= near.similarity <= 1.0
+    assert TINY_DUPLICATE_THRESHOLD <= near.similarity <= 1.0
     assert {f.width for f in near.files} == {160, 80}
     assert report.images == 8
 
@@ -83,7 +66,7 @@ def test_a_threshold_outside_0_1_is_refused(index, bad):
 def test_cli_json_and_text(index):
     runner = CliRunner()
     result = runner.invoke(app, ["duplicates", "--index", str(index.root), "--json",
-                                 "--threshold", str(TINY_THRESHOLD)])
+                                 "--threshold", str(TINY_DUPLICATE_THRESHOLD)])
     assert result.exit_code == 0, result.output
     report = json.loads(result.output)
     assert [len(g["files"]) for g in report["groups"]] == [2, 3]

@@ -6,41 +6,24 @@ from __future__ import annotations
 
 import shutil
 
-import numpy as np
 import pytest
 
 pytest.importorskip("fastapi", reason="needs the serve extra: pip install -e '.[serve]'")
 
 from fastapi.testclient import TestClient
-from PIL import Image, ImageDraw
+from PIL import Image
 
 from mmindex import IngestConfig, ingest
 from mmindex.serve import create_app
 from mmindex.serve.answers import Answers
-from mmindex.testing import TINY, photo
-
-# The tiny model crowds its embeddings: copies of one scene within 1e-4, different scenes
-# about 2e-3 apart (tests/search/test_duplicates.py), so its threshold is 0.999.
-TINY_THRESHOLD = 0.999
-
-
-def _scene(seed: int) -> Image.Image:
-    rng = np.random.default_rng(seed)
-    img = photo(160, 120, seed)
-    draw = ImageDraw.Draw(img)
-    for _ in range(6):
-        x, y = rng.integers(0, 140, 2)
-        r = int(rng.integers(10, 40))
-        draw.ellipse([x, y, x + r, y + r], fill=tuple(int(c) for c in rng.integers(0, 255, 3)))
-    return img
-
+from mmindex.testing import TINY, TINY_DUPLICATE_THRESHOLD, scene_photo
 
 @pytest.fixture(scope="module")
 def client(tmp_path_factory) -> TestClient:
     root = tmp_path_factory.mktemp("serve-dups")
     for i in range(4):
-        _scene(i).save(root / f"s{i}.jpg", quality=92)
-    _scene(0).resize((80, 60)).save(root / "s0_small.jpg", quality=92)  # resized
+        scene_photo(i).save(root / f"s{i}.jpg", quality=92)
+    scene_photo(0).resize((80, 60)).save(root / "s0_small.jpg", quality=92)  # resized
     Image.open(root / "s0.jpg").save(root / "s0_q40.jpg", quality=40)  # re-encoded
     (root / "copies").mkdir()
     shutil.copy(root / "s1.jpg", root / "copies" / "s1.jpg")  # the same bytes twice
@@ -54,10 +37,10 @@ def _names(group: dict) -> list[str]:
 
 
 def test_groups_identical_and_resized_copies_with_sizes_and_thumbnails(client):
-    response = client.get("/api/duplicates", params={"threshold": TINY_THRESHOLD})
+    response = client.get("/api/duplicates", params={"threshold": TINY_DUPLICATE_THRESHOLD})
     assert response.status_code == 200, response.text
     report = response.json()
-    assert report["images"] == 7 and report["threshold"] == TINY_THRESHOLD
+    assert report["images"] == 7 and report["threshold"] == TINY_DUPLICATE_THRESHOLD
     assert [g["kind"] for g in report["groups"]] == ["identical", "near"]
     identical, near = report["groups"]
     assert _names(identical) == ["copies/s1.jpg", "s1.jpg"]
@@ -70,7 +53,7 @@ def test_groups_identical_and_resized_copies_with_sizes_and_thumbnails(client):
 
 
 def test_limit_bounds_the_groups_and_total_says_how_many(client):
-    report = client.get("/api/duplicates", params={"threshold": TINY_THRESHOLD,
+    report = client.get("/api/duplicates", params={"threshold": TINY_DUPLICATE_THRESHOLD,
                                                    "limit": 1}).json()
     assert [g["kind"] for g in report["groups"]] == ["identical"]
     assert report["total_groups"] == 2
