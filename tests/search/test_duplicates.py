@@ -14,6 +14,7 @@ from mmindex.errors import UserInputError
 from mmindex.search.duplicates import find_duplicates
 from mmindex.testing import TINY, TINY_DUPLICATE_THRESHOLD, scene_photo
 
+
 @pytest.fixture(scope="module")
 def index(tmp_path_factory):
     root = tmp_path_factory.mktemp("dups")

@@ -18,6 +18,7 @@ from mmindex.serve import create_app
 from mmindex.serve.answers import Answers
 from mmindex.testing import TINY, TINY_DUPLICATE_THRESHOLD, scene_photo
 
+
 @pytest.fixture(scope="module")
 def client(tmp_path_factory) -> TestClient:
     root = tmp_path_factory.mktemp("serve-dups")
