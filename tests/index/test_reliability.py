@@ -264,10 +264,26 @@ def _wait_for_first_manifest(process, index_dir) -> None:
         time.sleep(0.01)  # the model is loaded and the first manifest written: writes begin
 
 
-def _writing_window(tmp_path, corpus, index_dir) -> float:
-    """Seconds from an ingest's first manifest to its exit, uninterrupted."""
-    process = _ingest_process(tmp_path, corpus, index_dir)
+def _wait_for_first_rows(process, index_dir) -> None:
+    """Until the first rows are committed (generation 1): the random moments fall among the
+    row commits, not in the model's warm-up before them (an exported model opens its image
+    graph on the first batch, after the first manifest)."""
     _wait_for_first_manifest(process, index_dir)
+    while process.poll() is None and _generation(index_dir) < 1:
+        time.sleep(0.01)
+
+
+def _generation(index_dir) -> int:
+    try:
+        return store.read_manifest(index_dir).generation
+    except MmindexError:  # between a writer's rename and our read: look again
+        return -1
+
+
+def _writing_window(tmp_path, corpus, index_dir) -> float:
+    """Seconds from an ingest's first committed rows to its exit, uninterrupted."""
+    process = _ingest_process(tmp_path, corpus, index_dir)
+    _wait_for_first_rows(process, index_dir)
     start = time.monotonic()
     process.wait(timeout=300)
     return time.monotonic() - start
@@ -284,7 +300,7 @@ def test_real_sigkill_at_random_moments(process_reference, corpus, tmp_path):
     for trial, delay in enumerate(delays):
         index_dir = tmp_path / f"random-{trial}"
         process = _ingest_process(tmp_path, corpus, index_dir)
-        _wait_for_first_manifest(process, index_dir)
+        _wait_for_first_rows(process, index_dir)
         time.sleep(delay)
         killed += process.poll() is None
         process.kill()
