@@ -24,10 +24,12 @@ kind names. A cache is only a cache: a damaged or foreign export is deleted and 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import importlib
 import json
+import logging
 import os
 import shutil
 import warnings
@@ -116,6 +118,13 @@ def save(encoder) -> Path | None:
     return directory
 
 
+def export_and_load(encoder, precision: str = "fp32"):
+    """The torch `encoder` as its exported Encoder, exported now unless it already is; None
+    when it cannot be exported (or ONNX Runtime is off)."""
+    save(encoder)
+    return load(encoder.info.fingerprint, precision)
+
+
 def evict(keep: int) -> list[Path]:
     """Delete all but the `keep` most recently used exports (by their export.json's time,
     which `load` touches); a process still reading one has its sessions open already."""
@@ -189,22 +198,16 @@ def quantised(path: Path) -> Path:
     return target
 
 
+@contextlib.contextmanager
 def _quiet_quantiser():
     """The quantiser logs a 'consider pre-processing' advice at WARNING on every call."""
-    import contextlib
-    import logging
-
-    @contextlib.contextmanager
-    def quiet():
-        logger = logging.getLogger()
-        level = logger.level
-        logger.setLevel(logging.ERROR)
-        try:
-            yield
-        finally:
-            logger.setLevel(level)
-
-    return quiet()
+    logger = logging.getLogger()
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 # ---------------------------------------------------------------- running them

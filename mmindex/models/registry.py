@@ -15,7 +15,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from mmindex.core.precision import resolve_precision
+from mmindex.core.precision import PRECISIONS, resolve_precision
 from mmindex.errors import ModelError, UserInputError
 from mmindex.models.encoder import Encoder
 
@@ -104,7 +104,7 @@ def load_encoder(spec: str, precision: str = "fp32", device: str = "cpu") -> Enc
     return encoder
 
 
-INFERENCE_PRECISIONS = ("auto", "fp32", "bf16", "int8")
+INFERENCE_PRECISIONS = (*PRECISIONS, "int8")  # int8: ONNX Runtime only
 
 
 def load_for_inference(spec: str, precision: str = "auto", device: str = "cpu") -> Encoder:
@@ -131,13 +131,13 @@ def load_for_inference(spec: str, precision: str = "auto", device: str = "cpu") 
         return found
     encoder = load_encoder(spec, "fp32", device)
     exported.remember_spec(key, encoder.info.fingerprint)
-    if exported.save(encoder) and (found := exported.load(encoder.info.fingerprint,
-                                                           runtime_precision)):
+    if found := exported.export_and_load(encoder, runtime_precision):
         return found
     if precision == "int8":
         raise ModelError(f"'{spec}' cannot run in int8: it could not be exported to ONNX")
-    if resolve_precision(precision, device) != "fp32" and hasattr(encoder, "set_precision"):
-        encoder.set_precision(resolve_precision(precision, device))
+    resolved = resolve_precision(precision, device)
+    if resolved != "fp32" and hasattr(encoder, "set_precision"):
+        encoder.set_precision(resolved)
     return encoder
 
 

@@ -157,10 +157,9 @@ class Index:
     def _exported(self):
         from mmindex.models import exported
 
-        fingerprint = self.manifest.model.fingerprint
-        found = exported.load(fingerprint)
-        if found is None and exported.enabled() and exported.save(self.encoder):
-            found = exported.load(fingerprint)
+        found = exported.load(self.manifest.model.fingerprint)
+        if found is None and exported.enabled():  # (else no torch model is loaded for it)
+            found = exported.export_and_load(self.encoder)
         return found
 
     def rows(self, table: str) -> pa.Table:

@@ -101,6 +101,14 @@ def test_load_for_inference_exports_once_then_skips_torch(tmp_path, monkeypatch)
     assert out == [f"ExportedClip {first.info.fingerprint}", "[]"]
 
 
+def test_an_export_made_by_a_search_serves_the_next_ingest(tiny, tmp_path, monkeypatch):
+    """The export exists (a search wrote it) but no spec shortcut does: the ingest loads
+    torch once to learn the fingerprint, then runs the export, not the torch model."""
+    monkeypatch.setenv("MMINDEX_CACHE", str(tmp_path))
+    assert exported.save(tiny) is not None and not (tmp_path / "onnx" / "specs").exists()
+    assert type(load_for_inference(TINY, precision="fp32")).__name__ == "ExportedClip"
+
+
 def test_bf16_and_the_torch_runtime_stay_in_torch(tmp_path, monkeypatch):
     monkeypatch.setenv("MMINDEX_CACHE", str(tmp_path))
     assert hasattr(load_for_inference(TINY, precision="bf16"), "model")
