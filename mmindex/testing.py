@@ -97,6 +97,20 @@ def scene_photo(seed: int) -> Image.Image:
     return img
 
 
+def write_duplicate_album(root: Path, scenes: int) -> Path:
+    """`scenes` distinct photos, plus of the first a resized copy and a re-encoded one, and
+    of the second the same bytes in copies/: what duplicate finding must group."""
+    import shutil
+
+    for i in range(scenes):
+        scene_photo(i).save(root / f"s{i}.jpg", quality=92)
+    scene_photo(0).resize((80, 60)).save(root / "s0_small.jpg", quality=92)  # resized
+    Image.open(root / "s0.jpg").save(root / "s0_q40.jpg", quality=40)  # re-encoded
+    (root / "copies").mkdir()
+    shutil.copy(root / "s1.jpg", root / "copies" / "s1.jpg")  # the same bytes twice
+    return root
+
+
 # The tiny test model crowds every embedding together: copies of one scene lie within 1e-4
 # of each other, different scenes about 2e-3 apart (measured), so its threshold is 0.999.
 TINY_DUPLICATE_THRESHOLD = 0.999

@@ -2,28 +2,21 @@
 resized copy, a re-encoded copy) by embedding, with sizes."""
 
 import json
-import shutil
 
 import pytest
-from PIL import Image
 from typer.testing import CliRunner
 
 from mmindex import IngestConfig, ingest, open_index
 from mmindex.cli import app
 from mmindex.errors import UserInputError
 from mmindex.search.duplicates import find_duplicates
-from mmindex.testing import TINY, TINY_DUPLICATE_THRESHOLD, scene_photo
+from mmindex.testing import TINY, TINY_DUPLICATE_THRESHOLD, write_duplicate_album
 
 
 @pytest.fixture(scope="module")
 def index(tmp_path_factory):
     root = tmp_path_factory.mktemp("dups")
-    for i in range(5):
-        scene_photo(i).save(root / f"s{i}.jpg", quality=92)
-    scene_photo(0).resize((80, 60)).save(root / "s0_small.jpg", quality=92)  # resized
-    Image.open(root / "s0.jpg").save(root / "s0_q40.jpg", quality=40)  # re-encoded
-    (root / "copies").mkdir()
-    shutil.copy(root / "s1.jpg", root / "copies" / "s1.jpg")  # the same bytes twice
+    write_duplicate_album(root, scenes=5)
     ingest(IngestConfig(roots=(root,), index_dir=root / ".idx", model=TINY, precision="fp32"))
     return open_index(root / ".idx")
 

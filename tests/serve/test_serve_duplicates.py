@@ -4,30 +4,22 @@ that the thumbnail route serves; a threshold outside (0, 1] is a 400."""
 
 from __future__ import annotations
 
-import shutil
-
 import pytest
 
 pytest.importorskip("fastapi", reason="needs the serve extra: pip install -e '.[serve]'")
 
 from fastapi.testclient import TestClient
-from PIL import Image
 
 from mmindex import IngestConfig, ingest
 from mmindex.serve import create_app
 from mmindex.serve.answers import Answers
-from mmindex.testing import TINY, TINY_DUPLICATE_THRESHOLD, scene_photo
+from mmindex.testing import TINY, TINY_DUPLICATE_THRESHOLD, write_duplicate_album
 
 
 @pytest.fixture(scope="module")
 def client(tmp_path_factory) -> TestClient:
     root = tmp_path_factory.mktemp("serve-dups")
-    for i in range(4):
-        scene_photo(i).save(root / f"s{i}.jpg", quality=92)
-    scene_photo(0).resize((80, 60)).save(root / "s0_small.jpg", quality=92)  # resized
-    Image.open(root / "s0.jpg").save(root / "s0_q40.jpg", quality=40)  # re-encoded
-    (root / "copies").mkdir()
-    shutil.copy(root / "s1.jpg", root / "copies" / "s1.jpg")  # the same bytes twice
+    write_duplicate_album(root, scenes=4)
     ingest(IngestConfig(roots=(root,), index_dir=root / ".idx", model=TINY, precision="fp32"))
     return TestClient(create_app(root / ".idx", answers=Answers(find_module=lambda: None)))
 
