@@ -35,7 +35,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -68,7 +67,7 @@ def run_process(command: list[str], env: dict | None = None, cwd: Path | None = 
     """Wall s, CPU s and peak RSS (MB) of one whole process, and what it printed."""
     with tempfile.NamedTemporaryFile(suffix=".json") as measured:
         done = subprocess.run([sys.executable, "-S", "-c", MEASURE, measured.name, *command],
-                              env=env, cwd=cwd, capture_output=True)
+                              env=env, cwd=cwd, capture_output=True, check=False)
         usage = json.loads(Path(measured.name).read_text() or "{}")
     if done.returncode != 0 or usage.get("code") != 0:
         raise RuntimeError(f"{command[:4]} failed: {done.stderr.decode()[-2000:]}")
