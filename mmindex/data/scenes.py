@@ -145,40 +145,35 @@ def _yes_no(flag: bool) -> str:
     return "yes" if flag else "no"
 
 
-def _left_right(objects, rng) -> Question:
+# Per axis: the relation, then the question forms "a R b?", "a R' b?" (the converse),
+# "which is more R?" and "which is more R'?"; one maker asks them all.
+_AXES = {
+    "left_right": (left_of, "Is the {a} left of the {b}?",
+                   "Is the {a} to the right of the {b}?",
+                   "Which is further left, the {a} or the {b}?",
+                   "Which is further right, the {a} or the {b}?"),
+    "above_below": (above, "Is the {a} above the {b}?",
+                    "Is the {a} below the {b}?", "Which is higher, the {a} or the {b}?",
+                    "Which is lower, the {a} or the {b}?"),
+}
+
+
+def _axis_question(kind: str, objects, rng) -> Question:
+    holds, *forms = _AXES[kind]
     a, b = _two(objects, rng)
     form = int(rng.integers(4))
-    if form == 0:
-        return Question(f"Is the {a.name} left of the {b.name}?", _yes_no(left_of(a, b)),
-                        "left_right")
-    if form == 1:
-        return Question(f"Is the {a.name} to the right of the {b.name}?",
-                        _yes_no(left_of(b, a)), "left_right")
-    if form == 2:
-        answer = a if left_of(a, b) else b
-        return Question(f"Which is further left, the {a.name} or the {b.name}?", answer.name,
-                        "left_right")
-    answer = b if left_of(a, b) else a
-    return Question(f"Which is further right, the {a.name} or the {b.name}?", answer.name,
-                    "left_right")
+    first = a if holds(a, b) else b  # the one further left / higher
+    answers = (_yes_no(holds(a, b)), _yes_no(holds(b, a)), first.name,
+               (b if first is a else a).name)
+    return Question(forms[form].format(a=a.name, b=b.name), answers[form], kind)
+
+
+def _left_right(objects, rng) -> Question:
+    return _axis_question("left_right", objects, rng)
 
 
 def _above_below(objects, rng) -> Question:
-    a, b = _two(objects, rng)
-    form = int(rng.integers(4))
-    if form == 0:
-        return Question(f"Is the {a.name} above the {b.name}?", _yes_no(above(a, b)),
-                        "above_below")
-    if form == 1:
-        return Question(f"Is the {a.name} below the {b.name}?", _yes_no(above(b, a)),
-                        "above_below")
-    if form == 2:
-        answer = a if above(a, b) else b
-        return Question(f"Which is higher, the {a.name} or the {b.name}?", answer.name,
-                        "above_below")
-    answer = b if above(a, b) else a
-    return Question(f"Which is lower, the {a.name} or the {b.name}?", answer.name,
-                    "above_below")
+    return _axis_question("above_below", objects, rng)
 
 
 def _nearest(objects, rng) -> Question | None:
