@@ -110,12 +110,24 @@ def _migrate(data: dict, version, where: Path) -> dict:
     return data
 
 
+@dataclass(frozen=True)
+class WrittenShard:
+    """A shard a worker wrote into the index directory, for a commit to adopt: what the
+    worker reports, and what the commit checks against the file before naming it."""
+
+    relative: str  # e.g. "images/g000003-w1a2b3c4d-5e6f7a8b9c0d.parquet"
+    rows: int
+    sha256: str
+
+
 @dataclass
 class TableChange:
-    """What one commit does to one table."""
+    """What one commit does to one table: rows to write, rows to remove, and shards already
+    written by workers to adopt as they are."""
 
     add: pa.Table | None = None
     remove_ids: set[int] = field(default_factory=set)
+    adopt: tuple[WrittenShard, ...] = ()
 
 
 def read_manifest(root: Path) -> Manifest:
@@ -154,6 +166,36 @@ def read_shard(root: Path, relative: str, columns=None) -> pa.Table:
         raise IndexFormatError(f"shard {root / relative} is damaged ({exc}); "
                                "run `mmindex doctor`") from None
 
+
+
+def write_shard(root: str | Path, relative: str, table: pa.Table, model: EncoderInfo) -> str:
+    """Write one shard through pyarrow.fs (the driver's commits and the Ray workers alike):
+    page CRCs on, the model in its metadata (doctor rebuilds a manifest from it), fsynced.
+    `root` is the index directory or its URI (storage.root_uri). Returns its SHA-256."""
+    from mmindex.index import storage
+
+    fs, base = storage.filesystem(root if isinstance(root, str) else storage.root_uri(root))
+    target = f"{base}/{relative}"
+    fs.create_dir(target.rsplit("/", 1)[0], recursive=True)
+    meta = {MODEL_METADATA: json.dumps(asdict(model)).encode()}
+    with fs.open_output_stream(target) as sink:
+        pq.write_table(table.replace_schema_metadata(meta), sink, write_page_checksum=True)
+    _fsync(Path(target))  # a POSIX root (storage.index_root refuses any other)
+    faults.point("store.shard.written")
+    return file_sha256(Path(target))
+
+
+def shard_vectors(root: Path, relative: str, chunk_rows: int = 8192):
+    """(ids (n,), vectors (n, D) float32) of a shard, `chunk_rows` at a time: only these two
+    columns are read, so a large shard never sits in memory whole."""
+    try:
+        with pq.ParquetFile(Path(root) / relative, page_checksum_verification=True) as shard:
+            for batch in shard.iter_batches(chunk_rows, columns=["id", "embedding"]):
+                flat = batch.column("embedding").flatten().to_numpy()  # (n * D,)
+                yield batch.column("id").to_numpy(), flat.reshape(batch.num_rows, -1)
+    except (pa.ArrowException, OSError) as exc:
+        raise IndexFormatError(f"shard {Path(root) / relative} is damaged ({exc}); "
+                               "run `mmindex doctor`") from None
 
 
 def checksum_problem(root: Path, state: TableState, relative: str) -> str | None:
@@ -208,6 +250,7 @@ class StoreWriter:
             raise _not_writable(self.root, exc) from None
         self._lock_handle = _acquire_lock(self.root)
         self.manifest: Manifest | None = None  # None until the model of a new index is known
+        self._worker_prefixes: set[str] = set()  # shards being written for this writer
         if repairing:
             return
         try:
@@ -246,6 +289,14 @@ class StoreWriter:
         self.manifest = replace(self.manifest, next_id=row_id + 1)
         return row_id
 
+    def worker_prefix(self) -> str:
+        """A name prefix for shards that workers write for this writer to adopt later.
+        Until this writer closes, its commits' garbage collection spares files under it (they
+        are in flight); after a crash no writer holds it, so the next one collects them."""
+        prefix = f"g{self.manifest.generation + 1:06d}-w{uuid.uuid4().hex[:8]}-"
+        self._worker_prefixes.add(prefix)
+        return prefix
+
     def read_faiss(self, table: str) -> bytes | None:
         relative = self.manifest.tables[table].faiss
         return (self.root / relative).read_bytes() if relative else None
@@ -266,7 +317,11 @@ class StoreWriter:
                index_params: dict[str, dict] | None = None) -> Manifest:
         """Write a new generation. A failed write leaves the previous one live and raises
         IndexWriteError naming the cause; the files it had written are removed.
-        `index_params` records each FAISS file's kind and parameters in the manifest."""
+        `index_params` records each FAISS file's kind and parameters in the manifest.
+        Adopted shards are checked first (a mismatch commits nothing)."""
+        for name, change in changes.items():
+            for shard in change.adopt:
+                self._check_adopted(name, shard)
         try:
             manifest = self._write_generation(changes, faiss_blobs, index_params or {})
         except OSError as exc:
@@ -317,6 +372,10 @@ class StoreWriter:
                 checksums[shard] = file_sha256(self.root / shard)
                 shards.append(shard)
             rows += added.num_rows
+        for shard in change.adopt:
+            shards.append(shard.relative)
+            checksums[shard.relative] = shard.sha256
+            rows += shard.rows
         checksums = {s: checksums[s] for s in shards if s in checksums}
         return replace(state, shards=tuple(shards), rows=rows, checksums=checksums or None)
 
@@ -338,27 +397,82 @@ class StoreWriter:
         return kept, removed
 
     def _write_shard(self, name: str, table: pa.Table, generation: int) -> str:
-        relative = f"{name}/g{generation:06d}-{uuid.uuid4().hex[:12]}.parquet"
-        target = self.root / relative
-        target.parent.mkdir(parents=True, exist_ok=True)
-        model = json.dumps(asdict(self.manifest.model)).encode()
-        pq.write_table(table.replace_schema_metadata({MODEL_METADATA: model}), target,
-                       write_page_checksum=True)
-        _fsync(target)
-        faults.point("store.shard.written")
+        relative = shard_name(name, f"g{generation:06d}-")
+        write_shard(self.root, relative, table, self.manifest.model)
         return relative
+
+    def _check_adopted(self, name: str, shard: WrittenShard) -> None:
+        """A worker's shard is committed only if it is a new file of this table, of this
+        index's model and schema, with the rows and the SHA-256 its worker reported."""
+        problem = _adoption_problem(self.root, name, shard, self.manifest)
+        if problem:
+            raise IndexWriteError(
+                f"cannot adopt {self.root / shard.relative} into the {name} table: {problem}; "
+                f"the index is unchanged at generation {self.manifest.generation}")
 
     def _write_manifest(self, manifest: Manifest) -> None:
         _write_durably(self.root / MANIFEST, manifest.to_json().encode())
 
     def collect_garbage(self) -> None:
         live = self.manifest.files()
+        in_flight = tuple(self._worker_prefixes)
         for folder in list(TABLES) + ["faiss"]:
             for path in (self.root / folder).glob("*"):
-                if path.relative_to(self.root).as_posix() not in live:
+                if path.relative_to(self.root).as_posix() not in live and \
+                        not (in_flight and path.name.startswith(in_flight)):
                     path.unlink(missing_ok=True)
         for tmp in self.root.glob("*.tmp"):
             tmp.unlink(missing_ok=True)
+
+
+def shard_name(table: str, prefix: str) -> str:
+    """A new shard's path relative to the index root: a prefix, then a random part."""
+    return f"{table}/{prefix}{uuid.uuid4().hex[:12]}.parquet"
+
+
+def rows_to_table(table: str, rows: list[dict], vectors, dim: int) -> pa.Table | None:
+    """Rows (dicts of the table's columns) and their vectors as an Arrow table of the table's
+    schema (schema.py is the one list of columns); None for no rows."""
+    import numpy as np
+
+    if not rows:
+        return None
+    schema = table_schema(table, dim)
+    if table not in VECTOR_TABLES:
+        return pa.Table.from_pylist(rows, schema=schema)
+    flat = pa.array(np.asarray(vectors, dtype=np.float32).reshape(-1), pa.float32())  # (N*D,)
+    embedding = pa.FixedSizeListArray.from_arrays(flat, dim)
+    meta = pa.Table.from_pylist(rows, schema=schema.remove(schema.get_field_index("embedding")))
+    return meta.append_column(schema.field("embedding"), embedding)
+
+
+def _adoption_problem(root: Path, name: str, shard: WrittenShard, manifest: Manifest) -> str | None:
+    folder, _, file = shard.relative.partition("/")
+    if folder != name or "/" in file or not file.endswith(".parquet") or file.startswith("."):
+        return f"it is not a shard name of the {name} table"
+    if shard.relative in manifest.files():
+        return "the index already holds it"
+    try:
+        with pq.ParquetFile(root / shard.relative) as parquet:
+            rows, schema = parquet.metadata.num_rows, parquet.schema_arrow
+    except (pa.ArrowException, OSError) as exc:
+        return f"it cannot be read ({exc})"
+    if rows != shard.rows:
+        return f"it holds {rows} rows, its worker reported {shard.rows}"
+    expected = table_schema(name, manifest.model.dim)
+    for column in schema:
+        if expected.get_field_index(column.name) < 0 or \
+                expected.field(column.name).type != column.type:
+            return f"its column {column.name} ({column.type}) is not in the table's schema"
+    missing = [f.name for f in expected if not f.nullable and f.name not in schema.names]
+    if missing or (name in VECTOR_TABLES and "embedding" not in schema.names):
+        return f"it lacks the columns {missing or ['embedding']}"
+    model = json.loads((schema.metadata or {}).get(MODEL_METADATA, b"null"))
+    if model != json.loads(json.dumps(asdict(manifest.model))):
+        return f"it was written for another model ({(model or {}).get('spec')})"
+    if file_sha256(root / shard.relative) != shard.sha256:
+        return "its bytes are not the ones its worker reported (SHA-256 differs)"
+    return None
 
 
 def data_files(root: Path) -> list[Path]:
@@ -433,6 +547,7 @@ __all__ = [
     "StoreWriter",
     "TableChange",
     "TableState",
+    "WrittenShard",
     "data_files",
     "read_manifest",
     "read_shard",

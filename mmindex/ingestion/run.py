@@ -26,7 +26,7 @@ from mmindex.data.scan import (
 from mmindex.errors import ModelMismatchError, UserInputError
 from mmindex.index import store
 from mmindex.index.changes import FILE_COLUMNS, Candidate, ChangePlan, errors_for, plan_changes
-from mmindex.index.schema import FILE_SCHEMA, embedding_type, table_schema
+from mmindex.index.schema import FILE_SCHEMA
 from mmindex.index.vectors import VectorIndex, unit_vectors
 from mmindex.ingestion.config import IngestConfig
 from mmindex.ingestion.encoders import (
@@ -382,7 +382,7 @@ class _CommitBuffer:
         changes, blobs = {}, {}
         dim = self.writer.manifest.model.dim
         for table, rows in self.rows.items():
-            added = _to_arrow(table, rows, self.vectors.get(table), dim)
+            added = store.rows_to_table(table, rows, self.vectors.get(table), dim)
             changes[table] = store.TableChange(added, self.removals[table])
             if table in self.indexes:
                 index = self.indexes[table]
@@ -406,14 +406,3 @@ class _CommitBuffer:
                 self.indexes[table] = rebuilt
                 self.writer.commit({}, {table: rebuilt.to_bytes()}, {table: rebuilt.describe()})
 
-
-def _to_arrow(table: str, rows: list[dict], vectors, dim: int) -> pa.Table | None:
-    if not rows:
-        return None
-    schema = table_schema(table, dim)
-    if table == "errors":
-        return pa.Table.from_pylist(rows, schema=schema)
-    flat = pa.array(np.stack(vectors).ravel(), pa.float32())  # (N * D,)
-    embedding = pa.FixedSizeListArray.from_arrays(flat, dim)
-    meta = pa.Table.from_pylist(rows, schema=schema.remove(schema.get_field_index("embedding")))
-    return meta.append_column(pa.field("embedding", embedding_type(dim)), embedding)

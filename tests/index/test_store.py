@@ -1,11 +1,11 @@
 import json
-import os
 import multiprocessing
+import os
 
 import pytest
 
-from mmindex.index import store
 from mmindex.errors import IndexFormatError, IndexLockedError, IndexNotWritableError
+from mmindex.index import store
 from mmindex.models.encoder import EncoderInfo
 
 MODEL = EncoderInfo("test-tiny", 64, 32, "abc")
@@ -107,3 +107,72 @@ def test_ingest_into_a_read_only_index_is_one_line_and_exit_7(read_only_index, t
     assert result.exit_code == 7, result.output
     assert "Traceback" not in result.output and str(read_only_index) in result.output
     assert len(result.output.strip().splitlines()) == 1
+
+
+# -- shards written by workers, adopted by the writer's commit --------------------------------
+def _worker_shard(root, prefix, ids, model=MODEL, table="images", folder="images"):
+    """What a Ray worker does: write a shard of `ids` under the writer's prefix."""
+    import numpy as np
+
+    rows = [{"id": i, "path": f"/p/{i}.jpg", "size": 1, "mtime_ns": 1, "sha256": f"s{i}"}
+            for i in ids]
+    vectors = np.eye(len(ids), model.dim, dtype=np.float32)  # unit rows
+    relative = store.shard_name(folder, prefix)
+    sha = store.write_shard(str(root), relative,
+                            store.rows_to_table(table, rows, vectors, model.dim), model)
+    return store.WrittenShard(relative, len(ids), sha)
+
+
+def test_a_worker_written_shard_is_adopted_and_spared_until_then(tmp_path):
+    with store.StoreWriter(tmp_path) as writer:
+        writer.initialise(MODEL)
+        prefix = writer.worker_prefix()
+        first = _worker_shard(str(tmp_path), prefix, [0, 1])  # a path or a URI
+        waiting = _worker_shard(tmp_path.as_uri(), prefix, [2])  # not yet reported
+        writer.commit({"images": store.TableChange(adopt=(first,))}, {})
+        assert (tmp_path / waiting.relative).exists()  # in flight: this writer's GC spares it
+        writer.commit({"images": store.TableChange(adopt=(waiting,))}, {})
+    manifest = store.read_manifest(tmp_path)
+    assert manifest.tables["images"].shards == (first.relative, waiting.relative)
+    assert manifest.tables["images"].rows == 3
+    assert manifest.tables["images"].checksums[first.relative] == first.sha256
+    ids = [i for ids, _ in store.shard_vectors(tmp_path, first.relative, chunk_rows=1) for i in ids]
+    assert ids == [0, 1]
+
+
+def test_an_orphan_of_a_crashed_run_is_collected_by_the_next_writer(tmp_path):
+    with store.StoreWriter(tmp_path) as writer:
+        writer.initialise(MODEL)
+        orphan = _worker_shard(tmp_path.as_uri(), writer.worker_prefix(), [0])
+    assert (tmp_path / orphan.relative).exists()  # the writer died before adopting it
+    store.StoreWriter(tmp_path).close()
+    assert not (tmp_path / orphan.relative).exists()
+
+
+@pytest.mark.parametrize("damage, message", [
+    ("rows", "holds 2 rows, its worker reported 3"),
+    ("sha", "SHA-256 differs"),
+    ("model", "another model"),
+    ("table", "column key"),
+    ("name", "not a shard name"),
+    ("twice", "already holds it"),
+])
+def test_a_shard_that_is_not_what_its_worker_reported_commits_nothing(tmp_path, damage, message):
+    from dataclasses import replace
+
+    with store.StoreWriter(tmp_path) as writer:
+        writer.initialise(MODEL)
+        prefix = writer.worker_prefix()
+        shard = _worker_shard(tmp_path.as_uri(), prefix, [0, 1])
+        if damage == "twice":
+            writer.commit({"images": store.TableChange(adopt=(shard,))}, {})
+        bad = {"rows": replace(shard, rows=3), "sha": replace(shard, sha256="0" * 64),
+               "model": _worker_shard(tmp_path.as_uri(), prefix, [2, 3],
+                                      model=EncoderInfo("other", 64, 32, "def")),
+               "table": _worker_shard(tmp_path.as_uri(), prefix, [4, 5], table="texts"),
+               "name": replace(shard, relative="faiss/" + shard.relative.split("/")[1]),
+               "twice": shard}[damage]
+        generation = writer.manifest.generation
+        with pytest.raises(store.IndexWriteError, match=message):
+            writer.commit({"images": store.TableChange(adopt=(bad,))}, {})
+    assert store.read_manifest(tmp_path).generation == generation
