@@ -116,3 +116,11 @@ def test_fusion_benchmark_runs(tmp_path):
     assert all(r["steps"] > 0 and r["trained_parameters"] > 0 for r in results.values())
     assert "overall" in results["prefix"]["text_only"]
     assert (tmp_path / "run" / "fusion.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_lexical_benchmark_runs():
+    import lexical as bench
+
+    (result,) = bench.main(["--tiny"])["results"]
+    assert result["passages"] == 500 and result["build_s"] > 0
+    assert result["lexical_query_ms"] > 0 and result["vector_query_ms"] > 0

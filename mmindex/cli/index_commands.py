@@ -178,6 +178,10 @@ def search(
         None, "--sort", help="Order the k results by a column: 'taken' oldest first, '-taken' "
         "newest first (unknown last); default: by score",
     ),
+    mode: str | None = typer.Option(
+        None, "--mode", help="vector | lexical (BM25 over the texts; images: over each "
+        "page's text layer) | hybrid (both, by reciprocal rank fusion). Default: hybrid for "
+        "a text query over texts (unless --min-score), else vector"),
     index: Path | None = IndexOption,
     as_json: bool = JsonOption,
 ):
@@ -189,7 +193,7 @@ def search(
     with _one_thread(enabled=texts_only):
         hits = open_index(resolve_index_dir(index)).search(
             query, image=image, plus=added, minus=taken_away, k=k, target=target,
-            where=where, min_score=min_score, sort=sort,
+            where=where, min_score=min_score, sort=sort, mode=mode,
         )
     if as_json:
         print_json([h.to_dict() for h in hits])

@@ -19,6 +19,13 @@ from mmindex.errors import MissingFileError, ModelMismatchError, UserInputError
 from mmindex.index import store
 from mmindex.index.schema import VECTOR_TABLES, table_schema
 from mmindex.index.vectors import VectorIndex
+from mmindex.search.lexical import (
+    FUSION_DEPTH,
+    LexicalIndex,
+    check_mode,
+    page_number,
+    reciprocal_rank_fusion,
+)
 from mmindex.search.query import ParsedQuery, combine, parse_query
 
 WHERE_TIMEOUT_S = 10.0  # a metadata predicate over 1M rows takes well under a second
@@ -82,6 +89,8 @@ class Index:
         self.where_timeout_s = where_timeout_s
         self._encoder = encoder
         self._query_encoder = None  # what embeds queries; see query_encoder
+        self._lexical: LexicalIndex | None = None  # BM25 over texts; see lexical()
+        self._pages: dict | None = None  # image ids by (path, page); see _pages_by_text_link
         self._load_generation()
 
     def _load_generation(self, attempts: int = 20) -> None:
@@ -201,24 +210,105 @@ class Index:
                vector: np.ndarray | None = None, plus: Sequence[str | Path] = (),
                minus: Sequence[str | Path] = (), k: int = 10, target: str = "images",
                where: str | None = None, min_score: float | None = None,
-               sort: str | None = None) -> list[Hit]:
+               sort: str | None = None, mode: str | None = None) -> list[Hit]:
         """At most one of query (text), image (a file) or vector, plus or minus other texts
         (str) and images (Path); the query text may carry its own terms, `beach +sunset
         -people` (search/query.py). The top k of `target`, best first, or ordered by a
         column of theirs with `sort` ("taken" oldest first, "-taken" newest first; unknown
-        values last either way). A hit's rank stays its place by similarity."""
+        values last either way). A hit's rank stays its place by similarity.
+
+        `mode`: "vector" (embeddings; score: cosine), "lexical" (BM25 over the texts; on
+        images, over each page's text layer; score: BM25) or "hybrid" (both, merged by
+        reciprocal rank fusion; score: the fused one): search/lexical.py. None picks hybrid
+        for a text query over texts without min_score (a cosine threshold), else vector."""
         if target not in VECTOR_TABLES:
             raise UserInputError(f"target must be one of {', '.join(VECTOR_TABLES)}, not {target!r}")
         if k < 1:
             raise UserInputError(f"k must be at least 1, not {k}")
         sort_key = self._sort_key(target, sort) if sort else None  # refused before encoding
-        vector = self._query_vector(query, image, vector, list(plus), list(minus))
+        mode = self._resolved_mode(mode, target, query, image, vector, [*plus, *minus],
+                                   min_score)
+        if mode != "lexical":
+            vector = self._query_vector(query, image, vector, list(plus), list(minus))
         allowed = self.filter_ids(target, where) if where else None
         if allowed is not None and len(allowed) == 0:
             return []
-        scores, ids = self.vectors(target).search(vector[None, :], k, allowed)  # (1, k) each
-        hits = self._hits(target, scores[0], ids[0], min_score)
+        if mode == "vector":
+            scores, ids = self.vectors(target).search(vector[None, :], k, allowed)  # (1, k) each
+            hits = self._hits(target, scores[0], ids[0], min_score)
+        else:
+            words = parse_query(query)
+            scores, ids = self._ranked(mode, target, vector, k, allowed,
+                                       " ".join([words.base, *words.plus, *plus]),
+                                       [*words.minus, *minus])
+            hits = self._hits(target, scores, ids, None)
         return sort_key(hits) if sort_key else hits
+
+    # -- lexical and hybrid (search/lexical.py) ------------------------------------------
+    def _resolved_mode(self, mode, target, query, image, vector, terms, min_score) -> str:
+        text_only = (query is not None and image is None and vector is None
+                     and not any(isinstance(t, Path) for t in terms))
+        if mode is None:
+            return "hybrid" if target == "texts" and text_only and min_score is None \
+                else "vector"
+        if check_mode(mode) != "vector" and not text_only:
+            raise UserInputError(f"--mode {mode} searches by words: give a query text, "
+                                 "without an image or a vector (or use --mode vector)")
+        if mode != "vector" and min_score is not None:
+            raise UserInputError(f"--min-score is a cosine similarity, which --mode {mode} "
+                                 "does not rank by: leave it out or use --mode vector")
+        return mode
+
+    def lexical(self) -> LexicalIndex:
+        """BM25 over this generation's texts, built on first use and kept with the
+        generation (a commit makes a new Index: reopened())."""
+        if self._lexical is None:
+            rows = self.rows("texts")
+            self._lexical = LexicalIndex(_int64_values(rows.column("id")),
+                                         rows.column("text").to_pylist())
+        return self._lexical
+
+    def _ranked(self, mode, target, vector, k, allowed, words, excluded):
+        """(scores, ids) by BM25, or by RRF of BM25 and the vectors."""
+        depth = k if mode == "lexical" else max(k, FUSION_DEPTH)
+        lexical_scores, lexical_ids = self._lexical_ranking(target, words, excluded, depth,
+                                                            allowed)
+        if mode == "lexical":
+            return lexical_scores, lexical_ids
+        _, vector_ids = self.vectors(target).search(vector[None, :], depth, allowed)
+        fused = reciprocal_rank_fusion([vector_ids[0][vector_ids[0] >= 0], lexical_ids], k)
+        return [f.score for f in fused], [f.id for f in fused]
+
+    def _lexical_ranking(self, target, words, excluded, depth, allowed):
+        """texts: BM25 over the rows; images: each page ranked by its best text row (the
+        rows of the same path whose key is its page, "p. N": the PDF's text layer)."""
+        if target == "texts":
+            return self.lexical().search(words, depth, allowed, excluded)
+        scores, text_ids = self.lexical().search(words, len(self.lexical()), None, excluded)
+        keys = self._rows_by_id("texts", text_ids.tolist())
+        pages = self._pages_by_text_link()
+        admitted = None if allowed is None else set(allowed.tolist())
+        best: dict[int, float] = {}
+        for score, text_id in zip(scores, text_ids):
+            row = keys[int(text_id)]
+            for image_id in pages.get((row["path"], page_number(row["key"])), ()):
+                if admitted is None or image_id in admitted:
+                    best.setdefault(image_id, float(score))
+        ranked = list(best.items())[:depth]
+        return [s for _, s in ranked], [i for i, _ in ranked]
+
+    def _pages_by_text_link(self) -> dict[tuple[str, int | None], list[int]]:
+        """Image ids by (path, page): page is the images row's `page` when the table has
+        one (a PDF page), else None. Kept with the generation."""
+        if self._pages is None:
+            rows = self.rows("images")
+            paths = rows.column("path").to_pylist()
+            pages = (rows.column("page").to_pylist() if "page" in rows.column_names
+                     else [None] * len(paths))
+            self._pages = {}
+            for row_id, path, page in zip(rows.column("id").to_pylist(), paths, pages):
+                self._pages.setdefault((path, page), []).append(row_id)
+        return self._pages
 
     def _sort_key(self, target: str, sort: str):
         """A function ordering hits by `sort`: a column of `target` (or "score"), with a

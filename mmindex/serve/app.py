@@ -194,6 +194,10 @@ Filters = Annotated[list[str], Query(alias="filter", description=FILTER_HELP)]
 Sort = Annotated[str | None, Query(max_length=40, pattern=r"^-?[a-z_]+$", description=(
     "order the k results by a column: taken (oldest first), -taken (newest first); "
     "unknown last. Default: by score"))]
+Mode = Annotated[Literal["vector", "lexical", "hybrid"] | None, Query(description=(
+    "vector (score: cosine), lexical (BM25 over texts, or over a page's text layer; score: "
+    "BM25) or hybrid (reciprocal rank fusion of both). Default: hybrid for q over texts "
+    "without min_score, else vector"))]
 
 
 @api.get("/search", response_model=SearchOut, response_model_exclude_none=True,
@@ -204,7 +208,7 @@ def search_get(
     like: Annotated[DecimalInt | None, Query(description="id of an indexed image: find similar "
                                       "ones")] = None,
     k: K = 12, target: TargetParam = "images", min_score: MinScore = None, filters: Filters = (),
-    sort: Sort = None,
+    sort: Sort = None, mode: Mode = None,
 ) -> dict:
     """Text search (`q`), or search by an indexed image (`like`): give exactly one."""
     if (q is None) == (like is None):
@@ -212,11 +216,12 @@ def search_get(
     index = ctx.live.get()
     where = compile_filters(target, filters)
     if q is not None:
-        hits = index.search(q, k=k, target=target, where=where, min_score=min_score, sort=sort)
+        hits = index.search(q, k=k, target=target, where=where, min_score=min_score, sort=sort,
+                            mode=mode)
     else:
         image = _image_file(index, like)
         hits = index.search(image=image, k=k, target=target, where=where, min_score=min_score,
-                            sort=sort)
+                            sort=sort, mode=mode)
     return _search_out(index, target, hits)
 
 

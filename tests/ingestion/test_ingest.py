@@ -149,8 +149,9 @@ def test_texts_are_searchable_from_text_and_image(tmp_path, photo_folder):
     summary = run(photo_folder, tmp_path / "idx")
     assert summary.documents == 3
     index = open_index(tmp_path / "idx")
-    hit = index.search("a cat asleep", target="texts", k=1)[0]
+    hit = index.search("a cat asleep", target="texts", k=1, mode="vector")[0]
     assert hit.text == "a cat asleep" and hit.key == "row 1" and hit.score > 0.99
+    assert index.search("a cat asleep", target="texts", k=1)[0].id == hit.id  # hybrid
     assert len(index.search(image=photo_folder / "2023" / "photo0.jpg", target="texts", k=5)) == 3
     (corpus / "b.jsonl").write_text('{"text": "a cat asleep"}\n')
     run(photo_folder, tmp_path / "idx")

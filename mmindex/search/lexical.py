@@ -1,0 +1,139 @@
+"""Lexical search (BM25 over the stored texts) and reciprocal rank fusion with the vectors.
+
+Names and numbers are what people look up in documents ("the invoice from ACME for
+1,250.00"), and a CLIP-style embedding barely tells 1,250.00 from 1,350.00. BM25 (the
+`bm25s` library, Lucene's variant) ranks the `texts` rows by the query's words; `hybrid`
+merges that ranking with the vector ranking by reciprocal rank fusion.
+
+Tokens (`tokenize`): lower-cased NFKC text split into words and numbers. A number keeps
+its decimals and loses its thousands separators, so "1,250.00" and "1250.00" are one
+token "1250.00"; a decimal also yields its whole part ("1250"), so a query for
+"1,250" finds it. An identifier joined by - or / ("INV-2024-0153", "03/15/2024") is a token
+as well as its parts. English stop words are dropped ("the", "for", "from"...).
+
+Reciprocal rank fusion (Cormack, Clarke & Büttcher 2009): a candidate's fused score is the
+sum over the rankings it appears in of 1 / (RRF_K + rank), rank 1-based, RRF_K = 60; ties go
+to the candidate whose best rank is better, then to the lower id, so the order is
+deterministic. Each ranking contributes its top FUSION_DEPTH (or k, when larger).
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from mmindex.errors import UserInputError
+
+SEARCH_MODES = ("vector", "lexical", "hybrid")
+RRF_K = 60  # the constant of the original paper, the default of most engines
+FUSION_DEPTH = 100  # candidates each ranking hands to the fusion
+
+# A number with its separators ("1,250.00", "3.5"), or a run of word characters.
+_TOKEN = re.compile(r"\d[\d,.]*\d|\w+")
+# Identifiers whose joined form people type as one: INV-2024-0153, 2024-03-15, 03/15/2024.
+_COMPOUND = re.compile(r"\w+(?:[-/]\w+)+")
+_STOP_WORDS = frozenset({
+    "a", "an", "and", "are", "as", "at", "be", "but", "by", "for", "from", "if", "in",
+    "into", "is", "it", "no", "not", "of", "on", "or", "such", "that", "the", "their",
+    "then", "there", "these", "they", "this", "to", "was", "will", "with", "what", "which",
+    "who", "whose", "s",
+})
+
+
+def tokenize(text: str) -> list[str]:
+    """The BM25 tokens of a text (see the module's docstring)."""
+    text = unicodedata.normalize("NFKC", text).lower()
+    tokens = []
+    for match in _TOKEN.finditer(text):
+        token = match.group()
+        if token[0].isdigit() and not token.isdigit():
+            tokens += _number_tokens(token)
+        elif token not in _STOP_WORDS:
+            tokens.append(token)
+    tokens += [m.group() for m in _COMPOUND.finditer(text)]
+    return tokens
+
+
+def _number_tokens(token: str) -> list[str]:
+    """'1,250.00' -> ['1250.00', '1250']; a comma before the last two digits is a decimal
+    comma ('1.250,00' -> ['1250.00', '1250'])."""
+    decimal = re.search(r"[.,](\d{1,2})$", token)
+    whole = re.sub(r"[.,]", "", token[: decimal.start()] if decimal else token)
+    return [f"{whole}.{decimal.group(1)}", whole] if decimal else [whole]
+
+
+class LexicalIndex:
+    """BM25 over a fixed list of passages (one generation's texts rows), by row id."""
+
+    def __init__(self, ids: np.ndarray, texts: Sequence[str | None]):
+        import bm25s
+
+        self.ids = np.asarray(ids, dtype=np.int64)  # (N,)
+        self._bm25 = bm25s.BM25()
+        self._bm25.index([tokenize(t or "") for t in texts], show_progress=False)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def search(self, query: str, k: int, allowed: np.ndarray | None = None,
+               excluded_terms: Sequence[str] = ()) -> tuple[np.ndarray, np.ndarray]:
+        """(scores, ids) of the top k passages sharing a token with the query, best first;
+        only ids in `allowed` when given; none that contain every token of an excluded
+        term ("-term" in a query)."""
+        tokens = tokenize(query)
+        if not tokens or not len(self.ids):
+            return np.zeros(0, np.float32), np.zeros(0, np.int64)
+        scores = self._bm25.get_scores(tokens)  # (N,)
+        keep = scores > 0
+        if allowed is not None:
+            keep &= np.isin(self.ids, allowed)
+        for term in excluded_terms:
+            keep &= ~self._containing_all(tokenize(term))
+        candidates = np.flatnonzero(keep)
+        # best first; equal scores by id, so the order never depends on the sort's mood
+        order = np.lexsort((self.ids[candidates], -scores[candidates]))[:k]
+        return scores[candidates[order]].astype(np.float32), self.ids[candidates[order]]
+
+    def _containing_all(self, tokens: list[str]) -> np.ndarray:
+        present = np.ones(len(self.ids), dtype=bool)
+        for token in tokens:
+            present &= self._bm25.get_scores([token]) > 0
+        return present if tokens else np.zeros(len(self.ids), dtype=bool)
+
+
+@dataclass(frozen=True)
+class Fused:
+    id: int
+    score: float  # the sum of 1 / (RRF_K + rank) over the rankings it appears in
+    best_rank: int
+
+
+def reciprocal_rank_fusion(rankings: Sequence[Sequence[int]], k: int,
+                           rrf_k: int = RRF_K) -> list[Fused]:
+    """The top k of the rankings (each a list of ids, best first) merged by RRF."""
+    scores: dict[int, float] = {}
+    best: dict[int, int] = {}
+    for ranking in rankings:
+        for rank, item in enumerate(ranking, start=1):
+            item = int(item)
+            scores[item] = scores.get(item, 0.0) + 1.0 / (rrf_k + rank)
+            best[item] = min(best.get(item, rank), rank)
+    ordered = sorted(scores, key=lambda i: (-scores[i], best[i], i))
+    return [Fused(i, scores[i], best[i]) for i in ordered[:k]]
+
+
+def check_mode(mode: str) -> str:
+    if mode not in SEARCH_MODES:
+        raise UserInputError(f"search mode must be one of {', '.join(SEARCH_MODES)}, "
+                             f"not {mode!r}")
+    return mode
+
+
+def page_number(key: str | None) -> int | None:
+    """The page of a text row written from a PDF page ("p. 3" -> 3), else None."""
+    match = re.fullmatch(r"p\.\s*(\d+)", key or "")
+    return int(match.group(1)) if match else None
