@@ -16,6 +16,7 @@ from mmindex.cli.app import (
     eval_app,
     fail_cleanly,
     print_json,
+    progress_reporter,
 )
 from mmindex.eval.code import CodeEvalConfig
 
@@ -64,6 +65,36 @@ def make_scenes(
     summary = write_scenes(out, n, seed=seed, size=size, background=background,
                            overwrite=overwrite)
     _print_split(summary, out, as_json)
+
+
+@app.command("make-documents")
+@fail_cleanly
+def make_documents(
+    out: Path = typer.Argument(..., help="Output folder (must be empty unless --overwrite)"),
+    count: int = typer.Option(200, "--count", min=1, help="Number of documents"),
+    seed: int = typer.Option(0, "--seed", help="Split seed: the same seed writes the same "
+                             "bytes"),
+    dpi: int = typer.Option(100, "--dpi", min=36, max=300, help="Resolution of the page "
+                            "images"),
+    overwrite: bool = typer.Option(False, "--overwrite"),
+    as_json: bool = JsonOption,
+):
+    """Write invoices, forms and statements as PDFs and page PNGs, with their fields,
+    retrieval queries and field questions (docs/documents.md)."""
+    from dataclasses import asdict
+
+    from mmindex.data.documents import write_documents
+
+    with progress_reporter(enabled=not as_json) as progress:
+        summary = write_documents(out, count, seed=seed, dpi=dpi, overwrite=overwrite,
+                                  progress=progress)
+    if as_json:
+        print_json(asdict(summary) | {"out_dir": str(summary.out_dir)})
+        return
+    kinds = ", ".join(f"{kind} {n}" for kind, n in summary.documents_by_kind.items())
+    typer.echo(f"{summary.n_documents} documents ({kinds}), {summary.n_pages} pages, "
+               f"{summary.n_queries} retrieval queries, {summary.n_questions} field "
+               f"questions -> {out}")
 
 
 @eval_app.command("code")

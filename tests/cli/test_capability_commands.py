@@ -106,3 +106,17 @@ def test_eval_code_options_default_to_the_config():
     for param in shared:
         if param.name not in ("modes", "questions", "llm"):
             assert param.default == defaults[param.name], param.name
+
+
+def test_make_documents_writes_pdfs_pages_and_tables(tmp_path):
+    pytest.importorskip("fpdf", reason="needs the documents extra")
+    out = tmp_path / "docs"
+    result = invoke("make-documents", out, "--count", 3, "--dpi", 40, "--json")
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.output)
+    assert summary["n_documents"] == 3 and len(list((out / "pdf").glob("*.pdf"))) == 3
+    assert summary["n_pages"] == len(list((out / "images").glob("*.png")))
+    rows = read_questions(out / "questions.parquet")
+    assert len(rows) == summary["n_questions"] and all(r[0].is_file() for r in rows)
+    result = invoke("make-documents", out, "--count", 3)
+    assert result.exit_code == 2 and "not empty" in result.output
