@@ -32,16 +32,8 @@ class ImageBatchEncoder:
 
     def prepare(self, batch: Batch) -> dict:
         """Decode and preprocess; no model maths, so it can run in a thread beside encode()."""
-        loaded = load_pixels([str(p) for p in batch["path"]], self.encoder.preprocess,
-                             self.encoder.info.image_size, self.max_pixels, self.decoders)
-        results = loaded.results
-        return {"path": [r.path for r in results], "ok": [r.ok for r in results],
-                "reason": [r.reason for r in results],
-                "width": [r.decoded.width if r.ok else 0 for r in results],
-                "height": [r.decoded.height if r.ok else 0 for r in results],
-                "format": [r.decoded.format if r.ok else "" for r in results],
-                **photo_columns([r.decoded.metadata if r.ok else NO_METADATA for r in results]),
-                "pixels": loaded.pixels}  # (N_ok, 3, H, W) or None
+        return decode_images(batch["path"], self.encoder.preprocess, self.encoder.info.image_size,
+                             self.max_pixels, self.decoders)
 
     def encode(self, prepared: dict) -> Batch:
         pixels = prepared.pop("pixels")
@@ -52,6 +44,21 @@ class ImageBatchEncoder:
         out = {name: np.array(values) for name, values in prepared.items()}
         out["ok"], out["embedding"] = ok, embeddings
         return out
+
+
+def decode_images(paths, preprocess, image_size: int, max_pixels: int, pool=None) -> dict:
+    """The first half of ImageBatchEncoder: {"path", "ok", "reason", "width", "height",
+    "format", PHOTO_COLUMNS, "pixels"}, where pixels are (N_ok, 3, H, W) or None. It needs
+    only the model's preprocessing, so Ray runs it as a CPU task apart from the encoder."""
+    loaded = load_pixels([str(p) for p in paths], preprocess, image_size, max_pixels, pool)
+    results = loaded.results
+    return {"path": [r.path for r in results], "ok": [r.ok for r in results],
+            "reason": [r.reason for r in results],
+            "width": [r.decoded.width if r.ok else 0 for r in results],
+            "height": [r.decoded.height if r.ok else 0 for r in results],
+            "format": [r.decoded.format if r.ok else "" for r in results],
+            **photo_columns([r.decoded.metadata if r.ok else NO_METADATA for r in results]),
+            "pixels": loaded.pixels}  # (N_ok, 3, H, W) or None
 
 
 class TextBatchEncoder:
@@ -73,6 +80,13 @@ def photo_columns(found: list[PhotoMetadata]) -> dict[str, list]:
             "camera": [m.camera or "" for m in found], "lens": [m.lens or "" for m in found],
             "latitude": [m.latitude if m.latitude is not None else np.nan for m in found],
             "longitude": [m.longitude if m.longitude is not None else np.nan for m in found]}
+
+
+def image_columns(result: dict) -> dict:
+    """An image row's columns beyond the file's, from one encoder result (a batch's values at
+    one index): what the local loop and the Ray shard writers both put in a row."""
+    return {"width": int(result["width"]), "height": int(result["height"]),
+            "format": str(result["format"])} | photo_row(result)
 
 
 def photo_row(values: dict) -> dict:

@@ -1,11 +1,33 @@
-"""The encode stage as a Ray Data pipeline: the same batch encoders as the local loop, in an
-actor pool that builds the model inside each actor. A local Ray is started for the job
-unless an address of an existing cluster is given (whose workers need mmindex installed)."""
+"""Ingest on Ray: the same batch functions as the local loop, spread over a cluster.
+
+Images run as three Ray Data stages with its backpressure between them:
+
+    planned groups (path, files) -> decode_batch: CPU tasks, scaled by Ray
+      -> EncodeImages: an actor pool (CPU or GPU) that builds the model inside each actor
+      -> write_shard_batch: CPU tasks, one Parquet shard of the images table each, written
+         straight into the index directory under this writer's prefix
+      -> the driver: only (shard, rows, sha256, failures) per shard
+
+The write is a task after the encoder, not part of the actor, so Ray Data bundles the
+encoders' small outputs (2 KB of embedding a row) into shards of `shard_rows`, whatever the
+model's batch size, the last partial shard included, and a GPU never waits on storage.
+Texts still stream their embeddings back to the driver (`run_ray`): a corpus's texts are
+few next to a photo collection's images, and their rows are built from parsed documents
+the driver holds. A local Ray is started for the job unless an address of an existing
+cluster is given (whose workers need mmindex installed)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import json
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+
+import numpy as np
+
+from mmindex.errors import UserInputError
+from mmindex.index import store
+from mmindex.ingestion.encoders import ImageBatchEncoder, decode_images, image_columns
+from mmindex.models.encoder import EncoderInfo
 
 
 @dataclass(frozen=True)
@@ -25,6 +47,124 @@ class ActorPool:
         return {"compute": ray.data.ActorPoolStrategy(size=self.actors),
                 "num_cpus": self.cpus or 1, **({"num_gpus": 1} if self.gpu else {})}
 
+    def check_fits(self, ray) -> None:
+        """Refuse a pool that would hold every CPU: the decode and write tasks would never
+        run and the job would stall (seen with two 1-CPU actors on a 2-CPU node)."""
+        cpus = ray.cluster_resources().get("CPU", 0)
+        held = self.actors * (self.cpus or 1)
+        if held + 1 > cpus:
+            raise UserInputError(
+                f"{self.actors} encoder actors holding {self.cpus or 1} CPUs each take {held} of "
+                f"the cluster's {cpus:g} CPUs and leave none to decode images; lower --actors "
+                "or --actor-cpus, or add CPUs")
+
+
+@dataclass(frozen=True)
+class ImageJob:
+    """What the image stages need, all small and picklable: the model by its spec (each
+    actor builds it), its preprocessing (for the decode tasks, which load no model), and
+    where and under which names the shards go."""
+
+    spec: str
+    precision: str
+    device: str
+    preprocess: Callable  # the encoder's own: PIL image -> (3, H, W)
+    image_size: int
+    max_pixels: int
+    root_uri: str  # the index root as storage.root_uri gives it (pyarrow.fs opens it)
+    prefix: str  # StoreWriter.worker_prefix(): the writer spares these files until adopted
+    model: EncoderInfo  # recorded in each shard, checked when it is adopted
+    batch_size: int = 32  # images per decode task call and per model call
+    shard_rows: int = 2048  # rows per written shard (fewer at the end of the job)
+
+
+def image_items(groups: list[tuple[str, list[dict]]]):
+    """The driver's plan as the pipeline's input: per group of identical files, the path to
+    decode and the rows to write for it (file columns with ids assigned by the driver)."""
+    import pyarrow as pa
+
+    return pa.table({"path": [path for path, _ in groups],
+                     "files": [json.dumps(files) for _, files in groups]})
+
+
+def write_image_shards(items, job: ImageJob, address: str | None,
+                       pool: ActorPool = ActorPool()) -> Iterator[dict]:
+    """Run the three image stages; yield per written shard {"shard", "rows", "sha256",
+    "failures": [{"files": [...], "reason": str}]} (shard "" when every image failed)."""
+    from mmindex.core.ray_runtime import ray_session
+
+    with ray_session(address) as ray:
+        _quiet_progress(ray)
+        pool.check_fits(ray)
+        blocks = [items.slice(i, job.batch_size) for i in range(0, items.num_rows, job.batch_size)]
+        decoded = ray.data.from_arrow(blocks).map_batches(
+            decode_batch, batch_size=job.batch_size, batch_format="numpy", num_cpus=1,
+            fn_kwargs={"preprocess": job.preprocess, "image_size": job.image_size,
+                       "max_pixels": job.max_pixels})
+        encoded = decoded.map_batches(
+            EncodeImages, batch_size=job.batch_size, batch_format="numpy",
+            fn_constructor_kwargs={"spec": job.spec, "precision": job.precision,
+                                   "device": job.device, "threads": pool.cpus or 1},
+            **pool.map_batches_options(ray))
+        written = encoded.map_batches(
+            write_shard_batch, batch_size=job.shard_rows, batch_format="numpy", num_cpus=0.5,
+            fn_kwargs={"root_uri": job.root_uri, "prefix": job.prefix, "model": job.model})
+        for batch in written.iter_batches(batch_size=None, batch_format="numpy"):
+            for i in range(len(batch["shard"])):
+                yield {"shard": str(batch["shard"][i]), "rows": int(batch["rows"][i]),
+                       "sha256": str(batch["sha256"][i]),
+                       "failures": json.loads(str(batch["failures"][i]))}
+
+
+def decode_batch(batch: dict, preprocess, image_size: int, max_pixels: int) -> dict:
+    """Decode + preprocess one batch in a CPU task. Ray Data's columns need a row per item,
+    so a failed image gets zero pixels beside ok=False (the encoder skips it)."""
+    prepared = decode_images(batch["path"], preprocess, image_size, max_pixels)
+    pixels = prepared.pop("pixels")  # (N_ok, 3, H, W) or None
+    ok = np.array(prepared["ok"], dtype=bool)
+    shape = tuple(pixels.shape[1:]) if pixels is not None else (3, image_size, image_size)
+    full = np.zeros((len(ok), *shape), dtype=np.float32)  # (N, 3, H, W)
+    if pixels is not None:
+        full[ok] = np.asarray(pixels, dtype=np.float32)
+    return {**{k: np.asarray(v) for k, v in prepared.items()}, "files": batch["files"],
+            "pixels": full}
+
+
+class EncodeImages:
+    """The encoder actor: ImageBatchEncoder's second half on decoded batches."""
+
+    def __init__(self, spec: str, precision: str, device: str, threads: int):
+        self.images = ImageBatchEncoder(spec=spec, max_pixels=0, threads=threads,
+                                        precision=precision, device=device, decode_threads=1)
+
+    def __call__(self, batch: dict) -> dict:
+        ok = batch["ok"].astype(bool)
+        pixels = batch.pop("pixels")[ok]  # (N_ok, 3, H, W)
+        return self.images.encode({**batch, "pixels": pixels if ok.any() else None})
+
+
+def write_shard_batch(batch: dict, root_uri: str, prefix: str, model: EncoderInfo) -> dict:
+    """One shard of images rows (one per file of each group) from encoded batches, written
+    into the index; only its name, row count, checksum and the failures go back."""
+    rows, vectors, failures = [], [], []
+    values = [name for name in batch if name not in ("files", "embedding")]
+    for i, files in enumerate(batch["files"]):
+        members = json.loads(str(files))
+        if not batch["ok"][i]:
+            failures.append({"files": members, "reason": str(batch["reason"][i])})
+            continue
+        columns = image_columns({name: batch[name][i] for name in values})
+        rows += [member | columns for member in members]
+        vectors += [batch["embedding"][i]] * len(members)
+    shard, sha = "", ""
+    if rows:
+        shard = store.shard_name("images", prefix)
+        sha = store.write_shard(root_uri, shard,
+                                store.rows_to_table("images", rows, np.stack(vectors), model.dim),
+                                model)
+    return {"shard": np.array([shard]), "rows": np.array([len(rows)]),
+            "sha256": np.array([sha]), "failures": np.array([json.dumps(failures)])}
+
 
 def run_ray(worker_cls, worker_kwargs: dict, column: str, values: list, batch_size: int,
             address: str | None, pool: ActorPool = ActorPool()) -> Iterator[dict]:
@@ -41,7 +181,6 @@ def run_ray(worker_cls, worker_kwargs: dict, column: str, values: list, batch_si
             **pool.map_batches_options(ray),
         )
         yield from encoded.iter_batches(batch_size=None, batch_format="numpy")
-
 
 
 def _quiet_progress(ray) -> None:

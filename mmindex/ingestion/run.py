@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -23,17 +24,18 @@ from mmindex.data.scan import (
     text_sha256,
     walk_files,
 )
-from mmindex.errors import ModelMismatchError, UserInputError
-from mmindex.index import store
+from mmindex.errors import IndexWriteError, ModelMismatchError, UserInputError
+from mmindex.index import storage, store
 from mmindex.index.changes import FILE_COLUMNS, Candidate, ChangePlan, errors_for, plan_changes
 from mmindex.index.schema import FILE_SCHEMA
+from mmindex.index.storage import index_root
 from mmindex.index.vectors import VectorIndex, unit_vectors
 from mmindex.ingestion.config import IngestConfig
 from mmindex.ingestion.encoders import (
     PHOTO_COLUMNS,
     ImageBatchEncoder,
     TextBatchEncoder,
-    photo_row,
+    image_columns,
 )
 from mmindex.models.registry import (
     canonical_spec,
@@ -73,7 +75,7 @@ def ingest(config: IngestConfig, progress: Progress | None = None) -> IngestSumm
     started = time.monotonic()
     roots = _check_roots(config.roots)
     check_device(config.device)  # before the lock and the scan: a wrong flag fails at once
-    with store.StoreWriter(config.index_dir) as writer:
+    with store.StoreWriter(index_root(config.index_dir)) as writer:
         spec = _resolve_spec(config.model, writer.manifest)
         run = _IngestRun(config, writer, spec, progress or no_progress)
         run.plan([str(r) for r in roots])
@@ -180,6 +182,8 @@ class _IngestRun:
         stored = self._stored_embeddings("images", "sha256", set(groups))
         for sha in [s for s in groups if s in stored]:
             self._emit_images(groups.pop(sha), stored[sha])
+        if self._use_ray(len(groups)):  # workers write the shards; nothing comes back here
+            self._write_images_on_ray([groups.pop(sha) for sha in list(groups)])
         representatives = {group[0].stat.path: sha for sha, group in groups.items()}
         done = 0
         options = {"max_pixels": self.config.max_pixels,
@@ -202,15 +206,68 @@ class _IngestRun:
                 self._record_failure("images", candidate, str(result["reason"]))
                 continue
             row_id = candidate.old_ids[0] if candidate.old_ids else self.writer.new_id()
-            row = _file_row(row_id, candidate) | {
-                "width": int(result["width"]), "height": int(result["height"]),
-                "format": str(result["format"])} | photo_row(result)
+            row = _file_row(row_id, candidate) | image_columns(result)
             self.commits.add("images", row, result["embedding"])
 
-    def _record_failure(self, table: str, candidate: Candidate, reason: str) -> None:
+    def _record_failure(self, table: str, candidate: Candidate, reason: str,
+                        row_id: int | None = None) -> None:
         self.failures.append(FileError(candidate.stat.path, reason))
-        row = _file_row(self.writer.new_id(), candidate) | {"table": table, "reason": reason}
+        row_id = self.writer.new_id() if row_id is None else row_id
+        row = _file_row(row_id, candidate) | {"table": table, "reason": reason}
         self.commits.add("errors", row, None)
+
+    # -- images on Ray: workers write the shards, the driver adopts them -------------------
+    def _write_images_on_ray(self, groups: list[list[Candidate]]) -> None:
+        """Each row's id is assigned here before dispatch (a re-run of the same plan on the
+        same index gives the same ids); workers decode, encode and write shards of the
+        images table; this process gets back shard names, counts, checksums and failures,
+        and commits as the local loop does (commit_every / commit_seconds)."""
+        from mmindex.ingestion.ray_job import ImageJob, image_items, write_image_shards
+
+        encoder = self.encoder  # checks the model's fingerprint; its preprocessing travels
+        c, waiting, planned = self.config, {}, []
+        for group in groups:
+            files = []
+            for candidate in group:
+                row_id = candidate.old_ids[0] if candidate.old_ids else self.writer.new_id()
+                waiting[row_id] = candidate
+                files.append(_file_row(row_id, candidate))
+            planned.append((group[0].stat.path, files))
+        job = ImageJob(self.spec, c.precision, c.device, encoder.preprocess,
+                       encoder.info.image_size, c.max_pixels, storage.root_uri(self.writer.root),
+                       self.writer.worker_prefix(), self.writer.manifest.model, c.batch_size,
+                       min(c.commit_every, store.MAX_SHARD_ROWS))
+        total = len(waiting)
+        shards = write_image_shards(image_items(planned), job, c.ray_address, self._pool())
+        with contextlib.closing(shards):  # a failed commit stops the job (and its Ray) at once
+            for written in shards:
+                self._land(written, waiting)
+                self.progress("encoding images", total - len(waiting), total)
+                self.commits.maybe_commit()
+
+    def _land(self, written: dict, waiting: dict[int, Candidate]) -> None:
+        """One written shard (and the batch's failures) into the pending commit, with the
+        removal of the rows its files replace: in the same commit, so an id is never held
+        by two rows and a file is never missing from a generation."""
+        for failure in written["failures"]:
+            for member in failure["files"]:
+                candidate = waiting.pop(member["id"])
+                self._replace_rows_of(candidate)
+                self._record_failure("images", candidate, failure["reason"], member["id"])
+        if not written["shard"]:
+            return
+        ids = store.read_shard(self.writer.root, written["shard"], ["id"]).column("id")
+        for row_id in ids.to_pylist():
+            if row_id not in waiting:
+                raise IndexWriteError(f"shard {written['shard']} holds row {row_id}, which this "
+                                      "ingest did not dispatch; nothing of it was committed")
+            self._replace_rows_of(waiting.pop(row_id))
+        self.commits.adopt("images", store.WrittenShard(written["shard"], written["rows"],
+                                                        written["sha256"]))
+
+    def _replace_rows_of(self, candidate: Candidate) -> None:
+        self.commits.remove("images", candidate.old_ids)
+        self.commits.remove("errors", candidate.old_error_ids)
 
     # -- texts ---------------------------------------------------------------------------
     def process_texts(self) -> None:
@@ -273,21 +330,33 @@ class _IngestRun:
                 found[row[key]] = row if table == "images" else np.asarray(row["embedding"])
         return found
 
+    def _use_ray(self, to_encode: int) -> bool:
+        """Ray when asked for, or by size (`auto`); remembered for the summary."""
+        if not to_encode:
+            return False
+        c = self.config
+        asked_for_ray = c.ray_address or c.actors > 1  # a cluster or a pool: Ray at any size
+        use_ray = c.executor == "ray" or (
+            c.executor == "auto" and (asked_for_ray or to_encode >= c.ray_threshold))
+        self.executor_used = "ray" if use_ray else "local"
+        return use_ray
+
+    def _pool(self):
+        from mmindex.ingestion.ray_job import ActorPool
+
+        c = self.config
+        return ActorPool(c.actors, c.actor_cpus, gpu=c.device == "cuda")
+
     def _run_encoder(self, worker_cls, kwargs: dict, column: str, values: list) -> Iterator[dict]:
         if not values:
             return iter(())
         c = self.config
-        asked_for_ray = c.ray_address or c.actors > 1  # a cluster or a pool: Ray at any size
-        use_ray = c.executor == "ray" or (
-            c.executor == "auto" and (asked_for_ray or len(values) >= c.ray_threshold))
-        self.executor_used = "ray" if use_ray else "local"
-        if use_ray:
-            from mmindex.ingestion.ray_job import ActorPool, run_ray
+        if self._use_ray(len(values)):
+            from mmindex.ingestion.ray_job import run_ray
 
             spec = {"spec": self.spec, "precision": c.precision, "device": c.device}
-            pool = ActorPool(c.actors, c.actor_cpus, gpu=c.device == "cuda")
             return run_ray(worker_cls, {**spec, **kwargs}, column, values, c.batch_size,
-                           c.ray_address, pool)
+                           c.ray_address, self._pool())
         worker = worker_cls(spec=self.spec, encoder=self.encoder, **kwargs)
         return _run_local(worker, column, values, self.config.batch_size)
 
@@ -353,6 +422,7 @@ class _CommitBuffer:
         self.rows = {t: [] for t in ("images", "texts", "errors")}
         self.vectors = {t: [] for t in ("images", "texts")}
         self.removals = {t: set() for t in ("images", "texts", "errors")}
+        self.adopted = {t: [] for t in ("images", "texts")}  # shards workers wrote
         self.last_commit = time.monotonic()
 
     def open_indexes(self) -> None:
@@ -367,8 +437,12 @@ class _CommitBuffer:
     def remove(self, table: str, ids) -> None:
         self.removals[table].update(int(i) for i in ids)
 
+    def adopt(self, table: str, shard: store.WrittenShard) -> None:
+        self.adopted[table].append(shard)
+
     def pending(self) -> int:
-        return sum(len(r) for r in self.rows.values()) + sum(len(r) for r in self.removals.values())
+        return sum(len(r) for r in self.rows.values()) + sum(len(r) for r in self.removals.values()) \
+            + sum(s.rows for shards in self.adopted.values() for s in shards)
 
     def maybe_commit(self) -> None:
         waited = time.monotonic() - self.last_commit
@@ -383,12 +457,16 @@ class _CommitBuffer:
         dim = self.writer.manifest.model.dim
         for table, rows in self.rows.items():
             added = store.rows_to_table(table, rows, self.vectors.get(table), dim)
-            changes[table] = store.TableChange(added, self.removals[table])
+            adopted = tuple(self.adopted.get(table, ()))
+            changes[table] = store.TableChange(added, self.removals[table], adopted)
             if table in self.indexes:
                 index = self.indexes[table]
                 index.remove(self.removals[table])
                 if added is not None:
                     index.add(np.array([r["id"] for r in rows]), np.stack(self.vectors[table]))
+                for shard in adopted:  # read back in chunks: the driver's memory stays flat
+                    for ids, vectors in store.shard_vectors(self.writer.root, shard.relative):
+                        index.add(ids, vectors)
                 blobs[table] = index.to_bytes()
         self.writer.commit(changes, blobs, {t: ix.describe() for t, ix in self.indexes.items()})
         self._reset()

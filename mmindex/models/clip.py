@@ -53,6 +53,7 @@ class ClipEncoder:
 
     @torch.inference_mode()
     def encode_images(self, pixels: torch.Tensor) -> np.ndarray:
+        pixels = torch.as_tensor(pixels)  # numpy from a Ray decode task, else a tensor
         features = self.model.encode_image(pixels.to(self.device, self.dtype))  # (N, D)
         return _normalised(features)
 

@@ -18,6 +18,7 @@ from mmindex.core.paths import default_index_dir
 from mmindex.errors import MissingFileError, ModelMismatchError, UserInputError
 from mmindex.index import store
 from mmindex.index.schema import VECTOR_TABLES, table_schema
+from mmindex.index.storage import index_root
 from mmindex.index.vectors import VectorIndex
 from mmindex.search.lexical import (
     FUSION_DEPTH,
@@ -80,7 +81,7 @@ class IndexInfo:
 
 
 def open_index(path: str | Path | None = None) -> Index:
-    return Index(Path(path) if path else default_index_dir())
+    return Index(index_root(path) if path else default_index_dir())  # a path or file:// URI
 
 
 class Index:
