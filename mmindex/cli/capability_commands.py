@@ -133,3 +133,24 @@ def eval_code(
         print_json(report.to_dict())
         return
     typer.echo(format_code(report), nl=False)
+
+
+@eval_app.command("documents")
+@fail_cleanly
+def eval_documents(
+    split: Path = typer.Option(..., "--split", help="A make-documents folder"),
+    index: Path = typer.Option(..., "--index", help="An index of it: `ingest OUT/pdf` (PDF "
+                               "pages and text layer), or `ingest OUT/images OUT/text`"),
+    limit: int = typer.Option(0, "--limit", min=0, help="Queries used (0: all)"),
+    as_json: bool = JsonOption,
+):
+    """Retrieval recall@1/5 of the split's queries by text layer, page image and both."""
+    from mmindex.eval.documents import DocumentsEvalConfig, format_documents, run_documents_eval
+
+    with progress_reporter(enabled=not as_json) as progress:
+        report = run_documents_eval(DocumentsEvalConfig(split, index, limit=limit or None),
+                                    progress)
+    if as_json:
+        print_json(report.to_dict())
+        return
+    typer.echo(format_documents(report), nl=False)

@@ -22,6 +22,8 @@ invoices and statements run onto a second or third page.
                         by line, as written)
 - queries.parquet       retrieval: query, pdf, page, image, kind (what the query names)
 - questions.parquet     field questions: image, question, answer, kind (the field), pdf, page
+- text/pages.jsonl      the page texts as a text corpus (row i is pages.parquet's row i), for
+                        measuring the text layer on an index without PDF ingest
 - documents.json        generator, version, seed, dpi, counts
 """
 
@@ -49,6 +51,7 @@ MAX_PAGES = 3
 CREATED = dt.datetime(2024, 1, 1, tzinfo=dt.timezone.utc)  # fixed: the same seed, same bytes
 META_NAME = "documents.json"
 TABLES = ("documents.parquet", "pages.parquet", "queries.parquet", "questions.parquet")
+TEXT_CORPUS = "text/pages.jsonl"  # the page texts as a corpus, row i = pages.parquet row i
 
 _FIRST = ("Anna", "Ben", "Carla", "David", "Elena", "Felix", "Greta", "Hugo", "Ines", "Jonas",
           "Karin", "Luis", "Maria", "Nils", "Olga", "Paul", "Rosa", "Stefan", "Tara", "Victor")
@@ -600,10 +603,12 @@ def _prepared(out: Path, overwrite: bool) -> Path:
 
     if overwrite and (out / META_NAME).exists():
         shutil.rmtree(out / "pdf", ignore_errors=True)
+        shutil.rmtree(out / "text", ignore_errors=True)
         for name in TABLES:
             (out / name).unlink(missing_ok=True)
     out = prepare_out_dir(out, overwrite, META_NAME)
     (out / "pdf").mkdir()
+    (out / "text").mkdir()
     return out
 
 
@@ -640,3 +645,6 @@ COLUMNS = {
 def _write_tables(out: Path, tables: dict) -> None:
     for name, rows in tables.items():
         write_table(out / name, COLUMNS[name], rows)
+    with (out / TEXT_CORPUS).open("w", encoding="utf-8") as corpus:
+        for pdf, page, _, text in tables["pages.parquet"]:
+            corpus.write(json.dumps({"text": text, "pdf": pdf, "page": page}) + "\n")
