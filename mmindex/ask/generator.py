@@ -133,7 +133,10 @@ class Generator:
         if config.texts <= 0 or not self.index.rows("texts").num_rows:
             return ()
         floor = config.text_threshold if config.text_threshold is not None else threshold
-        hits = self.index.search(question, k=config.texts, target="texts")
+        # a floor is a cosine similarity: rank by the vectors then (hybrid scores are fused
+        # ranks, search/lexical.py); without one, the default (hybrid) ranking
+        hits = self.index.search(question, k=config.texts, target="texts",
+                                 mode="vector" if floor is not None else None)
         return tuple(Passage(f"T{i}", h.id, h.path, h.key or "", h.text or "", h.score)
                      for i, h in enumerate((h for h in hits
                                             if floor is None or h.score >= floor), 1))

@@ -89,3 +89,13 @@ def test_without_a_generator_the_error_says_how_to_get_one(index, monkeypatch):
 def test_a_folder_that_is_no_projector_is_refused_by_name(index, tmp_path):
     with pytest.raises(UserInputError, match=f"no projector checkpoint at {tmp_path}"):
         load_answerer(index, projector=tmp_path)
+
+
+def test_a_text_threshold_is_compared_with_cosine_scores(index):
+    """A threshold is a cosine similarity, so the passages it admits are ranked by the
+    vectors, not by the hybrid default whose scores are fused ranks."""
+    vector = index.search("lentil soup", target="texts", k=2, mode="vector")
+    answer = Generator(index, RecordingAnswerer()).ask(
+        "lentil soup", AskConfig(k=3, threshold=2.0, texts=2,
+                                 text_threshold=min(h.score for h in vector)))
+    assert [(p.id, p.score) for p in answer.passages] == [(h.id, h.score) for h in vector]
