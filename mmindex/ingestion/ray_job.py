@@ -59,6 +59,9 @@ class ActorPool:
                 "or --actor-cpus, or add CPUs")
 
 
+BATCHES_PER_TASK = 8  # a decode task takes this many batches: fewer tasks, less Ray overhead
+
+
 @dataclass(frozen=True)
 class ImageJob:
     """What the image stages need, all small and picklable: the model by its spec (each
@@ -96,7 +99,8 @@ def write_image_shards(items, job: ImageJob, address: str | None,
     with ray_session(address) as ray:
         _quiet_progress(ray)
         pool.check_fits(ray)
-        blocks = [items.slice(i, job.batch_size) for i in range(0, items.num_rows, job.batch_size)]
+        step = job.batch_size * BATCHES_PER_TASK
+        blocks = [items.slice(i, step) for i in range(0, items.num_rows, step)]
         decoded = ray.data.from_arrow(blocks).map_batches(
             decode_batch, batch_size=job.batch_size, batch_format="numpy", num_cpus=1,
             fn_kwargs={"preprocess": job.preprocess, "image_size": job.image_size,
