@@ -108,7 +108,7 @@ def write_image_shards(items, job: ImageJob, address: str | None,
         encoded = decoded.map_batches(
             EncodeImages, batch_size=job.batch_size, batch_format="numpy",
             fn_constructor_kwargs={"spec": job.spec, "precision": job.precision,
-                                   "device": job.device, "threads": pool.cpus or 1},
+                                   "device": job.device, "threads": pool.cpus or None},
             **pool.map_batches_options(ray))
         written = encoded.map_batches(
             write_shard_batch, batch_size=job.shard_rows, batch_format="numpy", num_cpus=0.5,
@@ -137,7 +137,7 @@ def decode_batch(batch: dict, preprocess, image_size: int, max_pixels: int) -> d
 class EncodeImages:
     """The encoder actor: ImageBatchEncoder's second half on decoded batches."""
 
-    def __init__(self, spec: str, precision: str, device: str, threads: int):
+    def __init__(self, spec: str, precision: str, device: str, threads: int | None):
         self.images = ImageBatchEncoder(spec=spec, max_pixels=0, threads=threads,
                                         precision=precision, device=device, decode_threads=1)
 
