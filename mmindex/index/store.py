@@ -297,6 +297,12 @@ class StoreWriter:
         self._worker_prefixes.add(prefix)
         return prefix
 
+    def end_worker_writes(self, prefix: str) -> None:
+        """The workers given `prefix` are done: a file under it that no commit adopted (a
+        retried task's partial shard) is garbage now."""
+        self._worker_prefixes.discard(prefix)
+        self.collect_garbage()
+
     def read_faiss(self, table: str) -> bytes | None:
         relative = self.manifest.tables[table].faiss
         return (self.root / relative).read_bytes() if relative else None

@@ -244,6 +244,8 @@ class _IngestRun:
                 self._land(written, waiting)
                 self.progress("encoding images", total - len(waiting), total)
                 self.commits.maybe_commit()
+        self.commits.flush()
+        self.writer.end_worker_writes(job.prefix)
 
     def _land(self, written: dict, waiting: dict[int, Candidate]) -> None:
         """One written shard (and the batch's failures) into the pending commit, with the

@@ -132,6 +132,9 @@ def test_a_worker_written_shard_is_adopted_and_spared_until_then(tmp_path):
         writer.commit({"images": store.TableChange(adopt=(first,))}, {})
         assert (tmp_path / waiting.relative).exists()  # in flight: this writer's GC spares it
         writer.commit({"images": store.TableChange(adopt=(waiting,))}, {})
+        partial = _worker_shard(tmp_path.as_uri(), prefix, [3])  # a retried task's first try
+        writer.end_worker_writes(prefix)
+        assert not (tmp_path / partial.relative).exists()
     manifest = store.read_manifest(tmp_path)
     assert manifest.tables["images"].shards == (first.relative, waiting.relative)
     assert manifest.tables["images"].rows == 3
