@@ -71,7 +71,7 @@ def ingest(
         "decode_threads",
         "--decode-threads",
         min=1,
-        help="Image decoding threads per encoder (raise them to feed a GPU)",
+        help="Image decoding threads of the local loop (on Ray, decode tasks use free CPUs)",
     ),
     as_json: bool = JsonOption,
 ):

@@ -12,7 +12,7 @@ from mmindex.errors import UserInputError
 @dataclass(frozen=True)
 class IngestConfig:
     roots: tuple[Path, ...]
-    index_dir: Path
+    index_dir: Path | str  # a directory, or a file:// URI (index/storage.py)
     model: str | None = None  # None: the index's own model, or the default for a new index
     # "local" | "ray" | "auto": Ray from ray_threshold files to encode, or at any size with a
     # ray_address or more than one actor

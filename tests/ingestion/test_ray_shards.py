@@ -45,6 +45,13 @@ def test_object_stores_are_refused_with_what_works(album, tmp_path):
         run(album, "s3://bucket/idx")
     with pytest.raises(UserInputError, match="gs://"):
         run(album, "gs://bucket/idx")
+    from typer.testing import CliRunner
+
+    from mmindex.cli import app
+
+    result = CliRunner().invoke(app, ["ingest", str(album), "--index", "s3://bucket/idx"])
+    assert result.exit_code == 2 and "NFS" in result.output, result.output
+    assert not list(tmp_path.glob("**/manifest.json"))
 
 
 def test_a_file_uri_root_is_the_same_directory(photo_folder, tmp_path):
