@@ -127,6 +127,28 @@ def write_bomb_png(path: Path, width: int = 60_000, height: int = 60_000) -> Non
     path.write_bytes(bytes(data))
 
 
+def write_pdf(path: Path, pages: list[str | None], password: str | None = None) -> Path:
+    """A PDF (fpdf2) of one page per entry: the text as its text layer (None: a page with no
+    text, like a scan) above a block whose colour and place differ by page, so no two pages
+    render alike. With `password`, encrypted with it as the user password (AES-128)."""
+    from fpdf import FPDF
+    from fpdf.enums import EncryptionMethod
+
+    pdf = FPDF()
+    pdf.set_font("helvetica", size=16)
+    for number, text in enumerate(pages, 1):
+        pdf.add_page()
+        if text is not None:
+            pdf.multi_cell(w=0, text=text)
+        pdf.set_fill_color(37 * number % 256, 91 * number % 256, 163 * number % 256)
+        pdf.rect(x=20 + 13 * number % 120, y=80 + 29 * number % 150, w=60, h=60, style="F")
+    if password is not None:
+        pdf.set_encryption(owner_password=password + "-owner", user_password=password,
+                           encryption_method=EncryptionMethod.AES_128)
+    pdf.output(str(path))
+    return path
+
+
 def make_awkward_folder(root: Path) -> dict[str, list[str]]:
     """Write every kind of file a real folder holds; return which should index and which fail."""
     root.mkdir(parents=True, exist_ok=True)

@@ -26,7 +26,8 @@ from mmindex.ingestion.config import IngestConfig
 @app.command()
 @fail_cleanly
 def ingest(
-    paths: list[Path] = typer.Argument(..., help="Folders or files: images and text corpora"),
+    paths: list[Path] = typer.Argument(
+        ..., help="Folders or files: images, PDFs and text corpora"),
     index: Path | None = IndexOption,
     model: str | None = config_option(
         IngestConfig,
@@ -44,6 +45,13 @@ def ingest(
     max_pixels: int = config_option(
         IngestConfig, "max_pixels", "--max-pixels", help="Refuse larger images (bomb guard)"
     ),
+    pdf_dpi: float | None = config_option(
+        IngestConfig, "pdf_dpi", "--pdf-dpi", min=1, max=1200,
+        help="Render PDF pages at this DPI (default: the short side at twice the model's "
+        "input side)"),
+    max_pdf_pages: int = config_option(
+        IngestConfig, "max_pdf_pages", "--max-pdf-pages", min=1,
+        help="A PDF with more pages goes to errors"),
     precision: str = config_option(
         IngestConfig,
         "precision",
@@ -75,7 +83,8 @@ def ingest(
     ),
     as_json: bool = JsonOption,
 ):
-    """Index images and texts; re-running encodes only new or changed files."""
+    """Index images, PDFs (each page an image, its text layer passages) and texts;
+    re-running encodes only new or changed files."""
     from mmindex.ingestion.run import ingest as run_ingest
 
     config = IngestConfig(
@@ -91,6 +100,8 @@ def ingest(
         actor_cpus=actor_cpus,
         decode_threads=decode_threads,
         max_pixels=max_pixels,
+        pdf_dpi=pdf_dpi,
+        max_pdf_pages=max_pdf_pages,
     )
     with progress_reporter(enabled=not as_json) as progress:
         summary = run_ingest(config, progress)

@@ -1,4 +1,4 @@
-"""Image files -> decoded -> preprocessed -> one stacked tensor: the one way a batch of images
+"""Image files and PDF pages -> decoded -> preprocessed -> one stacked tensor: the one way a batch of images
 becomes model input (ingest, image queries, evaluation, training, vision tokens), with one
 error policy: a file that cannot be decoded or read becomes a reason beside its path, never
 an exception, and each caller decides whether that skips the file or stops the work."""
@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from mmindex.data.images import DEFAULT_MAX_PIXELS, DecodedImage, DecodeError, decode_image
+from mmindex.data.pdf import render_page, split_page_item
 from mmindex.errors import UserInputError
 
 
@@ -49,11 +50,22 @@ class PixelBatch:
         return self.pixels
 
 
-def read_image(path: str | Path, min_side: int,
-               max_pixels: int = DEFAULT_MAX_PIXELS) -> ImageResult:
-    """Decode one file (draft-decoded to `min_side`); a bad or unreadable file is a reason."""
+def decode_item(item: str | Path, min_side: int, max_pixels: int = DEFAULT_MAX_PIXELS,
+                pdf_dpi: float | None = None) -> DecodedImage:
+    """An image file, or a PDF page named by its page item (`report.pdf#page=3`, data/pdf.py)
+    rendered at `pdf_dpi` (None: twice `min_side`). Every image load goes through here, so
+    ingest, queries, thumbnails and `ask` all understand pages. Raises DecodeError, OSError."""
+    page = split_page_item(item)
+    if page is not None:
+        return render_page(page[0], page[1], min_side, max_pixels, pdf_dpi)
+    return decode_image(Path(item), min_side, max_pixels)
+
+
+def read_image(path: str | Path, min_side: int, max_pixels: int = DEFAULT_MAX_PIXELS,
+               pdf_dpi: float | None = None) -> ImageResult:
+    """Decode one file or page (decode_item); a bad or unreadable one is a reason."""
     try:
-        return ImageResult(str(path), decode_image(Path(path), min_side, max_pixels))
+        return ImageResult(str(path), decode_item(path, min_side, max_pixels, pdf_dpi))
     except DecodeError as exc:
         return ImageResult(str(path), None, str(exc))
     except OSError as exc:  # unreadable, or vanished since it was listed
@@ -62,13 +74,13 @@ def read_image(path: str | Path, min_side: int,
 
 def load_pixels(paths: Sequence[str | Path], preprocess: Callable, min_side: int,
                 max_pixels: int = DEFAULT_MAX_PIXELS,
-                pool: Executor | None = None) -> PixelBatch:
-    """Decode `paths` (in `pool`'s threads when given: Pillow releases the GIL) and stack the
-    preprocessed usable ones: a numpy array when `preprocess` gives arrays (an exported
-    model's), else a torch tensor."""
+                pool: Executor | None = None, pdf_dpi: float | None = None) -> PixelBatch:
+    """Decode `paths` (files or page items, in `pool`'s threads when given: Pillow releases
+    the GIL) and stack the preprocessed usable ones: a numpy array when `preprocess` gives
+    arrays (an exported model's), else a torch tensor."""
 
     def read(path):
-        return read_image(path, min_side, max_pixels)
+        return read_image(path, min_side, max_pixels, pdf_dpi)
 
     results = list(pool.map(read, paths) if pool else map(read, paths))
     arrays = [preprocess(r.decoded.image) for r in results if r.ok]  # each (3, H, W)

@@ -45,13 +45,17 @@ def images_schema(dim: int) -> pa.Schema:
         pa.field("height", pa.int32()),
         pa.field("format", pa.string()),
         *PHOTO_FIELDS,
+        # A PDF's page (1-based): each page is a row whose path is the PDF's; null for
+        # photos. Added like PHOTO_FIELDS: older shards read it as null.
+        pa.field("page", pa.int32()),
         pa.field("embedding", embedding_type(dim)),
     ])
 
 
 def texts_schema(dim: int) -> pa.Schema:
     return pa.schema(_FILE_FIELDS + [
-        pa.field("key", pa.string()),  # "" for a whole-file document, "row N" for a table row
+        # "" for a whole-file document, "row N" for a table row, "p. N" for a PDF page's text
+        pa.field("key", pa.string()),
         pa.field("text", pa.string()),
         pa.field("text_sha256", pa.string()),  # identical texts are encoded once
         pa.field("embedding", embedding_type(dim)),

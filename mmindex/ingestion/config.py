@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mmindex.data.images import DEFAULT_MAX_PIXELS
+from mmindex.data.pdf import DEFAULT_MAX_PAGES
 from mmindex.errors import UserInputError
 
 
@@ -21,7 +22,11 @@ class IngestConfig:
     batch_size: int = 32
     commit_every: int = 2048  # rows; a killed ingest loses at most this much work
     commit_seconds: float = 60.0  # ...or this much time
-    max_pixels: int = DEFAULT_MAX_PIXELS
+    max_pixels: int = DEFAULT_MAX_PIXELS  # also caps a rendered PDF page (scaled down to fit)
+    # PDF pages: rendered at this DPI; None renders each page with its short side at twice
+    # the model's input side. A PDF of more pages than max_pdf_pages goes to errors.
+    pdf_dpi: float | None = None
+    max_pdf_pages: int = DEFAULT_MAX_PAGES
     # "auto" | "fp32" | "bf16" | "int8": see models/registry.load_for_inference
     precision: str = "auto"
     decode_threads: int = 2  # Pillow releases the GIL: decoding overlaps with encoding
@@ -36,3 +41,7 @@ class IngestConfig:
         if self.actors < 1 or self.actor_cpus < 0:
             raise UserInputError(f"--actors must be >= 1 and --actor-cpus >= 0, not "
                                  f"{self.actors} and {self.actor_cpus}")
+        if self.pdf_dpi is not None and not 1 <= self.pdf_dpi <= 1200:
+            raise UserInputError(f"--pdf-dpi must be between 1 and 1200, not {self.pdf_dpi}")
+        if self.max_pdf_pages < 1:
+            raise UserInputError(f"--max-pdf-pages must be at least 1, not {self.max_pdf_pages}")

@@ -18,13 +18,14 @@ Batch = dict[str, np.ndarray]  # Ray Data's numpy batch format: column name -> a
 
 
 class ImageBatchEncoder:
-    """{"path"} -> {"path", "ok", "reason", "width", "height", "format", the photo's metadata
-    (PHOTO_COLUMNS) and "embedding"}."""
+    """{"path": a file or a PDF page item (data/pdf.py)} -> {"path", "ok", "reason",
+    "width", "height", "format", the photo's metadata (PHOTO_COLUMNS) and "embedding"}."""
 
     def __init__(self, spec: str, max_pixels: int, threads: int | None = None, encoder=None,
-                 precision: str = "auto", decode_threads: int = 2, device: str = "cpu"):
+                 precision: str = "auto", decode_threads: int = 2, device: str = "cpu",
+                 pdf_dpi: float | None = None):
         self.encoder = encoder or _build(spec, threads, precision, device)
-        self.max_pixels = max_pixels
+        self.max_pixels, self.pdf_dpi = max_pixels, pdf_dpi
         self.decoders = ThreadPoolExecutor(max(1, decode_threads), thread_name_prefix="decode")
 
     def __call__(self, batch: Batch) -> Batch:
@@ -33,7 +34,7 @@ class ImageBatchEncoder:
     def prepare(self, batch: Batch) -> dict:
         """Decode and preprocess; no model maths, so it can run in a thread beside encode()."""
         return decode_images(batch["path"], self.encoder.preprocess, self.encoder.info.image_size,
-                             self.max_pixels, self.decoders)
+                             self.max_pixels, self.decoders, self.pdf_dpi)
 
     def encode(self, prepared: dict) -> Batch:
         pixels = prepared.pop("pixels")
@@ -46,11 +47,14 @@ class ImageBatchEncoder:
         return out
 
 
-def decode_images(paths, preprocess, image_size: int, max_pixels: int, pool=None) -> dict:
+def decode_images(paths, preprocess, image_size: int, max_pixels: int, pool=None,
+                  pdf_dpi: float | None = None) -> dict:
     """The first half of ImageBatchEncoder: {"path", "ok", "reason", "width", "height",
     "format", PHOTO_COLUMNS, "pixels"}, where pixels are (N_ok, 3, H, W) or None. It needs
-    only the model's preprocessing, so Ray runs it as a CPU task apart from the encoder."""
-    loaded = load_pixels([str(p) for p in paths], preprocess, image_size, max_pixels, pool)
+    only the model's preprocessing, so Ray runs it as a CPU task apart from the encoder.
+    A path may be a PDF page item, rendered at `pdf_dpi` (data/pdf.py)."""
+    loaded = load_pixels([str(p) for p in paths], preprocess, image_size, max_pixels, pool,
+                         pdf_dpi)
     results = loaded.results
     return {"path": [r.path for r in results], "ok": [r.ok for r in results],
             "reason": [r.reason for r in results],

@@ -79,6 +79,7 @@ class ImageJob:
     model: EncoderInfo  # recorded in each shard, checked when it is adopted
     batch_size: int = 32  # images per decode task call and per model call
     shard_rows: int = 2048  # rows per written shard (fewer at the end of the job)
+    pdf_dpi: float | None = None  # PDF page items' rendering (data/pdf.py); None: automatic
 
 
 def image_items(groups: list[tuple[str, list[dict]]]):
@@ -104,7 +105,7 @@ def write_image_shards(items, job: ImageJob, address: str | None,
         decoded = ray.data.from_arrow(blocks).map_batches(
             decode_batch, batch_size=job.batch_size, batch_format="numpy", num_cpus=1,
             fn_kwargs={"preprocess": job.preprocess, "image_size": job.image_size,
-                       "max_pixels": job.max_pixels})
+                       "max_pixels": job.max_pixels, "pdf_dpi": job.pdf_dpi})
         encoded = decoded.map_batches(
             EncodeImages, batch_size=job.batch_size, batch_format="numpy",
             fn_constructor_kwargs={"spec": job.spec, "precision": job.precision,
@@ -120,10 +121,12 @@ def write_image_shards(items, job: ImageJob, address: str | None,
                        "failures": json.loads(str(batch["failures"][i]))}
 
 
-def decode_batch(batch: dict, preprocess, image_size: int, max_pixels: int) -> dict:
+def decode_batch(batch: dict, preprocess, image_size: int, max_pixels: int,
+                 pdf_dpi: float | None = None) -> dict:
     """Decode + preprocess one batch in a CPU task. Ray Data's columns need a row per item,
     so a failed image gets zero pixels beside ok=False (the encoder skips it)."""
-    prepared = decode_images(batch["path"], preprocess, image_size, max_pixels)
+    prepared = decode_images(batch["path"], preprocess, image_size, max_pixels,
+                             pdf_dpi=pdf_dpi)
     pixels = prepared.pop("pixels")  # (N_ok, 3, H, W) or None
     ok = np.array(prepared["ok"], dtype=bool)
     shape = tuple(pixels.shape[1:]) if pixels is not None else (3, image_size, image_size)

@@ -48,6 +48,7 @@ class Hit:
     key: str | None = None  # texts only: where in the file
     width: int | None = None  # images only
     height: int | None = None
+    page: int | None = None  # images only: the page of the PDF at `path` (1-based)
     taken: str | None = None  # images only, from EXIF: ISO 8601, the camera's clock
     camera: str | None = None
     lens: str | None = None
@@ -400,6 +401,7 @@ class Index:
             taken = row.get("taken")
             hits.append(Hit(rank, row_id, score, row["path"], target, text=row.get("text"),
                             key=row.get("key"), width=row.get("width"), height=row.get("height"),
+                            page=row.get("page"),
                             taken=taken.isoformat() if taken is not None else None,
                             camera=row.get("camera"), lens=row.get("lens"),
                             latitude=row.get("latitude"), longitude=row.get("longitude")))

@@ -24,7 +24,8 @@ _TEXT_OPERATORS = {**_NUMBER_OPERATORS, **_TEXT_FUNCTIONS}
 FILTER_COLUMNS: dict[str, dict[str, str]] = {
     "images": {"path": "text", "format": "text", "size": "number", "mtime_ns": "number",
                "width": "number", "height": "number", "taken": "date", "camera": "text",
-               "lens": "text", "latitude": "number", "longitude": "number"},
+               "lens": "text", "latitude": "number", "longitude": "number",
+               "page": "number"},
     "texts": {"path": "text", "key": "text", "text": "text", "size": "number",
               "mtime_ns": "number"},
 }

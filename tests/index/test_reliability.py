@@ -862,7 +862,7 @@ def _synthetic_index(root: Path, rows: int = 300) -> Path:
                       "size": ids * 10, "mtime_ns": ids, "sha256": [f"{i:064x}" for i in ids],
                       "width": ids % 90, "height": ids % 70, "format": ["JPEG"] * rows,
                       **{field.name: [None] * rows for field in PHOTO_FIELDS},
-                      "embedding": list(vectors)}, schema=images_schema(64))
+                      "page": [None] * rows, "embedding": list(vectors)}, schema=images_schema(64))
     faiss_index = VectorIndex.build(ids, vectors, 64)
     with store.StoreWriter(root) as writer:
         writer.initialise(model)

@@ -1,0 +1,178 @@
+"""PDF ingest: each page a row of images (with its page), its text layer rows of texts keyed
+"p. N"; broken PDFs in errors; one PDF is one file to change detection; pages streamed."""
+
+import os
+import time
+import weakref
+
+import pytest
+
+from mmindex import IngestConfig, ingest, open_index
+from mmindex.data import batches
+from mmindex.data.pdf import page_item, split_page_item
+from mmindex.search.searcher import Index
+from mmindex.testing import TINY, photo, write_pdf
+
+pytest.importorskip("fpdf")
+
+PAGES = ["Invoice 1041 from ACME Corporation, total 1,250.00 EUR",
+         "Delivery note for 12 crates of oranges",
+         "Terms: payment within thirty days"]
+
+
+def run(folder, index_dir, **kwargs):
+    return ingest(IngestConfig(roots=(folder,), index_dir=index_dir, model=TINY,
+                               precision="fp32", **kwargs))
+
+
+def rows(index_dir, table):
+    return open_index(index_dir).rows(table).to_pylist()
+
+
+def count_renders(monkeypatch) -> dict:
+    """Pages rendered, and the most rendered page images alive at once."""
+    seen = {"renders": 0, "alive": 0, "peak": 0}
+    original = batches.render_page
+
+    def released():
+        seen["alive"] -= 1
+
+    def counting(*args, **kwargs):
+        decoded = original(*args, **kwargs)
+        seen["renders"] += 1
+        seen["alive"] += 1
+        seen["peak"] = max(seen["peak"], seen["alive"])
+        weakref.finalize(decoded.image, released)
+        return decoded
+
+    monkeypatch.setattr(batches, "render_page", counting)
+    return seen
+
+
+def test_page_items_name_a_page_and_nothing_else():
+    assert split_page_item(page_item("/d/report.pdf", 3)) == ("/d/report.pdf", 3)
+    assert split_page_item("/d/Report.PDF#page=12") == ("/d/Report.PDF", 12)
+    for other in ("/d/photo.jpg", "/d/report.pdf", "/d/report.pdf#page=0", "/d/a.jpg#page=2"):
+        assert split_page_item(other) is None
+
+
+def test_each_page_is_an_image_row_and_its_text_layer_passages(tmp_path, tiny_encoder):
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    pdf = write_pdf(folder / "report.pdf", PAGES)
+    photo(64, 48, 1).save(folder / "photo.jpg")
+    summary = run(folder, tmp_path / "idx")
+    assert (summary.added, summary.failed, summary.documents) == (2, 0, 3)
+
+    images = rows(tmp_path / "idx", "images")
+    pages = sorted((r["page"], r["format"]) for r in images if r["path"] == str(pdf))
+    assert pages == [(1, "PDF"), (2, "PDF"), (3, "PDF")]
+    [jpeg] = [r for r in images if r["path"].endswith(".jpg")]
+    assert jpeg["page"] is None
+    texts = {r["key"]: r["text"] for r in rows(tmp_path / "idx", "texts")}
+    assert texts == {"p. 1": PAGES[0], "p. 2": PAGES[1], "p. 3": PAGES[2]}
+
+    index = Index(tmp_path / "idx", encoder=tiny_encoder)  # no ONNX export for two queries
+    [hit] = index.search(PAGES[1], target="texts", k=1)
+    assert (hit.path, hit.key) == (str(pdf), "p. 2")
+    [page_hit] = index.search("a page", k=5, where="page = 3")
+    assert (page_hit.path, page_hit.page) == (str(pdf), 3)
+
+
+def test_encrypted_truncated_and_foreign_pdfs_go_to_errors_without_failing_the_batch(tmp_path):
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    write_pdf(folder / "good.pdf", PAGES[:2])
+    write_pdf(folder / "locked.pdf", PAGES, password="secret")
+    whole = write_pdf(tmp_path / "whole.pdf", PAGES).read_bytes()
+    (folder / "truncated.pdf").write_bytes(whole[: len(whole) // 2])
+    (folder / "notes.pdf").write_bytes(b"just some text someone named .pdf\n" * 20)
+    photo(50, 40, 2).save(folder / "photo.png")
+
+    summary = run(folder, tmp_path / "idx", batch_size=2)
+    reasons = {os.path.basename(e.path): e.reason for e in summary.errors}
+    assert set(reasons) == {"locked.pdf", "truncated.pdf", "notes.pdf"}
+    assert "encrypted" in reasons["locked.pdf"] and "password" in reasons["locked.pdf"]
+    assert "damaged or not a PDF" in reasons["truncated.pdf"]
+    assert "damaged or not a PDF" in reasons["notes.pdf"]
+    stored = {r["path"]: r["reason"] for r in rows(tmp_path / "idx", "errors")}
+    assert {os.path.basename(p) for p in stored} == set(reasons)
+    indexed = sorted((os.path.basename(r["path"]), r["page"])
+                     for r in rows(tmp_path / "idx", "images"))
+    assert indexed == [("good.pdf", 1), ("good.pdf", 2), ("photo.png", None)]
+
+
+def test_a_pdf_over_the_page_limit_goes_to_errors_saying_how_to_raise_it(tmp_path):
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    write_pdf(folder / "book.pdf", PAGES)
+    summary = run(folder, tmp_path / "idx", max_pdf_pages=2)
+    [error] = summary.errors
+    assert "3 pages exceeds the limit of 2" in error.reason and "--max-pdf-pages" in error.reason
+    assert rows(tmp_path / "idx", "images") == [] and rows(tmp_path / "idx", "texts") == []
+
+
+def test_unchanged_pdf_is_not_rendered_again_and_a_changed_one_replaces_all_its_rows(
+        tmp_path, monkeypatch):
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    pdf = write_pdf(folder / "report.pdf", PAGES)
+    (folder / "notes.txt").write_text("a text corpus beside the PDF stays indexed")
+    run(folder, tmp_path / "idx")
+    first_ids = {r["id"] for r in rows(tmp_path / "idx", "images")}
+    seen = count_renders(monkeypatch)
+
+    summary = run(folder, tmp_path / "idx")
+    assert (summary.unchanged, summary.added, summary.executor) == (2, 0, "none")
+    os.utime(pdf, ns=(time.time_ns(), time.time_ns() + 10**9))  # same bytes, new mtime
+    summary = run(folder, tmp_path / "idx")
+    assert summary.updated == 1 and seen["renders"] == 0  # stored page vectors reused
+    assert len(rows(tmp_path / "idx", "images")) == 3
+
+    write_pdf(pdf, ["A new first page", None])  # two pages now, the second without text
+    summary = run(folder, tmp_path / "idx")
+    assert summary.updated == 1 and seen["renders"] == 2
+    images = rows(tmp_path / "idx", "images")
+    assert sorted(r["page"] for r in images) == [1, 2]
+    assert not first_ids & {r["id"] for r in images}
+    texts = {(r["key"], r["text"]) for r in rows(tmp_path / "idx", "texts")}
+    assert texts == {("p. 1", "A new first page"),
+                     ("", "a text corpus beside the PDF stays indexed")}
+
+    pdf.unlink()
+    summary = run(folder, tmp_path / "idx")
+    assert summary.removed == 1
+    assert rows(tmp_path / "idx", "images") == []
+    assert [r["key"] for r in rows(tmp_path / "idx", "texts")] == [""]
+
+
+@pytest.mark.slow
+def test_a_500_page_pdf_is_rendered_a_batch_at_a_time(tmp_path, monkeypatch):
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    write_pdf(folder / "long.pdf", [f"Page {n} of the annual report" for n in range(1, 501)])
+    seen = count_renders(monkeypatch)
+    summary = run(folder, tmp_path / "idx", batch_size=16)
+    assert summary.documents == 500 and seen["renders"] == 500
+    assert seen["peak"] <= 2 * 16  # the batch encoding and the next one decoding, no more
+    assert open_index(tmp_path / "idx").vectors("images").count == 500
+
+
+@pytest.mark.slow
+def test_ray_workers_render_pages_as_the_local_loop_does(tmp_path):
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    write_pdf(folder / "report.pdf", PAGES)
+    write_pdf(folder / "locked.pdf", PAGES, password="secret")
+    run(folder, tmp_path / "local", executor="local")
+    summary = run(folder, tmp_path / "ray", executor="ray", pdf_dpi=20)
+    assert summary.executor == "ray" and [os.path.basename(e.path) for e in summary.errors] \
+        == ["locked.pdf"]
+    local, distributed = open_index(tmp_path / "local"), open_index(tmp_path / "ray")
+    by_page = {r["page"]: r for r in distributed.rows("images").to_pylist()}
+    assert sorted(by_page) == [1, 2, 3]
+    assert abs(by_page[1]["width"] - 595.28 * 20 / 72) <= 1  # A4 (595 pt) at --pdf-dpi 20
+    for row in local.rows("images").to_pylist():
+        vector = local.vectors("images").index.reconstruct(row["id"])
+        hit = distributed.search(vector=vector, k=1)[0]
+        assert hit.page == row["page"] and hit.score > 0.9  # another resolution, same page
