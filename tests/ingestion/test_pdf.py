@@ -159,19 +159,36 @@ def test_a_500_page_pdf_is_rendered_a_batch_at_a_time(tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
-def test_ray_workers_render_pages_as_the_local_loop_does(tmp_path):
+def test_ray_workers_render_pages_as_the_local_loop_does_and_commit_a_pdf_whole(
+        tmp_path, monkeypatch):
+    from mmindex.index import store
+
     folder = tmp_path / "docs"
     folder.mkdir()
     write_pdf(folder / "report.pdf", PAGES)
     write_pdf(folder / "locked.pdf", PAGES, password="secret")
     run(folder, tmp_path / "local", executor="local")
-    summary = run(folder, tmp_path / "ray", executor="ray", pdf_dpi=20)
+    committed_pages = []  # pages of report.pdf in each generation the Ray ingest commits
+    original = store.StoreWriter.commit
+
+    def spying(self, *args, **kwargs):
+        manifest = original(self, *args, **kwargs)
+        pages = store.read_table(self.root, manifest, "images", columns=["page"])
+        committed_pages.append(pages.num_rows)
+        return manifest
+
+    monkeypatch.setattr(store.StoreWriter, "commit", spying)
+    # a shard a page and a commit asked for after each: still none with part of the PDF
+    summary = run(folder, tmp_path / "ray", executor="ray", pdf_dpi=20, batch_size=1,
+                  commit_every=1)
     assert summary.executor == "ray" and [os.path.basename(e.path) for e in summary.errors] \
         == ["locked.pdf"]
+    assert set(committed_pages) <= {0, 3} and committed_pages[-1] == 3
     local, distributed = open_index(tmp_path / "local"), open_index(tmp_path / "ray")
     by_page = {r["page"]: r for r in distributed.rows("images").to_pylist()}
     assert sorted(by_page) == [1, 2, 3]
     assert abs(by_page[1]["width"] - 595.28 * 20 / 72) <= 1  # A4 (595 pt) at --pdf-dpi 20
+    assert {r["key"] for r in distributed.rows("texts").to_pylist()} == {"p. 1", "p. 2", "p. 3"}
     for row in local.rows("images").to_pylist():
         vector = local.vectors("images").index.reconstruct(row["id"])
         hit = distributed.search(vector=vector, k=1)[0]
