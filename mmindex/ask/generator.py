@@ -21,6 +21,7 @@ import numpy as np
 from mmindex.ask.answerers import load_answerer, resolve_generator  # noqa: F401 (serve)
 from mmindex.ask.config import AskConfig
 from mmindex.core.atomic import write_atomically
+from mmindex.data.pages import page_item, where_in_file
 from mmindex.errors import UserInputError
 
 CALIBRATION_FILE = "ask.json"
@@ -45,6 +46,11 @@ class Citation:
     path: str
     score: float
     answer: str | None = None  # this image's own answer; None when asked jointly
+    page: int | None = None  # a PDF page's number: the citation is `path p. N`
+
+    @property
+    def label(self) -> str:
+        return where_in_file(self.path, self.page)
 
 
 @dataclass(frozen=True)
@@ -57,6 +63,10 @@ class Passage:
     key: str  # where in the file ("row 12"; "" for a whole file)
     text: str
     score: float
+
+    @property
+    def label(self) -> str:
+        return where_in_file(self.path, key=self.key)
 
 
 @dataclass(frozen=True)
@@ -109,7 +119,8 @@ class Generator:
             return Answer(question, NOT_FOUND, (), True, threshold, best,
                           time.perf_counter() - started, 0, (), self.answerer.name)
         prompt = with_passages(question, passages)
-        paths = [Path(h.path) for h in hits]
+        # a PDF page goes to the answerer as its page item, which every image load renders
+        paths = [Path(page_item(h.path, h.page) if h.page else h.path) for h in hits]
         if config.joint or not paths:
             text, new_tokens = self.answerer.answer(prompt, paths, config.max_new_tokens,
                                                     _trimmed(on_text))
@@ -117,7 +128,7 @@ class Generator:
         else:
             text, new_tokens, own = self._answer_each(prompt, paths, config.max_new_tokens,
                                                       on_text)
-        citations = tuple(Citation(i, h.id, h.path, h.score, answer)
+        citations = tuple(Citation(i, h.id, h.path, h.score, answer, h.page)
                           for i, (h, answer) in enumerate(zip(hits, own), 1))
         return Answer(question, text, citations, False, threshold, best,
                       time.perf_counter() - started, new_tokens, passages, self.answerer.name)

@@ -93,11 +93,10 @@ def ask(
         print_json(answer.to_dict())
         return
     typer.echo("" if streamed else answer.text)  # ends the streamed line
-    for c in answer.citations:
-        typer.echo(f"  [{c.tag}] {c.score:.3f}  {c.path}")
+    for c in answer.citations:  # report.pdf p. 3 for a page
+        typer.echo(f"  [{c.tag}] {c.score:.3f}  {c.label}")
     for p in answer.passages:
-        where_in = f" ({p.key})" if p.key else ""
-        typer.echo(f"  [{p.tag}] {p.score:.3f}  {p.path}{where_in}")
+        typer.echo(f"  [{p.tag}] {p.score:.3f}  {p.label}")
     if answer.abstained and answer.best_score is not None:
         typer.echo(f"  (best score {answer.best_score:.3f} < threshold {answer.threshold:.3f})")
 

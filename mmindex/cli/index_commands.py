@@ -247,7 +247,7 @@ def _print_hits(hits) -> None:
     table = Table("rank", "score", *(("taken", "camera") if dated else ()))
     table.add_column("path" if hits[0].table == "images" else "text", overflow="fold")
     for hit in hits:
-        shown = hit.path if hit.table == "images" else f"{(hit.text or '')[:80]}  ({hit.path})"
+        shown = hit.label if hit.table == "images" else f"{(hit.text or '')[:80]}  ({hit.label})"
         when = ((hit.taken or "").replace("T", " ")[:16], hit.camera or "") if dated else ()
         table.add_row(str(hit.rank), f"{hit.score:.3f}", *when, shown)
     Console().print(table)

@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 
 from mmindex.data.images import DEFAULT_MAX_PIXELS, DecodedImage, DecodeError, decode_image
-from mmindex.data.pdf import render_page, split_page_item
+from mmindex.data.pages import split_page_item
+from mmindex.data.pdf import render_page
 from mmindex.errors import UserInputError
 
 

@@ -1,10 +1,10 @@
 """PDF pages as images and passages, with pypdfium2 (PDFium, the engine of Chrome's viewer).
 
 A page travels through the decode path as a plain string, a *page item*: `report.pdf#page=3`
-(1-based), so every batch of paths (the local loop, Ray workers, vision tokens, `ask`) can
-carry pages unchanged; `split_page_item` is the one place that reads it back. Nothing else
-of a document is kept: each page is opened, rendered or read, and closed on its own, so a
-2000-page PDF costs the memory of one page.
+(1-based; data/pages.py names pages), so every batch of paths (the local loop, Ray workers,
+vision tokens, `ask`) can carry pages unchanged. Nothing else of a document is kept: each
+page is opened, rendered or read, and closed on its own, so a 2000-page PDF costs the
+memory of one page.
 
 PDFium is not thread-safe, not even across different documents: every call into it holds
 one process-wide lock (Pillow's decoding of photos still runs beside it in other threads).
@@ -13,7 +13,6 @@ collector, whose finalizers could run in another thread at any time."""
 
 from __future__ import annotations
 
-import re
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -22,32 +21,9 @@ from pathlib import Path
 from mmindex.data.images import DecodedImage, DecodeError
 from mmindex.data.scan import MAX_DOCUMENT_CHARS
 
-PDF_EXTENSIONS = frozenset({".pdf"})
 DEFAULT_MAX_PAGES = 2000  # a book; more is usually a scan archive that wants splitting
-PAGE_KEY = "p. {page}"  # a text-layer passage's key in the texts table, as cited
-_ITEM = re.compile(r"^(?P<path>.+\.pdf)#page=(?P<page>[1-9][0-9]*)$", re.IGNORECASE)
 _POINTS_PER_INCH = 72.0
 _PDFIUM_LOCK = threading.RLock()
-
-
-def is_pdf(path: str | Path) -> bool:
-    return Path(path).suffix.lower() in PDF_EXTENSIONS
-
-
-def page_item(path: str | Path, page: int) -> str:
-    """The string that names one page (1-based) of a PDF for the decode path."""
-    return f"{path}#page={int(page)}"
-
-
-def split_page_item(item: str | Path) -> tuple[str, int] | None:
-    """(the PDF's path, its page) for a page item; None for anything else (a photo's path).
-    A walked file never looks like an item: its suffix would be `.pdf#page=3`, not `.pdf`."""
-    found = _ITEM.match(str(item))
-    return (found["path"], int(found["page"])) if found else None
-
-
-def page_key(page: int) -> str:
-    return PAGE_KEY.format(page=page)
 
 
 def page_count(path: str | Path, max_pages: int = DEFAULT_MAX_PAGES) -> int:

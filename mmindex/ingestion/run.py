@@ -15,7 +15,8 @@ import pyarrow.compute as pc
 
 from mmindex.core.progress import Progress, no_progress
 from mmindex.data.images import DecodeError
-from mmindex.data.pdf import PDF_EXTENSIONS, is_pdf, page_count, page_item, page_key, page_texts
+from mmindex.data.pages import PDF_EXTENSIONS, is_pdf, page_item, page_key
+from mmindex.data.pdf import page_count, page_texts
 from mmindex.data.scan import (
     IMAGE_EXTENSIONS,
     RAW_EXTENSIONS,

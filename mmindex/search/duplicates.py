@@ -53,7 +53,7 @@ def find_duplicates(index, threshold: float = DEFAULT_THRESHOLD) -> DuplicateRep
     """Identical and near-identical images of an open Index (search.searcher.Index)."""
     if not 0.0 < threshold <= 1.0:
         raise UserInputError(f"--threshold is a cosine similarity in (0, 1], not {threshold}")
-    rows = index.rows("images").to_pylist()
+    rows = _one_row_a_file(index.rows("images").to_pylist())
     files = {row["id"]: DuplicateFile(row["id"], row["path"], row["size"], row.get("width"),
                                       row.get("height")) for row in rows}
     by_sha: dict[str, list[int]] = {}
@@ -64,6 +64,18 @@ def find_duplicates(index, threshold: float = DEFAULT_THRESHOLD) -> DuplicateRep
     near = _near_groups(index, files, by_sha, threshold)
     groups = sorted(identical, key=lambda g: -g.reclaimable_bytes) + near
     return DuplicateReport(threshold, len(rows), tuple(groups))
+
+
+def _one_row_a_file(rows: list[dict]) -> list[dict]:
+    """Duplicates are files: a PDF's pages (rows sharing its path) are one file, and its
+    first page stands for it, so its pages are neither copies of each other nor its blank
+    pages near duplicates."""
+    first: dict[str, dict] = {}
+    for row in rows:
+        kept = first.get(row["path"])
+        if kept is None or (row.get("page") or 0) < (kept.get("page") or 0):
+            first[row["path"]] = row
+    return list(first.values())
 
 
 def _identical_group(sha: str, members: list[DuplicateFile]) -> DuplicateGroup:

@@ -15,6 +15,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from mmindex.core.paths import default_index_dir
+from mmindex.data.pages import where_in_file
 from mmindex.errors import MissingFileError, ModelMismatchError, UserInputError
 from mmindex.index import store
 from mmindex.index.schema import VECTOR_TABLES, table_schema
@@ -57,6 +58,12 @@ class Hit:
 
     def to_dict(self) -> dict:
         return {k: v for k, v in asdict(self).items() if v is not None}
+
+    @property
+    def label(self) -> str:
+        """Where the hit is, for a person: `report.pdf p. 3` for a PDF page or its text
+        layer, `notes.csv row 12` for a table row, else the path."""
+        return where_in_file(self.path, self.page, self.key)
 
 
 @dataclass(frozen=True)

@@ -105,6 +105,7 @@ class HitOut(BaseModel):
     key: str | None = None
     width: int | None = None
     height: int | None = None
+    page: int | None = Field(None, description="a PDF's page (1-based); path is the PDF's")
     taken: str | None = None  # from EXIF: ISO 8601, the camera's clock
     camera: str | None = None
     lens: str | None = None
@@ -270,8 +271,8 @@ def _search_out(index: Index, target: str, hits) -> dict:
 
 def _hit_out(hit) -> dict:
     out = hit.to_dict()
-    if hit.table == "images":
-        out["image_url"] = f"/api/images/{hit.id}"
+    if hit.table == "images":  # a PDF page: the PDF, opened at the page by the browser
+        out["image_url"] = f"/api/images/{hit.id}" + (f"#page={hit.page}" if hit.page else "")
         out["thumb_url"] = f"/api/images/{hit.id}/thumb"
     return out
 

@@ -9,7 +9,7 @@ import pytest
 
 from mmindex import IngestConfig, ingest, open_index
 from mmindex.data import batches
-from mmindex.data.pdf import page_item, split_page_item
+from mmindex.data.pages import page_item, split_page_item, where_in_file
 from mmindex.search.searcher import Index
 from mmindex.testing import TINY, photo, write_pdf
 
@@ -54,6 +54,10 @@ def test_page_items_name_a_page_and_nothing_else():
     assert split_page_item("/d/Report.PDF#page=12") == ("/d/Report.PDF", 12)
     for other in ("/d/photo.jpg", "/d/report.pdf", "/d/report.pdf#page=0", "/d/a.jpg#page=2"):
         assert split_page_item(other) is None
+    assert where_in_file("report.pdf", page=3) == "report.pdf p. 3"
+    assert where_in_file("report.pdf", key="p. 3") == "report.pdf p. 3"
+    assert where_in_file("notes.csv", key="row 12") == "notes.csv row 12"
+    assert where_in_file("photo.jpg") == "photo.jpg"
 
 
 def test_each_page_is_an_image_row_and_its_text_layer_passages(tmp_path, tiny_encoder):
@@ -193,3 +197,18 @@ def test_ray_workers_render_pages_as_the_local_loop_does_and_commit_a_pdf_whole(
         vector = local.vectors("images").index.reconstruct(row["id"])
         hit = distributed.search(vector=vector, k=1)[0]
         assert hit.page == row["page"] and hit.score > 0.9  # another resolution, same page
+
+
+def test_a_pdf_is_one_file_to_duplicates(tmp_path, tiny_encoder):
+    from mmindex.search.duplicates import find_duplicates
+
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    pdf = write_pdf(folder / "report.pdf", PAGES)
+    (folder / "copy.pdf").write_bytes(pdf.read_bytes())
+    run(folder, tmp_path / "idx")
+    report = find_duplicates(Index(tmp_path / "idx", encoder=tiny_encoder), threshold=0.9999)
+    assert report.images == 2
+    [group] = report.groups
+    assert group.kind == "identical" and group.reclaimable_bytes == pdf.stat().st_size
+    assert sorted(os.path.basename(f.path) for f in group.files) == ["copy.pdf", "report.pdf"]

@@ -60,6 +60,9 @@ function say(text, isError = false) {
 }
 
 const baseName = (path) => path.split(/[\\/]/).pop();
+// "report.pdf p. 3" for a PDF page (an image hit's page, or a text-layer passage's key)
+const shownName = (hit) => [baseName(hit.path), hit.page ? `p. ${hit.page}` : hit.key]
+  .filter(Boolean).join(" ");
 
 // -- searching ------------------------------------------------------------------------------
 function commonParams() {
@@ -158,17 +161,18 @@ function imageItem(hit) {
   button.type = "button";
   button.className = "hit";
   button.dataset.id = hit.id;
-  button.setAttribute("aria-label", `${baseName(hit.path)}, score ${hit.score.toFixed(3)}: find similar images`);
+  const name = shownName(hit);
+  button.setAttribute("aria-label", `${name}, score ${hit.score.toFixed(3)}: find similar images`);
   const img = document.createElement("img");
-  img.alt = baseName(hit.path);
+  img.alt = name;
   img.loading = "lazy";
   img.decoding = "async";
   showImage(img, hit.thumb_url || `/api/images/${hit.id}/thumb`);
-  button.append(img, span("score", hit.score.toFixed(3)), span("name", baseName(hit.path)));
+  button.append(img, span("score", hit.score.toFixed(3)), span("name", name));
   const when = whenAndWhere(hit);
   if (when) button.append(span("taken", when));
   button.title = [hit.path, when].filter(Boolean).join("\n");
-  button.addEventListener("click", () => searchLike(hit.id, baseName(hit.path)));
+  button.addEventListener("click", () => searchLike(hit.id, name));
   item.append(button);
   return item;
 }
@@ -187,7 +191,7 @@ function textItem(hit) {
   const text = document.createElement("p");
   text.textContent = hit.text || "";
   item.append(span("score", hit.score.toFixed(3)), text,
-              span("name", `${hit.path}${hit.key ? ` (${hit.key})` : ""}`));
+              span("name", [hit.path, hit.key].filter(Boolean).join(" ")));
   return item;
 }
 
