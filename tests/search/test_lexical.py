@@ -145,3 +145,31 @@ def test_the_api_takes_a_mode_parameter(invoices):
     assert response.status_code == 400 and "mode" in response.json()["message"]
     response = client.get("/api/search", params=params | {"mode": "hybrid", "min_score": 0.5})
     assert response.status_code == 400 and "--min-score" in response.json()["message"]
+
+
+@pytest.mark.slow  # a PDF ingest of its own
+def test_pages_are_found_through_their_text_layer(tmp_path):
+    """Over images, lexical ranks a PDF's page by its text rows (same path, key 'p. N');
+    hybrid fuses that with the page images' vectors; --where still applies."""
+    pytest.importorskip("fpdf", reason="needs fpdf2 to write the PDF")
+    from mmindex.testing import photo, write_pdf
+
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    write_pdf(folder / "a.pdf", [f"Invoice ACME total {amount}" for amount in AMOUNTS[:3]])
+    photo(64, 48, 1).save(folder / "holiday.jpg")
+    ingest(IngestConfig(roots=(folder,), index_dir=tmp_path / "idx", model=TINY,
+                        precision="fp32"))
+    index = open_index(tmp_path / "idx")
+    for page, amount in enumerate(AMOUNTS[:3], start=1):
+        hits = index.search(f"ACME {amount}", k=5, mode="lexical")
+        assert (hits[0].path.endswith("a.pdf"), hits[0].page) == (True, page)
+        assert len(hits) == 3  # the photo has no text: lexically it is never found
+    query = f"ACME {AMOUNTS[1]}"
+    vector = [h.id for h in index.search(query, k=100, mode="vector")]
+    lexical = [h.id for h in index.search(query, k=100, mode="lexical")]
+    hybrid = [h.id for h in index.search(query, k=4, mode="hybrid")]
+    assert hybrid == sorted(set(vector) | set(lexical),
+                            key=lambda i: (-_rrf_by_hand([vector, lexical], i), i))[:4]
+    kept = index.search(query, k=4, mode="hybrid", where="page = 3")
+    assert [h.page for h in kept] == [3]
