@@ -380,3 +380,26 @@ def test_duplicates_section_lists_the_groups_of_the_api_with_thumbnails(page, ba
     page.evaluate("() => document.getElementById('duplicates-form').noValidate = true")
     page.click("#duplicates-form button")
     sync_api.expect(page.locator("#dup-message")).to_contain_text("threshold")
+
+
+def test_a_pdf_page_shows_its_own_thumbnail_with_the_document_and_page(browser, tmp_path):
+    pytest.importorskip("fpdf")
+    from mmindex.testing import write_pdf
+
+    (tmp_path / "docs").mkdir()
+    write_pdf(tmp_path / "docs" / "report.pdf", ["Invoice 1041", "Delivery note", "Terms"])
+    ingest(IngestConfig(roots=(tmp_path / "docs",), index_dir=tmp_path / "idx", model=TINY))
+    with _Server(create_app(tmp_path / "idx", answers=Answers(find_module=lambda: None))) as url:
+        context = browser.new_context()
+        page = context.new_page()
+        page.set_default_timeout(TIMEOUT_MS)
+        page.goto(url + "/?q=a+page&k=3&filter=page:eq:2&target=images")
+        hits = page.locator("#results .hit")
+        sync_api.expect(hits).to_have_count(1)
+        sync_api.expect(hits.first.locator(".name")).to_have_text("report.pdf p. 2")
+        page.wait_for_function("() => [...document.querySelectorAll('#results img')]"
+                               ".every(i => i.complete && i.naturalWidth > 0)")
+        width, height = page.eval_on_selector(
+            "#results img", "i => [i.naturalWidth, i.naturalHeight]")
+        assert width < height  # the A4 page itself, rendered by the thumbnail endpoint
+        context.close()
