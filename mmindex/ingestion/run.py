@@ -120,6 +120,7 @@ class _IngestRun:
         self.executor_used = "none"
         self.failures: list[FileError] = []
         self.documents = 0
+        self.passage_embeddings: dict = {}  # PDF passages' embeddings by text hash
         self.commits = _CommitBuffer(writer, config)
 
     # -- model ---------------------------------------------------------------------------
