@@ -81,10 +81,18 @@ def ingest(
         min=1,
         help="Image decoding threads of the local loop (on Ray, decode tasks use free CPUs)",
     ),
+    tiles: str | None = typer.Option(
+        None, "--tiles", help="Also index large images as overlapping tiles, at most this many "
+        "per image (the token budget, 1-256); 'off' removes them. The index remembers it"),
+    tile_overlap: float = typer.Option(
+        0.25, "--tile-overlap", help="Least fraction of a tile its neighbour overlaps"),
+    tile_min_side: int = typer.Option(
+        0, "--tile-min-side", min=0, help="Smallest tile side in pixels (0: the model's input)"),
     as_json: bool = JsonOption,
 ):
     """Index images, PDFs (each page an image, its text layer passages) and texts;
     re-running encodes only new or changed files."""
+    from mmindex.data.tiles import parse_tile_spec
     from mmindex.ingestion.run import ingest as run_ingest
 
     config = IngestConfig(
@@ -102,6 +110,8 @@ def ingest(
         max_pixels=max_pixels,
         pdf_dpi=pdf_dpi,
         max_pdf_pages=max_pdf_pages,
+        tiles=tiles if tiles in (None, "off") else parse_tile_spec(tiles, tile_overlap,
+                                                                    tile_min_side),
     )
     with progress_reporter(enabled=not as_json) as progress:
         summary = run_ingest(config, progress)
@@ -119,6 +129,10 @@ def _print_ingest_summary(summary, index_dir: Path) -> None:
     )
     for error in summary.errors:
         typer.secho(f"  skipped {error.path}: {error.reason}", err=True, fg="yellow")
+    t = summary.tiles
+    if t and (t.images or t.removed or t.failed):
+        typer.echo(f"tiles: {t.images} images tiled ({t.encoded} tiles encoded, {t.copied} "
+                   f"copied), {t.removed} stale tiles removed, {t.failed} images unreadable")
     for path in summary.texts_beside_images:
         typer.echo(f"  not indexed as a text (it sits beside photos; name it to index it): "
                    f"{path}", err=True)
@@ -193,6 +207,14 @@ def search(
         None, "--mode", help="vector | lexical (BM25 over the texts; images: over each "
         "page's text layer) | hybrid (both, by reciprocal rank fusion). Default: hybrid for "
         "a text query over texts (unless --min-score), else vector"),
+    tiles: bool | None = typer.Option(
+        None, "--tiles/--no-tiles", help="Search the images' tile vectors too (default: when "
+        "the index has them); a hit found by a tile shows its box"),
+    rerank: int = typer.Option(
+        0, "--rerank", min=0, help="Re-score this many top images by MaxSim over their tiles"),
+    heatmap: Path | None = typer.Option(
+        None, "--heatmap", help="Write each image hit with the query's heatmap over it (PNG) "
+        "into this folder"),
     index: Path | None = IndexOption,
     as_json: bool = JsonOption,
 ):
@@ -201,11 +223,19 @@ def search(
 
     added, taken_away = _terms(plus), _terms(minus)
     texts_only = image is None and not any(isinstance(t, Path) for t in added + taken_away)
+    opened = open_index(resolve_index_dir(index))
     with _one_thread(enabled=texts_only):
-        hits = open_index(resolve_index_dir(index)).search(
+        hits = opened.search(
             query, image=image, plus=added, minus=taken_away, k=k, target=target,
-            where=where, min_score=min_score, sort=sort, mode=mode,
+            where=where, min_score=min_score, sort=sort, mode=mode, tiles=tiles,
+            rerank=rerank,
         )
+    if heatmap is not None:
+        from mmindex.search.tiles import write_heatmaps
+
+        vector = opened.query_vector(query, image=image, plus=added, minus=taken_away)
+        for path in write_heatmaps(opened, hits, vector, heatmap):
+            typer.echo(f"heatmap {path}", err=True)
     if as_json:
         print_json([h.to_dict() for h in hits])
         return
@@ -248,6 +278,8 @@ def _print_hits(hits) -> None:
     table.add_column("path" if hits[0].table == "images" else "text", overflow="fold")
     for hit in hits:
         shown = hit.label if hit.table == "images" else f"{(hit.text or '')[:80]}  ({hit.label})"
+        if hit.box:
+            shown += "  (tile {}, {} - {}, {})".format(*hit.box)
         when = ((hit.taken or "").replace("T", " ")[:16], hit.camera or "") if dated else ()
         table.add_row(str(hit.rank), f"{hit.score:.3f}", *when, shown)
     Console().print(table)

@@ -85,10 +85,11 @@ def load_pixels(paths: Sequence[str | Path], preprocess: Callable, min_side: int
 
     results = list(pool.map(read, paths) if pool else map(read, paths))
     arrays = [preprocess(r.decoded.image) for r in results if r.ok]  # each (3, H, W)
-    return PixelBatch(results, _stack(arrays) if arrays else None)
+    return PixelBatch(results, stack_pixels(arrays) if arrays else None)
 
 
-def _stack(arrays: list):
+def stack_pixels(arrays: list):
+    """Preprocessed images, each (3, H, W), as one (N, 3, H, W) numpy array or tensor."""
     if isinstance(arrays[0], np.ndarray):
         return np.stack(arrays)
     import torch

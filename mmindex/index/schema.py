@@ -9,8 +9,11 @@ from __future__ import annotations
 import pyarrow as pa
 
 FORMAT_VERSION = 1
-VECTOR_TABLES = ("images", "texts")
+VECTOR_TABLES = ("images", "texts", "tiles")
+SEARCH_TABLES = ("images", "texts")  # what a search targets; tiles are found through images
 TABLES = VECTOR_TABLES + ("errors",)
+# Tables an index written before them lacks: its manifest reads them as empty (data/tiles.py).
+OPTIONAL_TABLES = ("tiles",)
 
 _FILE_FIELDS = [
     pa.field("id", pa.int64(), nullable=False),
@@ -62,6 +65,19 @@ def texts_schema(dim: int) -> pa.Schema:
     ])
 
 
+def tiles_schema(dim: int) -> pa.Schema:
+    """One row per tile of an image (data/tiles.py); the file columns are the image's, so a
+    tile whose image changed (another sha256) or went (no image_id) is known to be stale."""
+    return pa.schema(_FILE_FIELDS + [
+        pa.field("image_id", pa.int64(), nullable=False),
+        pa.field("x0", pa.int32()),  # the box in the image's full-resolution pixels
+        pa.field("y0", pa.int32()),
+        pa.field("x1", pa.int32()),  # exclusive
+        pa.field("y1", pa.int32()),
+        pa.field("embedding", embedding_type(dim)),
+    ])
+
+
 ERRORS_SCHEMA = pa.schema(_FILE_FIELDS + [
     pa.field("table", pa.string()),  # which table the file was meant for
     pa.field("reason", pa.string()),
@@ -69,8 +85,8 @@ ERRORS_SCHEMA = pa.schema(_FILE_FIELDS + [
 
 
 def table_schema(table: str, dim: int) -> pa.Schema:
-    return {"images": images_schema, "texts": texts_schema}[table](dim) if table != "errors" \
-        else ERRORS_SCHEMA
+    schemas = {"images": images_schema, "texts": texts_schema, "tiles": tiles_schema}
+    return schemas[table](dim) if table != "errors" else ERRORS_SCHEMA
 
 
 def conform(table: pa.Table, schema: pa.Schema, columns=None) -> pa.Table:

@@ -30,7 +30,14 @@ from mmindex.errors import (
     MissingFileError,
     MmindexError,
 )
-from mmindex.index.schema import FORMAT_VERSION, TABLES, VECTOR_TABLES, conform, table_schema
+from mmindex.index.schema import (
+    FORMAT_VERSION,
+    OPTIONAL_TABLES,
+    TABLES,
+    VECTOR_TABLES,
+    conform,
+    table_schema,
+)
 from mmindex.models.encoder import EncoderInfo
 
 MANIFEST = "manifest.json"
@@ -61,6 +68,7 @@ class Manifest:
     next_id: int
     tables: dict[str, TableState]
     updated: float = field(default_factory=time.time)
+    tiling: dict | None = None  # data/tiles.TileSpec.to_dict() when images are also tiled
 
     def to_json(self) -> str:
         data = asdict(self)
@@ -83,10 +91,11 @@ class Manifest:
             tables = {name: TableState(tuple(t["shards"]), t["rows"], t.get("faiss"), t.get("index"),
                                        t.get("checksums"))
                       for name, t in data["tables"].items()}
+            tables |= {name: TableState() for name in OPTIONAL_TABLES if name not in tables}
             if set(tables) != set(TABLES):
                 raise KeyError(f"tables {sorted(tables)}, expected {sorted(TABLES)}")
             return cls(FORMAT_VERSION, data["generation"], EncoderInfo(**data["model"]),
-                       data["next_id"], tables, data.get("updated", 0.0))
+                       data["next_id"], tables, data.get("updated", 0.0), data.get("tiling"))
         except (KeyError, TypeError) as exc:
             raise IndexFormatError(f"{where} is damaged ({exc}); run `mmindex doctor`") from None
 

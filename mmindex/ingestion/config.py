@@ -7,6 +7,7 @@ from pathlib import Path
 
 from mmindex.data.images import DEFAULT_MAX_PIXELS
 from mmindex.data.pdf import DEFAULT_MAX_PAGES
+from mmindex.data.tiles import TileSpec
 from mmindex.errors import UserInputError
 
 
@@ -34,6 +35,9 @@ class IngestConfig:
     device: str = "cpu"  # "cuda": the encoder on a GPU (each Ray actor then holds one)
     actors: int = 1  # Ray encoder actors; on a cluster, one per GPU or per node's share of CPUs
     actor_cpus: int = 0  # CPUs each Ray actor holds and torch uses; 0: 1 held, all cores used
+    # Tiles of large images (data/tiles.py): a TileSpec starts or changes tiling, "off" removes
+    # the index's tiles, None keeps what the index recorded (ingestion/tiles.py)
+    tiles: TileSpec | str | None = None
 
     def __post_init__(self):
         if self.executor not in ("local", "ray", "auto"):
@@ -45,3 +49,5 @@ class IngestConfig:
             raise UserInputError(f"--pdf-dpi must be between 1 and 1200, not {self.pdf_dpi}")
         if self.max_pdf_pages < 1:
             raise UserInputError(f"--max-pdf-pages must be at least 1, not {self.max_pdf_pages}")
+        if not (self.tiles is None or self.tiles == "off" or isinstance(self.tiles, TileSpec)):
+            raise UserInputError(f"tiles must be a TileSpec, 'off' or None, not {self.tiles!r}")

@@ -6,7 +6,7 @@ import contextlib
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -41,6 +41,7 @@ from mmindex.ingestion.encoders import (
     TextBatchEncoder,
     image_columns,
 )
+from mmindex.ingestion.tiles import TilesSummary, update_tiles
 from mmindex.models.registry import (
     canonical_spec,
     check_device,
@@ -70,6 +71,7 @@ class IngestSummary:
     errors: tuple[FileError, ...] = ()
     # text files not indexed because they sit beside photos (data/scan.py says why)
     texts_beside_images: tuple[str, ...] = ()
+    tiles: TilesSummary | None = None  # the tiles pass, when the index tiles its images
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -86,7 +88,10 @@ def ingest(config: IngestConfig, progress: Progress | None = None) -> IngestSumm
         run.process_images()
         run.process_texts()
         run.finish()
-        return run.summary(time.monotonic() - started)
+        c = config
+        tiles = update_tiles(writer, c.tiles, lambda: run.encoder, run.progress, c.batch_size,
+                             c.commit_every, c.max_pixels)  # once the images are committed
+        return replace(run.summary(time.monotonic() - started), tiles=tiles)
 
 
 def _check_roots(roots) -> list[Path]:

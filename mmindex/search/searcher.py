@@ -18,7 +18,7 @@ from mmindex.core.paths import default_index_dir
 from mmindex.data.pages import where_in_file
 from mmindex.errors import MissingFileError, ModelMismatchError, UserInputError
 from mmindex.index import store
-from mmindex.index.schema import VECTOR_TABLES, table_schema
+from mmindex.index.schema import SEARCH_TABLES, VECTOR_TABLES, table_schema
 from mmindex.index.storage import index_root
 from mmindex.index.vectors import VectorIndex
 from mmindex.search.lexical import (
@@ -55,6 +55,7 @@ class Hit:
     lens: str | None = None
     latitude: float | None = None
     longitude: float | None = None
+    box: tuple[int, int, int, int] | None = None  # images: the tile that matched (x0, y0, x1, y1)
 
     def to_dict(self) -> dict:
         return {k: v for k, v in asdict(self).items() if v is not None}
@@ -219,7 +220,8 @@ class Index:
                vector: np.ndarray | None = None, plus: Sequence[str | Path] = (),
                minus: Sequence[str | Path] = (), k: int = 10, target: str = "images",
                where: str | None = None, min_score: float | None = None,
-               sort: str | None = None, mode: str | None = None) -> list[Hit]:
+               sort: str | None = None, mode: str | None = None,
+               tiles: bool | None = None, rerank: int = 0) -> list[Hit]:
         """At most one of query (text), image (a file) or vector, plus or minus other texts
         (str) and images (Path); the query text may carry its own terms, `beach +sunset
         -people` (search/query.py). The top k of `target`, best first, or ordered by a
@@ -229,20 +231,33 @@ class Index:
         `mode`: "vector" (embeddings; score: cosine), "lexical" (BM25 over the texts; on
         images, over each page's text layer; score: BM25) or "hybrid" (both, merged by
         reciprocal rank fusion; score: the fused one): search/lexical.py. None picks hybrid
-        for a text query over texts without min_score (a cosine threshold), else vector."""
-        if target not in VECTOR_TABLES:
-            raise UserInputError(f"target must be one of {', '.join(VECTOR_TABLES)}, not {target!r}")
+        for a text query over texts without min_score (a cosine threshold), else vector.
+        In vector mode, images with tile vectors are searched through them too (`tiles`:
+        None when the index has them; the hit's `box` is the tile), and `rerank` > 0
+        re-scores that many candidates by MaxSim over their tiles (search/tiles.py)."""
+        if target not in SEARCH_TABLES:
+            raise UserInputError(f"target must be one of {', '.join(SEARCH_TABLES)}, not {target!r}")
         if k < 1:
             raise UserInputError(f"k must be at least 1, not {k}")
+        tiled = self._tile_options(target, tiles, rerank)
         sort_key = self._sort_key(target, sort) if sort else None  # refused before encoding
         mode = self._resolved_mode(mode, target, query, image, vector, [*plus, *minus],
                                    min_score)
+        if mode != "vector" and (tiles or rerank):
+            raise UserInputError(f"tiles and the re-rank score by vectors: use --mode vector, "
+                                 f"not {mode}")
         if mode != "lexical":
             vector = self._query_vector(query, image, vector, list(plus), list(minus))
         allowed = self.filter_ids(target, where) if where else None
         if allowed is not None and len(allowed) == 0:
             return []
-        if mode == "vector":
+        if mode == "vector" and tiled:
+            from mmindex.search.tiles import search_images
+
+            found = search_images(self, vector, k, allowed, *tiled)
+            hits = self._hits(target, [f.score for f in found], [f.id for f in found], min_score,
+                              {f.id: f.box for f in found})
+        elif mode == "vector":
             scores, ids = self.vectors(target).search(vector[None, :], k, allowed)  # (1, k) each
             hits = self._hits(target, scores[0], ids[0], min_score)
         else:
@@ -319,6 +334,21 @@ class Index:
                 self._pages.setdefault((path, page), []).append(row_id)
         return self._pages
 
+    def _tile_options(self, target: str, tiles: bool | None, rerank: int):
+        """(use tiles, rerank depth) for search/tiles.py, or None for the plain search."""
+        from mmindex.search.tiles import has_tiles, require_tiles
+
+        if rerank < 0:
+            raise UserInputError(f"rerank must be 0 (off) or a number of candidates, not {rerank}")
+        if target != "images":
+            if tiles or rerank:
+                raise UserInputError("tiles and the re-rank apply to image searches only")
+            return None
+        if tiles or rerank:
+            require_tiles(self, "--rerank" if rerank else "--tiles")
+        use = has_tiles(self) if tiles is None else tiles
+        return (use, rerank) if use or rerank else None
+
     def _sort_key(self, target: str, sort: str):
         """A function ordering hits by `sort`: a column of `target` (or "score"), with a
         leading "-" for descending; unknown (null) values go last in both directions."""
@@ -336,6 +366,11 @@ class Index:
                            key=lambda h: values[h.id], reverse=descending)
             return known + [h for h in hits if values[h.id] is None]
         return ordered
+
+    def query_vector(self, query: str | None = None, *, image: str | Path | None = None,
+                     plus: Sequence[str | Path] = (), minus: Sequence[str | Path] = ()):
+        """The unit vector a search with these arguments looks for, (D,)."""
+        return self._query_vector(query, image, None, list(plus), list(minus))
 
     def _query_vector(self, query, image, vector, plus: list, minus: list) -> np.ndarray:
         parsed = parse_query(query) if query is not None else ParsedQuery("")
@@ -397,7 +432,7 @@ class Index:
         return UserInputError(f"--where {where!r} is not a usable predicate: "
                               f"{str(exc).splitlines()[0]} (columns: {columns})")
 
-    def _hits(self, target: str, scores, ids, min_score) -> list[Hit]:
+    def _hits(self, target: str, scores, ids, min_score, boxes=None) -> list[Hit]:
         found = [(float(s), int(i)) for s, i in zip(scores, ids) if i >= 0]
         if min_score is not None:
             found = [(s, i) for s, i in found if s >= min_score]
@@ -411,7 +446,8 @@ class Index:
                             page=row.get("page"),
                             taken=taken.isoformat() if taken is not None else None,
                             camera=row.get("camera"), lens=row.get("lens"),
-                            latitude=row.get("latitude"), longitude=row.get("longitude")))
+                            latitude=row.get("latitude"), longitude=row.get("longitude"),
+                            box=(boxes or {}).get(row_id)))
         return hits
 
     def _rows_by_id(self, target: str, ids: list[int]) -> dict[int, dict]:

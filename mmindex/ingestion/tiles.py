@@ -1,0 +1,204 @@
+"""The tiles pass: after an ingest has committed its images, give every large image its tile
+vectors (data/tiles.py's rule) and drop the tiles of images that went or changed.
+
+It runs once at the end of `ingest`, in process, and only reads what the images table
+already says (id, path, sha256, size), so it is the same whichever executor encoded the
+images. It is idempotent and resumable: a tile row names its image's id and sha256, so an
+image whose tiles are there and current is skipped, a killed pass keeps what it committed,
+and an image replaced in place (same id, new content) or removed loses its old tiles. An
+image moved or copied (same sha256, same spec) gets the tiles of its twin without encoding.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+import numpy as np
+import pyarrow as pa
+
+from mmindex.core.progress import Progress, no_progress
+from mmindex.data.batches import read_image, stack_pixels
+from mmindex.data.images import DEFAULT_MAX_PIXELS
+from mmindex.data.tiles import TileSpec, crop_tiles, decode_side, tile_boxes
+from mmindex.index import store
+from mmindex.index.schema import embedding_type, table_schema
+from mmindex.index.vectors import VectorIndex
+
+TILE = "tiles"
+OFF = "off"  # IngestConfig.tiles: remove the index's tiles and stop tiling
+_KEY_COLUMNS = ["id", "path", "size", "mtime_ns", "sha256"]
+_BOX = ("x0", "y0", "x1", "y1")
+
+
+@dataclass(frozen=True)
+class TilesSummary:
+    images: int  # images given tiles in this pass
+    encoded: int  # tile vectors computed
+    copied: int  # tile vectors taken from an identical image's tiles
+    removed: int  # stale tiles removed
+    failed: int  # images that could not be decoded now (they keep their whole vector)
+
+
+def requested_spec(asked: TileSpec | str | None, manifest: store.Manifest) -> TileSpec | None:
+    """The spec this ingest tiles with: the one asked for, else the one the index recorded."""
+    if asked == OFF:
+        return None
+    if asked is not None:
+        return asked
+    return TileSpec.from_dict(manifest.tiling) if manifest.tiling else None
+
+
+def update_tiles(writer: store.StoreWriter, asked: TileSpec | str | None, encoder_of: Callable,
+                 progress: Progress = no_progress, batch_size: int = 32,
+                 commit_every: int = 2048, max_pixels: int = DEFAULT_MAX_PIXELS) -> TilesSummary:
+    """Bring the tiles table in line with the images table and the spec; commit as it goes.
+    `encoder_of()` gives the index's encoder (loaded only when something is encoded)."""
+    manifest = writer.manifest
+    spec = requested_spec(asked, manifest) if manifest else None
+    if manifest is None or (spec is None and not manifest.tiling and
+                            not manifest.tables[TILE].rows):
+        return TilesSummary(0, 0, 0, 0, 0)
+    plan = _plan(writer, spec)
+    writer.manifest = replace(writer.manifest, tiling=spec.to_dict() if spec else None)
+    batch = _TileCommits(writer, commit_every)
+    batch.remove(plan.stale_ids)
+    side = manifest.model.image_size
+    encoded = copied = failed = done = 0
+    for image in plan.todo:
+        boxes = tile_boxes(image["width"], image["height"], spec, side)
+        twin = plan.twins.get((image["sha256"], tuple(boxes)))
+        if twin is not None:
+            batch.add(image, boxes, twin)
+            copied += len(boxes)
+        else:
+            vectors = _encode_tiles(encoder_of(), image, boxes, batch_size, max_pixels)
+            if vectors is None:
+                failed += 1
+            else:
+                batch.add(image, boxes, vectors)
+                encoded += len(boxes)
+        done += 1
+        progress("encoding tiles", done, len(plan.todo))
+        batch.maybe_commit()
+    batch.flush(force=True)
+    return TilesSummary(done - failed, encoded, copied, len(plan.stale_ids), failed)
+
+
+@dataclass(frozen=True)
+class _Plan:
+    todo: list[dict]  # image rows (id, path, size, mtime_ns, sha256, width, height) to tile
+    stale_ids: set[int]  # tile ids to remove
+    twins: dict  # (sha256, boxes) -> (T, D) vectors of current tiles of identical content
+
+
+def _plan(writer: store.StoreWriter, spec: TileSpec | None) -> _Plan:
+    root, manifest = writer.root, writer.manifest
+    images = store.read_table(root, manifest, "images", _KEY_COLUMNS + ["width", "height"])
+    tiles = store.read_table(root, manifest, TILE)
+    recorded = TileSpec.from_dict(manifest.tiling) if manifest.tiling else None
+    live = {(row["id"], row["sha256"]) for row in images.select(["id", "sha256"]).to_pylist()}
+    keys = tiles.select(["id", "image_id", "sha256", *_BOX]).to_pylist()
+    same_spec = spec is not None and spec == recorded
+    current = [t for t in keys if same_spec and (t["image_id"], t["sha256"]) in live]
+    stale = {t["id"] for t in keys} - {t["id"] for t in current}
+    tiled = {t["image_id"] for t in current}
+    if spec is None:
+        return _Plan([], stale, {})
+    side = manifest.model.image_size
+    todo = [row for row in images.to_pylist()
+            if row["id"] not in tiled and tile_boxes(row["width"], row["height"], spec, side)]
+    return _Plan(todo, stale, _twins(tiles, current))
+
+
+def _twins(tiles: pa.Table, current: list[dict]) -> dict:
+    """(sha256, boxes) -> the vectors of one image's current tiles, in box order."""
+    if not current:
+        return {}
+    position = {tile_id: i for i, tile_id in enumerate(tiles.column("id").to_pylist())}
+    vectors = np.stack(tiles.column("embedding").to_numpy(zero_copy_only=False))  # (T, D)
+    grouped: dict[int, list[dict]] = {}
+    for t in current:
+        grouped.setdefault(t["image_id"], []).append(t)
+    twins = {}
+    for rows in grouped.values():
+        rows.sort(key=lambda t: t["id"])  # ids ascend in box order when written
+        boxes = tuple(tuple(t[c] for c in _BOX) for t in rows)
+        positions = [position[t["id"]] for t in rows]
+        twins.setdefault((rows[0]["sha256"], boxes), vectors[positions])
+    return twins
+
+
+def _encode_tiles(encoder, image: dict, boxes, batch_size: int, max_pixels: int):
+    """(T, D) vectors of the image's tiles, or None when the file cannot be decoded now."""
+    side = encoder.info.image_size
+    need = decode_side(image["width"], image["height"], boxes, side)
+    result = read_image(image["path"], need, max_pixels)
+    if not result.ok:
+        return None
+    crops = crop_tiles(result.decoded.image, result.decoded.width, result.decoded.height, boxes)
+    out = []
+    for start in range(0, len(crops), batch_size):
+        pixels = stack_pixels([encoder.preprocess(c) for c in crops[start:start + batch_size]])
+        out.append(encoder.encode_images(pixels))  # (B, D)
+    return np.concatenate(out)
+
+
+class _TileCommits:
+    """Tile rows and removals waiting for the next commit, and the tiles' FAISS index."""
+
+    def __init__(self, writer: store.StoreWriter, commit_every: int):
+        self.writer, self.commit_every = writer, commit_every
+        self.index = store.read_vectors(writer.root, writer.manifest, TILE)
+        self.rows: list[dict] = []
+        self.vectors: list[np.ndarray] = []
+        self.removals: set[int] = set()
+
+    def add(self, image: dict, boxes, vectors: np.ndarray) -> None:
+        for box, vector in zip(boxes, vectors):
+            row = {c: image[c] for c in _KEY_COLUMNS} | dict(zip(_BOX, box))
+            self.rows.append(row | {"id": self.writer.new_id(), "image_id": image["id"]})
+            self.vectors.append(np.asarray(vector, np.float32))
+
+    def remove(self, ids) -> None:
+        self.removals.update(int(i) for i in ids)
+
+    def maybe_commit(self) -> None:
+        if len(self.rows) + len(self.removals) >= self.commit_every:
+            self.flush()
+
+    def flush(self, force: bool = False) -> None:
+        """Commit what is pending; `force` commits even nothing, so a changed spec lands."""
+        if not (self.rows or self.removals or force):
+            return
+        added = _to_arrow(self.rows, self.vectors, self.writer.manifest.model.dim)
+        self.index.remove(self.removals)
+        if added is not None:
+            self.index.add(np.array([r["id"] for r in self.rows]), np.stack(self.vectors))
+        if self.index.needs_rebuild():
+            self.index = _rebuilt(self.writer, self.index, added)
+        self.writer.commit({TILE: store.TableChange(added, set(self.removals))},
+                           {TILE: self.index.to_bytes()}, {TILE: self.index.describe()})
+        self.rows, self.vectors, self.removals = [], [], set()
+
+
+def _rebuilt(writer: store.StoreWriter, index: VectorIndex, added: pa.Table | None):
+    """Flat below the size threshold, IVF above: the kind follows the table's size."""
+    ids = index.ids()
+    stored = store.read_table(writer.root, writer.manifest, TILE, ["id", "embedding"])
+    if added is not None:
+        stored = pa.concat_tables([stored, added.select(["id", "embedding"])])
+    keep = np.isin(stored.column("id").to_numpy(), ids)
+    vectors = np.stack(stored.column("embedding").to_numpy(zero_copy_only=False))[keep]
+    return VectorIndex.build(stored.column("id").to_numpy()[keep], vectors,
+                             writer.manifest.model.dim)
+
+
+def _to_arrow(rows: list[dict], vectors: list[np.ndarray], dim: int) -> pa.Table | None:
+    if not rows:
+        return None
+    schema = table_schema(TILE, dim)
+    flat = pa.array(np.stack(vectors).ravel(), pa.float32())  # (N * D,)
+    embedding = pa.FixedSizeListArray.from_arrays(flat, dim)
+    meta = pa.Table.from_pylist(rows, schema=schema.remove(schema.get_field_index("embedding")))
+    return meta.append_column(pa.field("embedding", embedding_type(dim)), embedding)
