@@ -36,8 +36,8 @@ class Answerer(Protocol):
 
     def answer(self, prompt: str, images: Sequence[Path], max_new_tokens: int,
                on_text: OnText | None = None) -> tuple[str, int]:
-        """(answer text, new tokens) for `prompt` about `images` (none: text only); `on_text`
-        receives the text as it is generated."""
+        """(answer text, new tokens) for `prompt` about `images` (paths, or data/tiles.View
+        boxes of them; none: text only); `on_text` receives the text as it is generated."""
 
 
 @dataclass(frozen=True)
@@ -90,9 +90,9 @@ class PretrainedAnswerer:
 
     def answer(self, prompt: str, images: Sequence[Path], max_new_tokens: int,
                on_text: OnText | None = None) -> tuple[str, int]:
-        from mmindex.data.batches import read_image
+        from mmindex.data.batches import read_view
 
-        pictures = [read_image(path, self.model.image_side).require().image for path in images]
+        pictures = [read_view(path, self.model.image_side).require().image for path in images]
         return self.model.answer(prompt, pictures, max_new_tokens, on_text)
 
 

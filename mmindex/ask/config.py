@@ -18,3 +18,8 @@ class AskConfig:
     joint: bool = False
     texts: int = 2  # passages of the index's texts given as evidence, when they pass
     text_threshold: float | None = None  # None: the image threshold
+    # Tiles of a large image shown beside it (the whole image, as the thumbnail), the ones
+    # the question matches best: each costs one more image's tokens. 0: the whole image
+    # only (the default: unmeasured on VQA, and the trained projector saw one image a
+    # prompt; docs/resolution.md). Needs an index with tiles; not with `joint`.
+    tiles: int = 0

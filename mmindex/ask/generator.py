@@ -107,6 +107,8 @@ class Generator:
         """The answer with its citations; `on_text` receives the answer's text as it is
         generated (nothing when it abstains), for a terminal or an HTTP stream."""
         started = time.perf_counter()
+        if config.tiles:
+            _check_tiles(self.index, config)
         hits = self.index.search(question, k=config.k, where=config.where)
         threshold = config.threshold
         if threshold is None:
@@ -126,7 +128,8 @@ class Generator:
                                                     _trimmed(on_text))
             own = [None] * len(hits)
         else:
-            text, new_tokens, own = self._answer_each(prompt, paths, config.max_new_tokens,
+            shown = [self._views(question, h, config.tiles) for h in hits]
+            text, new_tokens, own = self._answer_each(prompt, shown, config.max_new_tokens,
                                                       on_text)
         citations = tuple(Citation(i, h.id, h.path, h.score, answer, h.page)
                           for i, (h, answer) in enumerate(zip(hits, own), 1))
@@ -152,19 +155,45 @@ class Generator:
                      for i, h in enumerate((h for h in hits
                                             if floor is None or h.score >= floor), 1))
 
-    def _answer_each(self, prompt: str, images: Sequence[Path], max_new_tokens: int,
+    def _views(self, question: str, hit, tiles: int) -> list:
+        """What one retrieved image is shown as: the whole image, then (with `tiles`) its
+        tiles that best match the question, best first, at most `tiles` of them."""
+        whole = Path(hit.path)
+        if tiles <= 0:
+            return [whole]
+        from mmindex.data.tiles import View
+        from mmindex.search.tiles import tile_scores_of
+
+        boxes, scores = tile_scores_of(self.index, self.index.query_vector(question), hit.id)
+        best = np.argsort(-scores, kind="stable")[:tiles]
+        return [whole] + [View(whole, boxes[i]) for i in best]
+
+    def _answer_each(self, prompt: str, images: Sequence, max_new_tokens: int,
                      on_text: Callable[[str], None] | None = None):
-        """Ask each image alone: the text is one "[tag] answer" line per image, streamed as
-        it is generated; also returns the new tokens and each image's own answer."""
+        """Ask each image alone (an image: a path, or a list of views of one image): the text
+        is one "[tag] answer" line per image, streamed as it is generated; also returns the
+        new tokens and each image's own answer."""
         answers, new_tokens = [], 0
         for tag, image in enumerate(images, 1):
             if on_text is not None:
                 on_text(("\n" if tag > 1 else "") + f"[{tag}] ")
-            text, n = self.answerer.answer(prompt, [image], max_new_tokens, _trimmed(on_text))
+            views = image if isinstance(image, list) else [image]
+            text, n = self.answerer.answer(prompt, views, max_new_tokens, _trimmed(on_text))
             answers.append(text)
             new_tokens += n
         text = "\n".join(f"[{tag}] {answer}" for tag, answer in enumerate(answers, 1))
         return text, new_tokens, answers
+
+
+def _check_tiles(index, config: AskConfig) -> None:
+    from mmindex.search.tiles import require_tiles
+
+    if config.tiles < 0:
+        raise UserInputError(f"--tiles must be 0 or a number of tiles, not {config.tiles}")
+    if config.joint:
+        raise UserInputError("--tiles shows each retrieved image with its tiles, one image "
+                             "at a time; it does not combine with --joint")
+    require_tiles(index, "ask --tiles")
 
 
 def with_passages(question: str, passages: Sequence[Passage]) -> str:

@@ -67,6 +67,10 @@ def ask(
         AskConfig, "texts", "--texts", min=0, help="Passages of the index's texts given as "
         "evidence when they pass the threshold (0: none)"
     ),
+    tiles: int = config_option(
+        AskConfig, "tiles", "--tiles", min=0, help="Also show each image's N tiles that best "
+        "match the question (an index with tiles; each costs one image's tokens)"
+    ),
     index: Path | None = IndexOption,
     generator_spec: str | None = GeneratorOption,
     projector: Path | None = ProjectorOption,
@@ -85,7 +89,7 @@ def ask(
         question,
         AskConfig(
             k=k, where=where, threshold=threshold, max_new_tokens=max_new_tokens, joint=joint,
-            texts=texts,
+            texts=texts, tiles=tiles,
         ),
         on_text=None if as_json else lambda text: _echo_piece(streamed, text),
     )

@@ -37,6 +37,9 @@ def make_shapes(
         help="How the scenes are drawn and worded: flat (the original), textured, rotated; "
         "several, comma-separated, take turns (flat,textured)",
     ),
+    canvas: int = typer.Option(
+        0, "--canvas", min=0, help="Draw each --size scene at a random place of a canvas this "
+        "many pixels wide (small objects in a large image; pairs get the scene's box)"),
     as_json: bool = JsonOption,
 ):
     """Write a synthetic shapes split: PNGs, pairs.parquet and questions.parquet."""
@@ -45,7 +48,8 @@ def make_shapes(
     from mmindex.data.shapes import write_shapes
 
     summary = write_shapes(
-        out, n, seed=seed, size=size, background=background, overwrite=overwrite, style=style
+        out, n, seed=seed, size=size, background=background, overwrite=overwrite, style=style,
+        canvas=canvas,
     )
     if as_json:
         print_json(asdict(summary))

@@ -15,6 +15,7 @@ import numpy as np
 from mmindex.data.images import DEFAULT_MAX_PIXELS, DecodedImage, DecodeError, decode_image
 from mmindex.data.pages import split_page_item
 from mmindex.data.pdf import render_page
+from mmindex.data.tiles import View, crop_tiles
 from mmindex.errors import UserInputError
 
 
@@ -73,15 +74,35 @@ def read_image(path: str | Path, min_side: int, max_pixels: int = DEFAULT_MAX_PI
         return ImageResult(str(path), None, f"cannot read file: {exc.strerror or exc}")
 
 
-def load_pixels(paths: Sequence[str | Path], preprocess: Callable, min_side: int,
+def read_view(item: str | Path | View, min_side: int, max_pixels: int = DEFAULT_MAX_PIXELS,
+              pdf_dpi: float | None = None) -> ImageResult:
+    """read_image of a path, or of a View: the file decoded at full size and cropped to the
+    box (the result's size is the box's)."""
+    if not isinstance(item, View):
+        return read_image(item, min_side, max_pixels, pdf_dpi)
+    width, height = item.box[2] - item.box[0], item.box[3] - item.box[1]
+    whole = read_image(item.path, 0, max_pixels, pdf_dpi)  # full size: the box's pixels count
+    if not whole.ok:
+        return whole
+    full = whole.decoded
+    x0, y0, x1, y1 = item.box
+    if not (0 <= x0 < x1 <= full.width and 0 <= y0 < y1 <= full.height):
+        return ImageResult(str(item.path), None, f"the box {item.box} is outside the "
+                           f"{full.width}x{full.height} image")
+    crop = crop_tiles(full.image, full.width, full.height, [item.box])[0]
+    return ImageResult(str(item.path), DecodedImage(crop, width, height, full.format))
+
+
+def load_pixels(paths: Sequence[str | Path | View], preprocess: Callable, min_side: int,
                 max_pixels: int = DEFAULT_MAX_PIXELS,
                 pool: Executor | None = None, pdf_dpi: float | None = None) -> PixelBatch:
-    """Decode `paths` (files or page items, in `pool`'s threads when given: Pillow releases
-    the GIL) and stack the preprocessed usable ones: a numpy array when `preprocess` gives
-    arrays (an exported model's), else a torch tensor."""
+    """Decode `paths` (files, page items or Views, in `pool`'s threads when given: Pillow
+    releases the GIL) and stack the preprocessed usable ones: a numpy array when
+    `preprocess` gives arrays (an exported model's), else a torch tensor. A View is its box
+    of the file (read_view)."""
 
     def read(path):
-        return read_image(path, min_side, max_pixels, pdf_dpi)
+        return read_view(path, min_side, max_pixels, pdf_dpi)
 
     results = list(pool.map(read, paths) if pool else map(read, paths))
     arrays = [preprocess(r.decoded.image) for r in results if r.ok]  # each (3, H, W)

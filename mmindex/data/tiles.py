@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -64,6 +65,15 @@ class TileSpec:
     @classmethod
     def from_dict(cls, data: dict) -> TileSpec:
         return cls(int(data["max_tiles"]), float(data["overlap"]), int(data.get("min_side", 0)))
+
+
+@dataclass(frozen=True)
+class View:
+    """A box of an image file, shown to a model as an image of its own (`ask` gives it the
+    whole image and its best tiles); data/batches.py reads it wherever a path is read."""
+
+    path: Path
+    box: Box  # in the image's full-resolution pixels
 
 
 def parse_tile_spec(budget: str | int, overlap: float = DEFAULT_OVERLAP,

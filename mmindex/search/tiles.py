@@ -166,12 +166,14 @@ def write_heatmaps(index, hits, vector: np.ndarray, out_dir, max_side: int = 102
 
     from mmindex.core.atomic import atomic_path
     from mmindex.data.batches import read_image
+    from mmindex.data.pages import page_item
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     written = []
     for hit in (h for h in hits if h.table == "images"):
-        picture = read_image(hit.path, max_side).require().image
+        item = page_item(hit.path, hit.page) if getattr(hit, "page", None) else hit.path
+        picture = read_image(item, max_side).require().image  # a PDF hit: its page
         picture.thumbnail((max_side, max_side))
         target = out / f"{hit.rank:03d}-{Path(hit.path).stem}.png"
         with atomic_path(target) as tmp:

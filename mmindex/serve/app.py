@@ -8,6 +8,7 @@ status in one place, and every error response is `{"error": code, "message": tex
 from __future__ import annotations
 
 import hmac
+import io
 import json
 import logging
 import mimetypes
@@ -111,6 +112,8 @@ class HitOut(BaseModel):
     lens: str | None = None
     latitude: float | None = None
     longitude: float | None = None
+    box: list[int] | None = Field(None, description="images: the tile that matched, "
+                                  "[x0, y0, x1, y1] in the image's pixels")
     image_url: str | None = None
     thumb_url: str | None = None
 
@@ -199,6 +202,8 @@ Mode = Annotated[Literal["vector", "lexical", "hybrid"] | None, Query(descriptio
     "vector (score: cosine), lexical (BM25 over texts, or over a page's text layer; score: "
     "BM25) or hybrid (reciprocal rank fusion of both). Default: hybrid for q over texts "
     "without min_score, else vector"))]
+Rerank = Annotated[DecimalInt, Query(ge=0, le=MAX_K, description=(
+    "re-score this many top images by MaxSim over their tiles (an index with tiles); 0: off"))]
 
 
 @api.get("/search", response_model=SearchOut, response_model_exclude_none=True,
@@ -209,20 +214,21 @@ def search_get(
     like: Annotated[DecimalInt | None, Query(description="id of an indexed image: find similar "
                                       "ones")] = None,
     k: K = 12, target: TargetParam = "images", min_score: MinScore = None, filters: Filters = (),
-    sort: Sort = None, mode: Mode = None,
+    sort: Sort = None, mode: Mode = None, rerank: Rerank = 0,
 ) -> dict:
-    """Text search (`q`), or search by an indexed image (`like`): give exactly one."""
+    """Text search (`q`), or search by an indexed image (`like`): give exactly one. An index
+    with tiles is searched through them too (a hit's `box` is the tile that matched)."""
     if (q is None) == (like is None):
         raise ApiError(400, "give exactly one of q (text) or like (an image id)")
     index = ctx.live.get()
     where = compile_filters(target, filters)
     if q is not None:
         hits = index.search(q, k=k, target=target, where=where, min_score=min_score, sort=sort,
-                            mode=mode)
+                            mode=mode, rerank=rerank)
     else:
         image = _image_file(index, like)
         hits = index.search(image=image, k=k, target=target, where=where, min_score=min_score,
-                            sort=sort, mode=mode)
+                            sort=sort, mode=mode, rerank=rerank)
     return _search_out(index, target, hits)
 
 
@@ -337,6 +343,56 @@ def image_thumb(image_id: str, ctx: Context) -> Response:
         raise ApiError(404, f"image {image_id} no longer decodes: {exc}") from None
     return Response(jpeg, media_type="image/jpeg",
                     headers={"Cache-Control": "private, max-age=60"})
+
+
+# -- where in the image ---------------------------------------------------------------------
+HEATMAP_SIDE = 512  # the heatmap PNG's long side: a result's size on the page, not the photo's
+Query_q = Annotated[str, Query(min_length=1, max_length=1000, description="the text query")]
+
+
+class TileScore(BaseModel):
+    box: list[int] = Field(description="[x0, y0, x1, y1] in the image's pixels")
+    score: float
+
+
+class HeatmapOut(BaseModel):
+    id: int
+    width: int
+    height: int
+    grid: list[list[float | None]] = Field(description="rows x cols mean tile score per cell "
+                                           "(null: no tile covers it)")
+    tiles: list[TileScore]
+    whole: float = Field(description="the query's score with the whole-image vector")
+
+
+@api.get("/heatmap", response_model=HeatmapOut, responses=_errors(404))
+def heatmap_json(id: str, q: Query_q, ctx: Context) -> dict:
+    """Where in image `id` the text `q` matches: the query's score on each of the image's
+    tiles, and as a grid over the image (16 cells along its long side)."""
+    from mmindex.search.tiles import heatmap
+
+    index = ctx.live.get()
+    row = _image_row(index, id)
+    return heatmap(index, row["id"], index.query_vector(q)).to_dict()
+
+
+@api.get("/heatmap.png", responses=_errors(404, 409), response_class=Response,
+         response_description="the image (at most 512 px a side) with the heatmap drawn over it")
+def heatmap_png(id: str, q: Query_q, ctx: Context) -> Response:
+    """The image with the text query's heatmap over it: red where it matches best."""
+    from mmindex.search import tiles
+
+    index = ctx.live.get()
+    row = _image_row(index, id)
+    try:  # the checked file (or its PDF page), shrunk as a thumbnail is
+        jpeg = _checked(row, lambda r: thumbnail_jpeg(r, HEATMAP_SIDE))
+    except (DecodeError, OSError) as exc:
+        raise ApiError(404, f"image {id} no longer decodes: {exc}") from None
+    from PIL import Image
+
+    picture = Image.open(io.BytesIO(jpeg)).convert("RGB")
+    png = tiles.heatmap_png(picture, tiles.heatmap(index, row["id"], index.query_vector(q)))
+    return Response(png, media_type="image/png", headers={"Cache-Control": "private, max-age=60"})
 
 
 # -- duplicates ----------------------------------------------------------------------------

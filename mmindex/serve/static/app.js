@@ -72,15 +72,19 @@ function commonParams() {
   return params;
 }
 
+let lastText = null;  // the text query whose results are shown: "where?" asks about it
+
 async function searchText(query, link = true) {
   const params = commonParams();
   params.set("q", query);
   if (link) linkTo(params);
+  lastText = query;
   await run(`“${query}”`, () => api(`/api/search?${params}`));
 }
 
 // `label` names the image in the message: its file name, or its id when only the URL knew it.
 async function searchLike(id, label, link = true) {
+  lastText = null;
   const params = commonParams();
   params.set("like", id);
   if (link) linkTo(params);
@@ -89,6 +93,7 @@ async function searchLike(id, label, link = true) {
 
 async function searchUpload(file) {
   if (!file) return;
+  lastText = null;
   const form = new FormData();
   form.append("image", file);
   await run(`images like ${file.name}`,
@@ -171,10 +176,31 @@ function imageItem(hit) {
   button.append(img, span("score", hit.score.toFixed(3)), span("name", name));
   const when = whenAndWhere(hit);
   if (when) button.append(span("taken", when));
-  button.title = [hit.path, when].filter(Boolean).join("\n");
+  const tile = hit.box ? `matched in the tile ${hit.box[0]},${hit.box[1]} – ${hit.box[2]},${hit.box[3]}` : "";
+  button.title = [hit.path, when, tile].filter(Boolean).join("\n");
   button.addEventListener("click", () => searchLike(hit.id, name));
   item.append(button);
+  if (lastText) item.append(whereButton(hit, img, lastText));
   return item;
+}
+
+// "Where?": the thumbnail swaps to the image with the query's heatmap drawn over it, and back.
+function whereButton(hit, img, query) {
+  const where = document.createElement("button");
+  where.type = "button";
+  where.className = "where";
+  where.textContent = "Where?";
+  where.setAttribute("aria-pressed", "false");
+  where.setAttribute("aria-label", `where in ${baseName(hit.path)} is “${query}”`);
+  const params = new URLSearchParams({ id: hit.id, q: query });
+  where.addEventListener("click", () => {
+    const showing = where.getAttribute("aria-pressed") === "true";
+    where.setAttribute("aria-pressed", String(!showing));
+    img.classList.toggle("heat", !showing);
+    showImage(img, showing ? (hit.thumb_url || `/api/images/${hit.id}/thumb`)
+                           : `/api/heatmap.png?${params}`);
+  });
+  return where;
 }
 
 // "2024-07-01 09:00 · Google Pixel 7 · 43.70, 7.26": what the photo's EXIF says, if anything.
