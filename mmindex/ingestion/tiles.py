@@ -22,7 +22,6 @@ from mmindex.data.batches import read_image, stack_pixels
 from mmindex.data.images import DEFAULT_MAX_PIXELS
 from mmindex.data.tiles import TileSpec, crop_tiles, decode_side, tile_boxes
 from mmindex.index import store
-from mmindex.index.schema import embedding_type, table_schema
 from mmindex.index.vectors import VectorIndex
 
 TILE = "tiles"
@@ -171,7 +170,7 @@ class _TileCommits:
         """Commit what is pending; `force` commits even nothing, so a changed spec lands."""
         if not (self.rows or self.removals or force):
             return
-        added = _to_arrow(self.rows, self.vectors, self.writer.manifest.model.dim)
+        added = store.rows_to_table(TILE, self.rows, self.vectors, self.writer.manifest.model.dim)
         self.index.remove(self.removals)
         if added is not None:
             self.index.add(np.array([r["id"] for r in self.rows]), np.stack(self.vectors))
@@ -192,13 +191,3 @@ def _rebuilt(writer: store.StoreWriter, index: VectorIndex, added: pa.Table | No
     vectors = np.stack(stored.column("embedding").to_numpy(zero_copy_only=False))[keep]
     return VectorIndex.build(stored.column("id").to_numpy()[keep], vectors,
                              writer.manifest.model.dim)
-
-
-def _to_arrow(rows: list[dict], vectors: list[np.ndarray], dim: int) -> pa.Table | None:
-    if not rows:
-        return None
-    schema = table_schema(TILE, dim)
-    flat = pa.array(np.stack(vectors).ravel(), pa.float32())  # (N * D,)
-    embedding = pa.FixedSizeListArray.from_arrays(flat, dim)
-    meta = pa.Table.from_pylist(rows, schema=schema.remove(schema.get_field_index("embedding")))
-    return meta.append_column(pa.field("embedding", embedding_type(dim)), embedding)
