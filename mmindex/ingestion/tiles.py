@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -20,6 +21,7 @@ import pyarrow as pa
 from mmindex.core.progress import Progress, no_progress
 from mmindex.data.batches import read_image, stack_pixels
 from mmindex.data.images import DEFAULT_MAX_PIXELS
+from mmindex.data.scan import IMAGE_EXTENSIONS
 from mmindex.data.tiles import TileSpec, crop_tiles, decode_side, tile_boxes
 from mmindex.index import store
 from mmindex.index.vectors import VectorIndex
@@ -106,8 +108,15 @@ def _plan(writer: store.StoreWriter, spec: TileSpec | None) -> _Plan:
         return _Plan([], stale, {})
     side = manifest.model.image_size
     todo = [row for row in images.to_pylist()
-            if row["id"] not in tiled and tile_boxes(row["width"], row["height"], spec, side)]
+            if row["id"] not in tiled and _decodable(row["path"])
+            and tile_boxes(row["width"], row["height"], spec, side)]
     return _Plan(todo, stale, _twins(tiles, current))
+
+
+def _decodable(path: str) -> bool:
+    """A file the image decoder reads: not a document page (a PDF's rows are rendered by its
+    own reader, data/scan.py, and are not tiled yet)."""
+    return Path(path).suffix.lower() in IMAGE_EXTENSIONS
 
 
 def _twins(tiles: pa.Table, current: list[dict]) -> dict:
