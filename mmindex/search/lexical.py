@@ -73,8 +73,10 @@ class LexicalIndex:
         import bm25s
 
         self.ids = np.asarray(ids, dtype=np.int64)  # (N,)
-        self._bm25 = bm25s.BM25()
-        self._bm25.index([tokenize(t or "") for t in texts], show_progress=False)
+        tokens = [tokenize(t or "") for t in texts]
+        self._bm25 = bm25s.BM25() if any(tokens) else None  # bm25s refuses an empty vocabulary
+        if self._bm25 is not None:
+            self._bm25.index(tokens, show_progress=False)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -85,7 +87,7 @@ class LexicalIndex:
         only ids in `allowed` when given; none that contain every token of an excluded
         term ("-term" in a query)."""
         tokens = tokenize(query)
-        if not tokens or not len(self.ids):
+        if not tokens or self._bm25 is None:
             return np.zeros(0, np.float32), np.zeros(0, np.int64)
         scores = self._bm25.get_scores(tokens)  # (N,)
         keep = scores > 0

@@ -136,6 +136,8 @@ class Index:
                       where_timeout_s=self.where_timeout_s)
         if same_model:
             fresh._query_encoder = self._query_encoder
+        if _shards(manifest, "texts") == _shards(self.manifest, "texts"):
+            fresh._lexical = self._lexical  # the same shards hold the same texts: same BM25
         return fresh
 
     def _stat_shards(self, table: str) -> int:
@@ -468,6 +470,11 @@ class Index:
         model = self.manifest.model
         return IndexInfo(str(self.root), model.spec, model.dim, model.fingerprint,
                          self.manifest.generation, tables, errors)
+
+
+def _shards(manifest, table: str) -> tuple[str, ...] | None:
+    state = manifest.tables.get(table)
+    return state.shards if state else None
 
 
 # -- --where, checked and bounded ---------------------------------------------------------

@@ -655,7 +655,10 @@ async def _warm_model(app: FastAPI) -> None:
 
     def warm():
         try:
-            _ = app.state.mmindex.live.get().query_encoder
+            index = app.state.mmindex.live.get()
+            _ = index.query_encoder
+            if index.rows("texts").num_rows:  # BM25 for the default (hybrid) text search
+                index.lexical()
         except errors.MmindexError as exc:  # no index yet, or no model: status will say
             log.warning("not warmed up: %s", exc)
 

@@ -59,6 +59,9 @@ def test_bm25_scores_follow_shared_tokens():
     assert ids.tolist() == [11]
     _, ids = index.search("acme", k=3, excluded_terms=["1,350.00"])
     assert ids.tolist() == [10]
+    for nothing_to_index in ([], ["the of a"]):  # no texts, or stop words only: no hits
+        empty = LexicalIndex(list(range(len(nothing_to_index))), nothing_to_index)
+        assert empty.search("acme", k=3)[1].tolist() == []
 
 
 def _rrf_by_hand(rankings, item):
@@ -173,3 +176,25 @@ def test_pages_are_found_through_their_text_layer(tmp_path):
                             key=lambda i: (-_rrf_by_hand([vector, lexical], i), i))[:4]
     kept = index.search(query, k=4, mode="hybrid", where="page = 3")
     assert [h.page for h in kept] == [3]
+
+
+@pytest.mark.slow  # two ingests
+def test_a_commit_that_leaves_the_texts_alone_keeps_the_bm25_index(tmp_path):
+    from mmindex.testing import photo
+
+    folder = tmp_path / "mixed"
+    (folder / "notes").mkdir(parents=True)  # (a text beside photos is not a corpus)
+    (folder / "notes" / "a.txt").write_text("Invoice from ACME Corp. Total due 1,250.00 EUR")
+    photo(64, 48, 1).save(folder / "one.jpg")
+    ingest(IngestConfig(roots=(folder,), index_dir=tmp_path / "idx", model=TINY))
+    before = open_index(tmp_path / "idx")
+    bm25 = before.lexical()
+    photo(64, 48, 2).save(folder / "two.jpg")  # an images-only commit
+    ingest(IngestConfig(roots=(folder,), index_dir=tmp_path / "idx", model=TINY))
+    after = before.reopened()
+    assert after.manifest.generation > before.manifest.generation
+    assert after.lexical() is bm25
+    (folder / "notes" / "b.txt").write_text("Invoice from Globex Ltd. Total due 990.00 EUR")
+    ingest(IngestConfig(roots=(folder,), index_dir=tmp_path / "idx", model=TINY))
+    latest = after.reopened()
+    assert latest.lexical() is not bm25 and len(latest.lexical()) == 2
