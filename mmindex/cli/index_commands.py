@@ -42,6 +42,14 @@ def ingest(
         IngestConfig, "ray_address", "--ray-address", help="Existing Ray cluster (implies Ray)"
     ),
     batch_size: int = config_option(IngestConfig, "batch_size", "--batch-size", min=1),
+    commit_every: int = config_option(
+        IngestConfig,
+        "commit_every",
+        "--commit-every",
+        min=1,
+        help="Rows per commit: a killed ingest loses at most this many (a large collection "
+        "raises it, so each commit writes fewer, larger shards)",
+    ),
     max_pixels: int = config_option(
         IngestConfig, "max_pixels", "--max-pixels", help="Refuse larger images (bomb guard)"
     ),
@@ -102,6 +110,7 @@ def ingest(
         executor=executor,
         ray_address=ray_address,
         batch_size=batch_size,
+        commit_every=commit_every,
         precision=precision,
         device=device,
         actors=actors,

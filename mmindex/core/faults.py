@@ -10,13 +10,19 @@ on the one explicit registry, `faults.REGISTRY`, with an action:
 Actions: `crash` (raise SimulatedCrash, a BaseException, so no `except Exception` in the
 library can swallow it), `die` (os._exit: no finally blocks, no atexit, no flushing; use
 in a forked child or a subprocess), `sigkill` (a real SIGKILL to this process), and
-`disk_full` (OSError ENOSPC, what a full disk raises)."""
+`disk_full` (OSError ENOSPC, what a full disk raises), and `sleep` (a slow step).
+
+A test that runs the library in other processes (Ray workers on a cluster, a submitted job)
+arms points there through the environment, which those processes inherit or receive in a
+Ray runtime_env: `MMINDEX_FAULTS="encode.batch=sleep:0.3"` (`;` between points; the number
+is the seconds of `sleep`, the `after` of the other actions). It is read once, on import."""
 
 from __future__ import annotations
 
 import errno
 import os
 import signal
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -29,6 +35,10 @@ POINTS = (
     "store.write.synced",  # the temporary file is complete and fsynced, not yet renamed
     "store.manifest.renamed",  # the new generation is live, garbage not yet collected
     "store.committed",  # garbage collected: the commit is complete
+)
+# Steps of the encoder workers, which may run in other processes than the writer.
+WORKER_POINTS = (
+    "encode.batch",  # a batch is decoded, its model forward pass about to run
 )
 
 
@@ -43,8 +53,9 @@ class FaultRegistry:
         self._actions: dict[str, Action] = {}
 
     def arm(self, name: str, action: Action) -> None:
-        if name not in POINTS:
-            raise KeyError(f"unknown fault point {name!r}; known: {', '.join(POINTS)}")
+        if name not in POINTS + WORKER_POINTS:
+            raise KeyError(f"unknown fault point {name!r}; known: "
+                           f"{', '.join(POINTS + WORKER_POINTS)}")
         self._actions[name] = action
 
     def disarm(self, name: str | None = None) -> None:
@@ -109,3 +120,28 @@ def disk_full(after: int = 0) -> Action:
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
     return _after(after, fire)
+
+
+def sleep(seconds: float) -> Action:
+    return lambda name: time.sleep(seconds)
+
+
+_FROM_ENVIRONMENT = {"sleep": lambda arg: sleep(float(arg)), "crash": lambda arg: crash(int(arg)),
+                     "die": lambda arg: die(int(arg)), "sigkill": lambda arg: sigkill(int(arg)),
+                     "disk_full": lambda arg: disk_full(int(arg))}
+
+
+def arm_from_environment(registry: FaultRegistry, value: str) -> None:
+    """Arm `point=action:arg;...`, the format of $MMINDEX_FAULTS."""
+    for item in filter(None, (part.strip() for part in value.split(";"))):
+        try:
+            name, spec = item.split("=", 1)
+            action, _, arg = spec.partition(":")
+            registry.arm(name.strip(), _FROM_ENVIRONMENT[action.strip()](arg or "0"))
+        except (KeyError, ValueError) as exc:
+            raise ValueError(f"MMINDEX_FAULTS: cannot arm {item!r} ({exc}); the format is "
+                             f"point=action:arg, actions {', '.join(_FROM_ENVIRONMENT)}") from exc
+
+
+if os.environ.get("MMINDEX_FAULTS"):
+    arm_from_environment(REGISTRY, os.environ["MMINDEX_FAULTS"])

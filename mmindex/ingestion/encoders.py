@@ -9,6 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+from mmindex.core import faults
 from mmindex.data.batches import load_pixels
 from mmindex.data.exif import NO_METADATA, PhotoMetadata
 
@@ -38,6 +39,7 @@ class ImageBatchEncoder:
 
     def encode(self, prepared: dict) -> Batch:
         pixels = prepared.pop("pixels")
+        faults.point("encode.batch")  # a test may slow or kill a worker here (core/faults.py)
         ok = np.array(prepared["ok"], dtype=bool)
         embeddings = np.zeros((len(ok), self.encoder.info.dim), dtype=np.float32)  # (N, D)
         if pixels is not None:

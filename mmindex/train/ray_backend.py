@@ -69,14 +69,24 @@ def _worker(loop_config: dict) -> None:
     )
 
 
-def worker_cpus(workers: int) -> float:
-    """CPUs per worker: the machine's CPUs shared evenly, so the workers never oversubscribe
-    the cores (two processes with two threads each on two cores ran 10–25x slower)."""
+def worker_cpus(workers: int) -> int:
+    """CPUs each worker holds (and runs torch threads on), for the cluster's alive nodes."""
     import ray
 
-    total = ray.cluster_resources().get("CPU", os.cpu_count() or 1)
-    if total < workers:
-        raise UserInputError(
-            f"--workers {workers} needs at least {workers} CPUs; the Ray cluster has {total:g}"
-        )
-    return total // workers
+    nodes = [n["Resources"].get("CPU", 0.0) for n in ray.nodes() if n.get("Alive")]
+    return cpus_per_worker(workers, nodes or [float(os.cpu_count() or 1)])
+
+
+def cpus_per_worker(workers: int, node_cpus: list[float]) -> int:
+    """The most CPUs a worker can hold so that `workers` workers fit on nodes of these sizes,
+    and never more than an even share of them all, so the workers never oversubscribe the
+    cores (two processes with two threads each on two cores ran 10-25x slower). An even
+    share alone can fit no node: two workers of 4 on three nodes of 3 CPUs would wait
+    forever, where 3 CPUs each fit."""
+    total = sum(node_cpus)
+    for cpus in range(int(total // workers), 0, -1):
+        if sum(int(n // cpus) for n in node_cpus) >= workers:
+            return cpus
+    sizes = ", ".join(f"{n:g}" for n in node_cpus)
+    raise UserInputError(f"--workers {workers} needs a whole CPU for each worker; the Ray "
+                         f"cluster's nodes have {sizes} CPUs: ask for fewer workers")

@@ -348,3 +348,24 @@ def test_cli_finetune_then_index_records_the_checkpoint(shapes, tmp_path):
     assert result.exit_code == 3 and "built with model" in result.output
     result = runner.invoke(app, ["finetune", "--pairs", str(shapes), "--out", str(tmp_path / "x")])
     assert result.exit_code == 2 and "--from-scratch" in result.output
+
+
+@pytest.mark.parametrize("workers,nodes,cpus", [
+    (2, [2.0], 1),  # one machine: an even share
+    (2, [4.0], 2),
+    (2, [2.0, 2.0], 2),  # one worker a node
+    (2, [3.0, 3.0, 3.0], 3),  # an even share (4) fits no node: 3 each does
+    (3, [4.0, 4.0], 2),
+    (4, [8.0, 1.0], 2),
+])
+def test_ray_workers_hold_the_most_cpus_that_fit_the_nodes(workers, nodes, cpus):
+    from mmindex.train.ray_backend import cpus_per_worker
+
+    assert cpus_per_worker(workers, nodes) == cpus
+
+
+def test_more_ray_workers_than_whole_cpus_are_refused():
+    from mmindex.train.ray_backend import cpus_per_worker
+
+    with pytest.raises(UserInputError, match="--workers 3 needs a whole CPU for each worker"):
+        cpus_per_worker(3, [1.0, 1.5])
