@@ -38,7 +38,7 @@ MODES = {  # name: (tiles, rerank) given to Index.search
 }
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> list[dict]:
     parser = argparse.ArgumentParser()
     parser.add_argument("model")
     parser.add_argument("split", type=Path)
@@ -49,11 +49,12 @@ def main() -> None:
     parser.add_argument("--control", type=Path, help="tiles.json of the same scenes without a "
                         "canvas (budget 0): drawn as the ceiling")
     parser.add_argument("--plot-only", action="store_true", help="redraw WORK/tiles.png")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     control = json.loads(args.control.read_text())[0] if args.control else None
     if args.plot_only:
-        plot(json.loads((args.work / "tiles.json").read_text()), args.work / "tiles.png", control)
-        return
+        results = json.loads((args.work / "tiles.json").read_text())
+        plot(results, args.work / "tiles.png", control)
+        return results
     pairs = pq.read_table(args.split / "pairs.parquet").to_pylist()
     args.work.mkdir(parents=True, exist_ok=True)
     results = []
@@ -61,6 +62,7 @@ def main() -> None:
         results += measure(args, pairs, budget)
     (args.work / "tiles.json").write_text(json.dumps(results, indent=1))
     plot(results, args.work / "tiles.png", control)
+    return results
 
 
 def measure(args, pairs: list[dict], budget: int) -> list[dict]:

@@ -124,3 +124,20 @@ def test_lexical_benchmark_runs():
     (result,) = bench.main(["--tiny"])["results"]
     assert result["passages"] == 500 and result["build_s"] > 0
     assert result["lexical_query_ms"] > 0 and result["vector_query_ms"] > 0
+
+
+@pytest.mark.slow  # two tiny ingests, one with tiles
+def test_tiles_benchmark_runs(tmp_path):
+    import tiles as bench
+
+    from mmindex.data.shapes import write_shapes
+
+    write_shapes(tmp_path / "canvas", n=6, seed=7, size=32, canvas=96)
+    rows = bench.main(["test-tiny", str(tmp_path / "canvas"), str(tmp_path / "work"),
+                       "--budgets", "0,4", "--rerank", "3"])
+    modes = {(r["budget"], r["mode"]) for r in rows}
+    assert modes == {(0, "one vector"), (4, "one vector"), (4, "rerank only"), (4, "tiles"),
+                     (4, "tiles + rerank")}
+    assert all(0 <= r["recall@1"] <= r["recall@5"] <= 1 for r in rows)
+    assert next(r["tiles"] for r in rows if r["budget"] == 4) == 6 * 4
+    assert (tmp_path / "work" / "tiles.png").read_bytes()[:4] == b"\x89PNG"
