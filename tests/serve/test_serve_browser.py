@@ -403,3 +403,34 @@ def test_a_pdf_page_shows_its_own_thumbnail_with_the_document_and_page(browser, 
             "#results img", "i => [i.naturalWidth, i.naturalHeight]")
         assert width < height  # the A4 page itself, rendered by the thumbnail endpoint
         context.close()
+
+
+def test_where_draws_the_heatmap_over_a_result_when_the_index_has_tiles(browser, page,
+                                                                        tmp_path_factory):
+    from mmindex.data.tiles import TileSpec
+
+    _search(page, "a photo", k=2)  # the album has no tiles: nothing to show where
+    sync_api.expect(page.locator("#results .hit")).to_have_count(2)
+    sync_api.expect(page.locator("#results .where")).to_have_count(0)
+    root = tmp_path_factory.mktemp("browser-tiles")
+    for i in range(2):
+        photo(320, 200, 40 + i).save(root / f"wide{i}.png")
+    ingest(IngestConfig(roots=(root,), index_dir=root / ".idx", model=TINY, tiles=TileSpec(6)))
+    with _Server(create_app(root / ".idx", answers=Answers(find_module=lambda: None))) as url:
+        context = browser.new_context(viewport={"width": 1100, "height": 800})
+        tiled = context.new_page()
+        tiled.set_default_timeout(TIMEOUT_MS)
+        tiled.goto(url + "/")
+        sync_api.expect(tiled.locator("#status")).to_contain_text("2 images")
+        _search(tiled, "a photo", k=2)
+        where = tiled.locator("#results .where").first
+        img = tiled.locator("#results .hit img").first
+        where.click()
+        sync_api.expect(where).to_have_attribute("aria-pressed", "true")
+        heat = re.compile(r"/api/heatmap\.png\?id=\d+&q=a\+photo$")
+        sync_api.expect(img).to_have_attribute("src", heat)
+        tiled.wait_for_function("() => { const i = document.querySelector('#results .hit img');"
+                                " return i.complete && i.naturalWidth === 320; }")
+        where.click()
+        sync_api.expect(img).to_have_attribute("src", re.compile(r"/api/images/\d+/thumb$"))
+        context.close()

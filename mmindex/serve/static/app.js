@@ -73,6 +73,7 @@ function commonParams() {
 }
 
 let lastText = null;  // the text query whose results are shown: "where?" asks about it
+let hasTiles = false;  // the index has tile vectors (/api/status): only then is "where?" offered
 
 async function searchText(query, link = true) {
   const params = commonParams();
@@ -180,7 +181,7 @@ function imageItem(hit) {
   button.title = [hit.path, when, tile].filter(Boolean).join("\n");
   button.addEventListener("click", () => searchLike(hit.id, name));
   item.append(button);
-  if (lastText) item.append(whereButton(hit, img, lastText));
+  if (lastText && hasTiles) item.append(whereButton(hit, img, lastText));
   return item;
 }
 
@@ -236,6 +237,7 @@ async function loadStatus() {
     const status = await api("/api/status");
     busy = status.jobs.some((job) => job.state === "running" || job.state === "queued");
     $("status").textContent = describeStatus(status);
+    hasTiles = (status.index?.tables?.tiles?.rows || 0) > 0;
     $("ask").hidden = false;
     showAskAvailability(status);
   } catch (error) {
