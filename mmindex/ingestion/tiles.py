@@ -96,10 +96,10 @@ class _Plan:
 def _plan(writer: store.StoreWriter, spec: TileSpec | None) -> _Plan:
     root, manifest = writer.root, writer.manifest
     images = store.read_table(root, manifest, "images", _KEY_COLUMNS + ["width", "height"])
-    tiles = store.read_table(root, manifest, TILE)
+    # the keys only: an ingest with nothing to tile must not read every tile's embedding
+    keys = store.read_table(root, manifest, TILE, ["id", "image_id", "sha256", *_BOX]).to_pylist()
     recorded = TileSpec.from_dict(manifest.tiling) if manifest.tiling else None
     live = {(row["id"], row["sha256"]) for row in images.select(["id", "sha256"]).to_pylist()}
-    keys = tiles.select(["id", "image_id", "sha256", *_BOX]).to_pylist()
     same_spec = spec is not None and spec == recorded
     current = [t for t in keys if same_spec and (t["image_id"], t["sha256"]) in live]
     stale = {t["id"] for t in keys} - {t["id"] for t in current}
@@ -110,7 +110,8 @@ def _plan(writer: store.StoreWriter, spec: TileSpec | None) -> _Plan:
     todo = [row for row in images.to_pylist()
             if row["id"] not in tiled and _decodable(row["path"])
             and tile_boxes(row["width"], row["height"], spec, side)]
-    return _Plan(todo, stale, _twins(tiles, current))
+    wanted = {row["sha256"] for row in todo}
+    return _Plan(todo, stale, _twins(writer, [t for t in current if t["sha256"] in wanted]))
 
 
 def _decodable(path: str) -> bool:
@@ -119,10 +120,13 @@ def _decodable(path: str) -> bool:
     return Path(path).suffix.lower() in IMAGE_EXTENSIONS
 
 
-def _twins(tiles: pa.Table, current: list[dict]) -> dict:
-    """(sha256, boxes) -> the vectors of one image's current tiles, in box order."""
+def _twins(writer: store.StoreWriter, current: list[dict]) -> dict:
+    """(sha256, boxes) -> the vectors of one image's current tiles, in box order, for the
+    current tiles of content that an image to tile shares (a copy, a move): rare, so the
+    embeddings are read only then."""
     if not current:
         return {}
+    tiles = store.read_table(writer.root, writer.manifest, TILE, ["id", "embedding"])
     position = {tile_id: i for i, tile_id in enumerate(tiles.column("id").to_pylist())}
     vectors = np.stack(tiles.column("embedding").to_numpy(zero_copy_only=False))  # (T, D)
     grouped: dict[int, list[dict]] = {}

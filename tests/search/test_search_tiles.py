@@ -164,6 +164,14 @@ def test_tiles_go_with_their_image_and_follow_its_content(big_photos, tmp_path):
     assert {t["sha256"] for t in after} == {big1["sha256"]}
     assert not {t["id"] for t in after} & {t["id"] for t in before}
     assert again.tiles.removed == len(before)
+    shutil.copy(big_photos / "big1.png", big_photos / "copy.png")  # same bytes: no encoding
+    copied = ingest(IngestConfig(roots=(big_photos,), index_dir=root)).tiles
+    assert (copied.copied, copied.encoded) == (per_image, 0)
+    index = open_index(root)
+    stored = store.read_table(root, index.manifest, "tiles", ["path", "embedding"]).to_pylist()
+    vectors = {p: [r["embedding"] for r in stored if r["path"].endswith(p)]
+               for p in ("big1.png", "copy.png")}
+    assert vectors["big1.png"] == vectors["copy.png"] and len(vectors["copy.png"]) == per_image
     ingest(IngestConfig(roots=(big_photos,), index_dir=root, tiles="off"))
     assert tiles_of(root) == [] and open_index(root).manifest.tiling is None
 
