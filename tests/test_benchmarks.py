@@ -141,3 +141,13 @@ def test_tiles_benchmark_runs(tmp_path):
     assert all(0 <= r["recall@1"] <= r["recall@5"] <= 1 for r in rows)
     assert next(r["tiles"] for r in rows if r["budget"] == 4) == 6 * 4
     assert (tmp_path / "work" / "tiles.png").read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.slow  # starts a local Ray: ~30 s here
+def test_ray_ingest_benchmark_runs(tmp_path):
+    import ray_ingest as bench
+
+    summary = bench.main(["--images", "40", "--size", "32", "--modes", "local,ray",
+                          "--photos", str(tmp_path / "photos")])
+    assert summary["local"]["images"] == summary["ray"]["images"] == 40
+    assert summary["ray"]["driver_peak_mb"] > 0 and summary["ray"]["ray_workers"] > 0

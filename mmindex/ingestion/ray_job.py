@@ -19,6 +19,7 @@ cluster is given (whose workers need mmindex installed)."""
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -49,7 +50,9 @@ class ActorPool:
 
     def check_fits(self, ray) -> None:
         """Refuse a pool that would hold every CPU: the decode and write tasks would never
-        run and the job would stall (seen with two 1-CPU actors on a 2-CPU node)."""
+        run and the job would stall (seen with two 1-CPU actors on a 2-CPU node). Asked of
+        a Ray on this machine only: an autoscaling cluster reports what it has now, not
+        what it will start for the job."""
         cpus = ray.cluster_resources().get("CPU", 0)
         held = self.actors * (self.cpus or 1)
         if held + 1 > cpus:
@@ -99,7 +102,8 @@ def write_image_shards(items, job: ImageJob, address: str | None,
 
     with ray_session(address) as ray:
         _quiet_progress(ray)
-        pool.check_fits(ray)
+        if not (address or os.environ.get("RAY_ADDRESS")):
+            pool.check_fits(ray)
         step = job.batch_size * BATCHES_PER_TASK
         blocks = [items.slice(i, step) for i in range(0, items.num_rows, step)]
         decoded = ray.data.from_arrow(blocks).map_batches(
