@@ -88,13 +88,20 @@ def child(mode: str, photos: Path, index_dir: Path) -> dict:
     sampler = RaySampler()
     sampler.start()
     executor = "local" if mode == "local" else "ray"
+    encoding = {"peak_mb": 0.0}
+
+    def progress(stage, done, total):  # the peak until the last image is committed
+        if stage == "encoding images":
+            encoding["peak_mb"] = vm_hwm_mb()
+
     summary = ingest(IngestConfig(roots=(photos,), index_dir=index_dir, model=TINY,
-                                  precision="fp32", executor=executor))
+                                  precision="fp32", executor=executor), progress)
     sampler.stop.set()
     sampler.join()
     return {"mode": mode, "tree": str(Path(mmindex.__file__).parent.parent),
             "images": summary.added, "seconds": summary.seconds,
             "images_per_s": summary.added / summary.seconds, "driver_peak_mb": vm_hwm_mb(),
+            "driver_peak_encoding_mb": encoding["peak_mb"],
             "ray_processes_peak_mb": sampler.peak_sum, "ray_worker_peak_mb": sampler.peak_one,
             "ray_workers": len(sampler.workers), "generation": summary.generation}
 
@@ -144,10 +151,11 @@ def main(argv=None) -> dict:
             print(json.dumps(results[mode]), flush=True)
     base = results.get("local") or next(iter(results.values()))
     rows = [("path", "images/s", "x local", "driver peak MB", "x local",
-             "Ray processes peak MB", "largest worker MB")]
+             "of which while encoding", "Ray processes peak MB", "largest worker MB")]
     for mode, r in results.items():
         rows.append((mode, f"{r['images_per_s']:.0f}", f"{r['images_per_s'] / base['images_per_s']:.2f}",
                      f"{r['driver_peak_mb']:.0f}", f"{r['driver_peak_mb'] / base['driver_peak_mb']:.2f}",
+                     f"{r['driver_peak_encoding_mb']:.0f}",
                      f"{r['ray_processes_peak_mb']:.0f}", f"{r['ray_worker_peak_mb']:.0f}"))
     summary = {"images": args.images, "size": args.size, "cpus": os.cpu_count(),
                "load": os.getloadavg(), **{m: {k: round(v, 2) if isinstance(v, float) else v

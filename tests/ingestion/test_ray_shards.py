@@ -10,6 +10,7 @@ from mmindex import IngestConfig, ingest, open_index
 from mmindex.core import faults
 from mmindex.errors import UserInputError
 from mmindex.index import store
+from mmindex.index.doctor import check_index
 from mmindex.index.storage import UnsupportedStorageError
 from mmindex.testing import TINY
 
@@ -117,6 +118,8 @@ def test_workers_write_the_shards_and_the_rows_match_the_local_loop(album, tmp_p
     assert {h.path for h in hit} == {str(album / n) for n in ("plain.jpg", "plain copy.jpg",
                                                               "plain copy 2.jpg")}
 
+    report = check_index(tmp_path / "ray")
+    assert report.healthy and not report.findings, report.findings  # no orphan either
     shards = store.read_manifest(tmp_path / "ray").tables["images"].shards
     assert len(shards) >= 2 and not set(shards) & set(driver_shards)  # commit_every=4
     assert all("-w" in s for s in shards)
