@@ -27,6 +27,7 @@ import numpy as np
 
 from mmindex.errors import UserInputError
 from mmindex.index import store
+from mmindex.index.schema import FILE_SCHEMA
 from mmindex.ingestion.encoders import ImageBatchEncoder, decode_images, image_columns
 from mmindex.models.encoder import EncoderInfo
 
@@ -85,13 +86,34 @@ class ImageJob:
     pdf_dpi: float | None = None  # PDF page items' rendering (data/pdf.py); None: automatic
 
 
-def image_items(groups: list[tuple[str, list[dict]]]):
-    """The driver's plan as the pipeline's input: per group of identical files, the path to
-    decode and the rows to write for it (file columns with ids assigned by the driver)."""
-    import pyarrow as pa
+# What the driver sets in each row it plans: the file's columns and the page (None: a photo)
+ITEM_COLUMNS = (*FILE_SCHEMA.names, "page")
 
-    return pa.table({"path": [path for path, _ in groups],
-                     "files": [json.dumps(files) for _, files in groups]})
+
+class ImageItems:
+    """The driver's plan as the pipeline's input: per group of identical files, the path to
+    decode (a path or a PDF page item) and the rows to write for it (ITEM_COLUMNS, ids
+    assigned by the driver), kept as compact JSON lists rather than dicts: the driver holds
+    one per row it dispatches until Ray has them."""
+
+    def __init__(self):
+        self.paths: list[str] = []
+        self.files: list[str] = []
+
+    def add(self, path: str, files: list[dict]) -> None:
+        self.paths.append(path)
+        self.files.append(json.dumps([[f[name] for name in ITEM_COLUMNS] for f in files]))
+
+    def table(self):
+        import pyarrow as pa
+
+        table = pa.table({"path": self.paths, "files": self.files})
+        self.paths, self.files = [], []  # the table is the one copy from here on
+        return table
+
+
+def group_files(files: str) -> list[dict]:
+    return [dict(zip(ITEM_COLUMNS, values)) for values in json.loads(files)]
 
 
 def write_image_shards(items, job: ImageJob, address: str | None,
@@ -105,8 +127,9 @@ def write_image_shards(items, job: ImageJob, address: str | None,
         if not (address or os.environ.get("RAY_ADDRESS")):
             pool.check_fits(ray)
         step = job.batch_size * BATCHES_PER_TASK
-        blocks = [items.slice(i, step) for i in range(0, items.num_rows, step)]
-        decoded = ray.data.from_arrow(blocks).map_batches(
+        dataset = ray.data.from_arrow([items.slice(i, step) for i in range(0, items.num_rows, step)])
+        del items  # in Ray's object store now
+        decoded = dataset.map_batches(
             decode_batch, batch_size=job.batch_size, batch_format="numpy", num_cpus=1,
             fn_kwargs={"preprocess": job.preprocess, "image_size": job.image_size,
                        "max_pixels": job.max_pixels, "pdf_dpi": job.pdf_dpi})
@@ -160,7 +183,7 @@ def write_shard_batch(batch: dict, root_uri: str, prefix: str, model: EncoderInf
     rows, vectors, failures = [], [], []
     values = [name for name in batch if name not in ("files", "embedding")]
     for i, files in enumerate(batch["files"]):
-        members = json.loads(str(files))
+        members = group_files(str(files))
         if not batch["ok"][i]:
             failures.append({"files": members, "reason": str(batch["reason"][i])})
             continue

@@ -307,25 +307,25 @@ class _IngestRun:
         shard names, counts, checksums and failures, and commits as the local loop does
         (commit_every / commit_seconds), but never while a file has only some of its rows
         landed: a PDF's pages (and passages) commit together."""
-        from mmindex.ingestion.ray_job import ImageJob, image_items, write_image_shards
+        from mmindex.ingestion.ray_job import ImageItems, ImageJob, write_image_shards
 
         encoder = self.encoder  # checks the model's fingerprint; its preprocessing travels
-        c, waiting, planned, left = self.config, {}, [], {}
+        c, waiting, inputs, left = self.config, {}, ImageItems(), {}
         for item, (sha, page) in items.items():
             members = []
             for candidate in files[sha].group:
                 row_id = candidate.old_ids[0] if candidate.old_ids and not page \
                     else self.writer.new_id()  # a photo keeps its id; pages are renumbered
                 waiting[row_id] = (candidate, sha, page)
-                members.append(_file_row(row_id, candidate) | ({"page": page} if page else {}))
+                members.append(_file_row(row_id, candidate) | {"page": page})
                 left[sha] = left.get(sha, 0) + 1
-            planned.append((item, members))
+            inputs.add(item, members)
         job = ImageJob(self.spec, c.precision, c.device, encoder.preprocess,
                        encoder.info.image_size, c.max_pixels, storage.root_uri(self.writer.root),
                        self.writer.worker_prefix(), self.writer.manifest.model, c.batch_size,
                        min(c.commit_every, store.MAX_SHARD_ROWS), c.pdf_dpi)
         total, landing = len(waiting), _Landing(files, left)
-        shards = write_image_shards(image_items(planned), job, c.ray_address, self._pool())
+        shards = write_image_shards(inputs.table(), job, c.ray_address, self._pool())
         with contextlib.closing(shards):  # a failed commit stops the job (and its Ray) at once
             for written in shards:
                 self._land(written, waiting, landing)
