@@ -113,7 +113,8 @@ def run_documents_eval(config: DocumentsEvalConfig,
     queries = queries[: config.limit] if config.limit else queries
     index, pages = open_index(config.index), _PageMap(split)
     images = index.rows("images")
-    linked = "page" in images.column_names  # PDF ingest: pages linked to their text rows
+    # PDF ingest: pages (images rows with a page number) linked to their text rows
+    linked = "page" in images.column_names and images.column("page").null_count < len(images)
     page_of = dict(zip(images.column("id").to_pylist(), images.column("page").to_pylist())) \
         if linked else {}
     started = time.perf_counter()

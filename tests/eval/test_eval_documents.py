@@ -31,6 +31,18 @@ def test_recall_by_text_layer_page_image_and_both(tmp_path):
         assert 0 <= scores.recall_at_1 <= scores.recall_at_5 <= 1
 
 
+@pytest.mark.slow  # a PDF ingest
+def test_over_pdf_ingest_both_is_the_searchers_own_hybrid(tmp_path):
+    split = tmp_path / "docs"
+    write_documents(split, 4, seed=5, dpi=40)
+    ingest(IngestConfig(roots=(split / "pdf",), index_dir=tmp_path / "idx", model=TINY,
+                        precision="fp32"))
+    report = run_documents_eval(DocumentsEvalConfig(split, tmp_path / "idx"))
+    assert report.both_by == "Index.search"  # pages linked to their text rows ('p. N')
+    assert report.systems["text, lexical"].recall_at_5 >= 0.8  # 'p. N' rows map to pages
+    assert report.n_pages_indexed["images"] == report.n_pages_indexed["texts"]
+
+
 def test_a_folder_that_is_not_a_split_is_refused(tmp_path):
     with pytest.raises(UserInputError, match="not a make-documents split"):
         run_documents_eval(DocumentsEvalConfig(tmp_path, tmp_path / "idx"))
