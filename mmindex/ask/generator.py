@@ -128,7 +128,7 @@ class Generator:
                                                     _trimmed(on_text))
             own = [None] * len(hits)
         else:
-            shown = [self._views(question, h, config.tiles) for h in hits]
+            shown = [self._views(question, h, path, config.tiles) for h, path in zip(hits, paths)]
             text, new_tokens, own = self._answer_each(prompt, shown, config.max_new_tokens,
                                                       on_text)
         citations = tuple(Citation(i, h.id, h.path, h.score, answer, h.page)
@@ -155,10 +155,10 @@ class Generator:
                      for i, h in enumerate((h for h in hits
                                             if floor is None or h.score >= floor), 1))
 
-    def _views(self, question: str, hit, tiles: int) -> list:
-        """What one retrieved image is shown as: the whole image, then (with `tiles`) its
-        tiles that best match the question, best first, at most `tiles` of them."""
-        whole = Path(hit.path)
+    def _views(self, question: str, hit, whole: Path, tiles: int) -> list:
+        """What one retrieved image is shown as: the whole image (`whole`: its file, or its
+        page item), then (with `tiles`) its tiles that best match the question, best first,
+        at most `tiles` of them (a PDF page has none)."""
         if tiles <= 0:
             return [whole]
         from mmindex.data.tiles import View
