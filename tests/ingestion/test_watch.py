@@ -1,6 +1,7 @@
 """mmindex watch: files added, moved and deleted while it runs reach the index in batched
 ingests; a move keeps its embedding (nothing re-encoded)."""
 
+import os
 import queue
 import shutil
 import threading
@@ -106,10 +107,13 @@ def test_the_cli_prints_one_summary_per_burst_and_stops_on_ctrl_c(tmp_path):
     folder = tmp_path / "photos"
     folder.mkdir()
     photo(64, 48, 1).save(folder / "a.jpg")
+    # faulthandler: a watch that does not stop is made to print every thread's stack (SIGABRT)
+    # so the failure says where it hung, and is then killed rather than left running
     process = subprocess.Popen(
         [sys.executable, "-m", "mmindex.cli", "watch", str(folder), "--index", str(tmp_path / "idx"),
          "--model", "test-tiny", "--settle", "0.5", "--json"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "PYTHONFAULTHANDLER": "1"})
     try:
         first = json.loads(process.stdout.readline())
         photo(64, 48, 2).save(folder / "b.jpg")
@@ -117,7 +121,12 @@ def test_the_cli_prints_one_summary_per_burst_and_stops_on_ctrl_c(tmp_path):
         assert (first["added"], second["added"], second["unchanged"]) == (1, 1, 1)
     finally:
         process.send_signal(signal.SIGINT)
-        _, stderr = process.communicate(timeout=60)
+        try:
+            _, stderr = process.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            process.send_signal(signal.SIGABRT)
+            _, stderr = process.communicate(timeout=30)
+            pytest.fail(f"watch did not stop within 60 s of Ctrl-C; its threads:\n{stderr}")
     assert process.returncode == 0 and "Traceback" not in stderr
 
 
