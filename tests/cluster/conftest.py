@@ -1,4 +1,4 @@
-"""A real two-node Ray cluster on loopback, shared by the tests in this folder.
+"""A real two-node Ray cluster on loopback, shared by the tests of a module in this folder.
 
 `ray start --head` and a second `ray start --address`, as a user starts a cluster on two
 machines, here both on 127.0.0.1 with their own temp dir and free ports, so they never meet
@@ -53,6 +53,9 @@ def _skip_reason() -> str | None:
 def _client_env() -> dict:
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
     env.pop("RAY_ADDRESS", None)  # a client names this cluster, never one from the shell
+    # Ray Train gives its workers 60 s to start; two torch processes on a loaded 2-core
+    # machine can take longer. The nodes' processes inherit this from `ray start`.
+    env.setdefault("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "600")
     if (Path.home() / ".ray" / "auth_token").exists():
         env["RAY_AUTH_MODE"] = "token"  # a head started with a token wants it from everyone
     return env
@@ -79,12 +82,14 @@ def _started(process: subprocess.Popen) -> None:
         raise RuntimeError(f"`{' '.join(process.args[1:])}` failed:\n{output[-3000:]}")
 
 
-def _wait_for_port(port: int, timeout: float = 120) -> None:
+def _wait_for_port(port: int, starting: subprocess.Popen, timeout: float = 120) -> None:
     deadline = time.monotonic() + timeout
     while True:
         with socket.socket() as s:
             if s.connect_ex(("127.0.0.1", port)) == 0:
                 return
+        if starting.poll():  # `ray start` failed: say why at once
+            _started(starting)
         assert time.monotonic() < deadline, f"nothing listens on port {port}"
         time.sleep(0.2)
 
@@ -136,7 +141,7 @@ def _wait_for_nodes(dashboard: str, count: int) -> dict[str, bool]:
         time.sleep(0.5)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")  # gone once its tests ran: an idle cluster holds ~1 GB
 def cluster():
     reason = _skip_reason()
     if reason:
@@ -154,20 +159,22 @@ def cluster():
              "--include-dashboard=true", "--dashboard-host=127.0.0.1",
              f"--dashboard-port={dashboard}"], env, temp_dir)
         sessions.add(head.pid)
-        _wait_for_port(gcs)  # the second node joins as soon as the GCS listens
+        _wait_for_port(gcs, head)  # the second node joins as soon as the GCS listens
         node = _ray_start([f"--address=127.0.0.1:{gcs}"], env, temp_dir)
         sessions.add(node.pid)
         _started(head)
         _started(node)
         nodes = _wait_for_nodes(f"http://127.0.0.1:{dashboard}", 2)
         yield Cluster(f"127.0.0.1:{gcs}", f"http://127.0.0.1:{dashboard}", env,
-                      next(n for n, head in nodes.items() if head),
-                      next(n for n, head in nodes.items() if not head))
+                      next(n for n, is_head in nodes.items() if is_head),
+                      next(n for n, is_head in nodes.items() if not is_head))
     finally:
-        kill_cluster(sessions)
-        shutil.rmtree(temp_dir, ignore_errors=True)
-        if saved is None:
-            os.environ.pop("RAY_AUTH_MODE", None)
-        else:
-            os.environ["RAY_AUTH_MODE"] = saved
+        try:
+            kill_cluster(sessions)
+        finally:  # the temp dir and this process's environment, whatever the kill said
+            shutil.rmtree(temp_dir, ignore_errors=True)
+            if saved is None:
+                os.environ.pop("RAY_AUTH_MODE", None)
+            else:
+                os.environ["RAY_AUTH_MODE"] = saved
 
