@@ -151,3 +151,15 @@ def test_ray_ingest_benchmark_runs(tmp_path):
                           "--photos", str(tmp_path / "photos")])
     assert summary["local"]["images"] == summary["ray"]["images"] == 40
     assert summary["ray"]["driver_peak_mb"] > 0 and summary["ray"]["ray_workers"] > 0
+
+
+@pytest.mark.slow  # OPQ trains its rotation: seconds even on 1000 vectors
+def test_opq_benchmark_runs():
+    import opq as bench
+
+    summary = bench.main(["--n", "1000", "--dim", "32", "--queries", "10"])
+    for name in ("plain", "opq"):
+        run = summary[name]
+        assert 0 < run["recall_pq_only"] <= run["recall_reranked"] <= 1, name  # re-ranking
+        assert run["build_s"] > 0 and run["index_mb"] > 0
+    assert summary["opq"]["index_mb"] > summary["plain"]["index_mb"]  # the rotation it keeps
