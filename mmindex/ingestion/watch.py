@@ -88,4 +88,7 @@ def watch(config: IngestConfig, stop: threading.Event, *,
                     on_error(exc)
     finally:
         observer.stop()
-        observer.join()
+        # bounded: watchdog's inotify reader wakes only on an event after stop (hangs there
+        # are reported upstream, gorakhargosh/watchdog#250, #1045); its threads are daemons,
+        # so Ctrl-C never waits on them for long
+        observer.join(timeout=5)
