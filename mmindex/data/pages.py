@@ -10,6 +10,7 @@ from pathlib import Path
 
 PDF_EXTENSIONS = frozenset({".pdf"})
 PAGE_KEY = "p. {page}"  # a text-layer passage's key in the texts table, as cited
+_KEY = re.compile(r"p\.\s*(\d+)")
 _ITEM = re.compile(r"^(?P<path>.+\.pdf)#page=(?P<page>[1-9][0-9]*)$", re.IGNORECASE)
 
 
@@ -31,6 +32,13 @@ def split_page_item(item: str | Path) -> tuple[str, int] | None:
 
 def page_key(page: int) -> str:
     return PAGE_KEY.format(page=page)
+
+
+def page_of_key(key: str | None) -> int | None:
+    """page_key's inverse: the page of a text row written from a PDF page ("p. 3" -> 3),
+    else None (a whole-file document's "", a table's "row N")."""
+    found = _KEY.fullmatch(key or "")
+    return int(found[1]) if found else None
 
 
 def where_in_file(path: str, page: int | None = None, key: str | None = None) -> str:

@@ -22,8 +22,9 @@ from pathlib import Path
 
 from mmindex.core.progress import Progress, no_progress
 from mmindex.core.tables import read_table
+from mmindex.data.pages import page_of_key
 from mmindex.errors import UserInputError
-from mmindex.search.lexical import FUSION_DEPTH, page_number, reciprocal_rank_fusion
+from mmindex.search.lexical import FUSION_DEPTH, reciprocal_rank_fusion
 
 # (name, what it searches, target table, mode)
 SYSTEMS = (
@@ -94,8 +95,9 @@ class _PageMap:
         relative = self.relative(path)
         if relative is None:
             return None
-        if page_number(key) is not None:
-            return relative, page_number(key)
+        page = page_of_key(key)
+        if page is not None:
+            return relative, page
         if relative == TEXT_CORPUS and (key or "").startswith("row "):
             row = self.pages[int(key.removeprefix("row "))]
             return row["pdf"], int(row["page"])

@@ -142,8 +142,3 @@ def check_mode(mode: str) -> str:
                              f"not {mode!r}")
     return mode
 
-
-def page_number(key: str | None) -> int | None:
-    """The page of a text row written from a PDF page ("p. 3" -> 3), else None."""
-    match = re.fullmatch(r"p\.\s*(\d+)", key or "")
-    return int(match.group(1)) if match else None

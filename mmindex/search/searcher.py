@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from mmindex.core.paths import default_index_dir
-from mmindex.data.pages import where_in_file
+from mmindex.data.pages import page_of_key, where_in_file
 from mmindex.errors import MissingFileError, ModelMismatchError, UserInputError
 from mmindex.index import store
 from mmindex.index.schema import SEARCH_TABLES, VECTOR_TABLES, table_schema
@@ -25,7 +25,6 @@ from mmindex.search.lexical import (
     FUSION_DEPTH,
     LexicalIndex,
     check_mode,
-    page_number,
     reciprocal_rank_fusion,
 )
 from mmindex.search.query import ParsedQuery, combine, parse_query
@@ -238,7 +237,8 @@ class Index:
         None when the index has them; the hit's `box` is the tile), and `rerank` > 0
         re-scores that many candidates by MaxSim over their tiles (search/tiles.py)."""
         if target not in SEARCH_TABLES:
-            raise UserInputError(f"target must be one of {', '.join(SEARCH_TABLES)}, not {target!r}")
+            raise UserInputError(
+                f"target must be one of {', '.join(SEARCH_TABLES)}, not {target!r}")
         if k < 1:
             raise UserInputError(f"k must be at least 1, not {k}")
         tiled = self._tile_options(target, tiles, rerank)
@@ -317,7 +317,7 @@ class Index:
         best: dict[int, float] = {}
         for score, text_id in zip(scores, text_ids):
             row = keys[int(text_id)]
-            for image_id in pages.get((row["path"], page_number(row["key"])), ()):
+            for image_id in pages.get((row["path"], page_of_key(row["key"])), ()):
                 if admitted is None or image_id in admitted:
                     best.setdefault(image_id, float(score))
         ranked = list(best.items())[:depth]
