@@ -178,10 +178,21 @@ def watch(
 
     if not as_json:
         typer.echo(f"watching {', '.join(map(str, paths))} (Ctrl-C stops)", err=True)
+    _stop_on_ctrl_c_and_sigterm()
     try:
         run_watch(config, threading.Event(), on_ingest=report, on_error=warn, settle_s=settle)
     except KeyboardInterrupt:
         typer.echo("stopped", err=True)
+
+
+def _stop_on_ctrl_c_and_sigterm() -> None:
+    """Ctrl-C and SIGTERM (a service manager's stop) both end a watch as Ctrl-C does,
+    whatever the process inherited: a background job of a script starts with SIGINT
+    ignored, and Python then never raises KeyboardInterrupt (the watch ran on)."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
 
 
 @app.command()

@@ -98,8 +98,14 @@ def test_a_missing_root_is_the_first_ingests_error(tmp_path):
         watch(config, threading.Event())
 
 
-def test_the_cli_prints_one_summary_per_burst_and_stops_on_ctrl_c(tmp_path):
+# A script's background job (`mmindex watch photos &`) starts with SIGINT ignored; the
+# shell's `trap '' INT` + exec gives the watch that inheritance whatever pytest's own is.
+@pytest.mark.parametrize("stop_signal, inherited", [
+    ("SIGINT", ""), ("SIGINT", "trap '' INT; "), ("SIGTERM", "")])
+def test_the_cli_prints_one_summary_per_burst_and_stops_on_a_signal(tmp_path, stop_signal,
+                                                                     inherited):
     import json
+    import shlex
     import signal
     import subprocess
     import sys
@@ -107,11 +113,12 @@ def test_the_cli_prints_one_summary_per_burst_and_stops_on_ctrl_c(tmp_path):
     folder = tmp_path / "photos"
     folder.mkdir()
     photo(64, 48, 1).save(folder / "a.jpg")
+    command = [sys.executable, "-m", "mmindex.cli", "watch", str(folder), "--index",
+               str(tmp_path / "idx"), "--model", "test-tiny", "--settle", "0.5", "--json"]
     # faulthandler: a watch that does not stop is made to print every thread's stack (SIGABRT)
     # so the failure says where it hung, and is then killed rather than left running
     process = subprocess.Popen(
-        [sys.executable, "-m", "mmindex.cli", "watch", str(folder), "--index", str(tmp_path / "idx"),
-         "--model", "test-tiny", "--settle", "0.5", "--json"],
+        ["sh", "-c", f"{inherited}exec {shlex.join(command)}"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         env={**os.environ, "PYTHONFAULTHANDLER": "1"})
     try:
@@ -120,14 +127,16 @@ def test_the_cli_prints_one_summary_per_burst_and_stops_on_ctrl_c(tmp_path):
         second = json.loads(process.stdout.readline())  # JSON Lines: one per ingest
         assert (first["added"], second["added"], second["unchanged"]) == (1, 1, 1)
     finally:
-        process.send_signal(signal.SIGINT)
+        process.send_signal(getattr(signal, stop_signal))
         try:
             _, stderr = process.communicate(timeout=60)
         except subprocess.TimeoutExpired:
             process.send_signal(signal.SIGABRT)
             _, stderr = process.communicate(timeout=30)
-            pytest.fail(f"watch did not stop within 60 s of Ctrl-C; its threads:\n{stderr}")
+            pytest.fail(f"watch did not stop within 60 s of {stop_signal}; its threads:\n"
+                        f"{stderr}")
     assert process.returncode == 0 and "Traceback" not in stderr
+    assert stderr.rstrip().endswith("stopped")
 
 
 # The burst, as 16x16 PNGs: measured on this busy two-core machine (load 5-8), all
