@@ -162,11 +162,10 @@ class Generator:
         if tiles <= 0:
             return [whole]
         from mmindex.data.tiles import View
-        from mmindex.search.tiles import tile_scores_of
+        from mmindex.search.tiles import best_tiles
 
-        boxes, scores = tile_scores_of(self.index, self.index.query_vector(question), hit.id)
-        best = np.argsort(-scores, kind="stable")[:tiles]
-        return [whole] + [View(whole, boxes[i]) for i in best]
+        boxes = best_tiles(self.index, self.index.query_vector(question), hit.id, tiles)
+        return [whole] + [View(whole, box) for box in boxes]
 
     def _answer_each(self, prompt: str, images: Sequence, max_new_tokens: int,
                      on_text: Callable[[str], None] | None = None):

@@ -323,6 +323,20 @@ def train_projector_command(
         "--distractor-rate",
         help="Share of QA prompts with other images after the target",
     ),
+    tiles: int = config_option(
+        TrainProjectorConfig,
+        "tiles",
+        "--tiles",
+        min=0,
+        help="QA prompts also show 0..N of the image's tiles that best match the question "
+        "(N drawn per prompt), as `ask --tiles` picks them from --index",
+    ),
+    tiles_index: Path | None = config_option(
+        TrainProjectorConfig,
+        "index",
+        "--index",
+        help="With --tiles: an index of the questions' images ingested with --tiles",
+    ),
     precision: str = config_option(
         TrainProjectorConfig, "precision", "--precision", help="auto | bf16 (autocast) | fp32"
     ),
@@ -371,6 +385,8 @@ def train_projector_command(
         unfreeze_last=unfreeze_last,
         lora_rank=lora_rank,
         distractor_rate=distractor_rate,
+        tiles=tiles,
+        index=tiles_index,
         precision=precision,
         threads=threads,
         init_from=init_from,
@@ -432,6 +448,12 @@ def eval_vqa(
         "--pairs",
         help="The images' objects, for distractors [default: pairs.parquet beside --questions]",
     ),
+    tiles: str | None = typer.Option(
+        None, "--tiles", help="Token budgets, e.g. 0,1,2,4: a column per budget b, each "
+        "question shown its image and the b tiles `ask --tiles b` picks from --index"),
+    tiles_index: Path | None = config_option(
+        VqaConfig, "index", "--index",
+        help="With --tiles: an index of the questions' images ingested with --tiles"),
     batch_size: int = config_option(VqaConfig, "batch_size", "--batch-size", min=1),
     precision: str = config_option(
         VqaConfig, "precision", "--precision", help="auto | bf16 (autocast) | fp32"
@@ -464,6 +486,8 @@ def eval_vqa(
             device=device,
             images_per_question=images_per_question,
             pairs=pairs,
+            tiles=_budgets(tiles),
+            index=tiles_index,
         ),
         projector,
     )
@@ -473,6 +497,17 @@ def eval_vqa(
         print_json(report.to_dict())
         return
     typer.echo(format_vqa(report), nl=False)
+
+
+def _budgets(text: str | None) -> tuple[int, ...]:
+    """`--tiles 0,1,4` -> (0, 1, 4); a value that is not a whole number is refused by name."""
+    from mmindex.errors import UserInputError
+
+    try:
+        return tuple(int(b) for b in _names(text) or ())
+    except ValueError:
+        raise UserInputError(f"--tiles takes whole numbers of tiles separated by commas "
+                             f"(e.g. 0,1,2,4), not {text!r}") from None
 
 
 def _names(text: str | None) -> tuple[str, ...] | None:

@@ -25,3 +25,7 @@ class VqaConfig:
     # from the pairs file's attributes (None: pairs.parquet beside the questions)
     images_per_question: int = 1
     pairs: Path | None = None
+    # budgets: one column per b, each question shown its image and the b tiles `ask --tiles
+    # b` would pick from `index` (an index of the questions' images ingested with tiles)
+    tiles: tuple[int, ...] = ()
+    index: Path | None = None

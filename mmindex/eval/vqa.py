@@ -334,12 +334,44 @@ def run_vqa(config: VqaConfig) -> VqaReport:
     if config.images_per_question > 1:
         return _run_multi_image(config, vlm, encoder)
     rows = sample_rows(read_vqa_rows(config.questions), config.per_kind, config.seed)
+    if config.tiles:
+        return _run_with_tiles(config, vlm, encoder, rows)
     paths = list(dict.fromkeys(r.image for r in rows))
     row_of = {p: i for i, p in enumerate(paths)}
     features = vlm.image_features(encoder, paths)  # (N, T, C)
     prior = read_vqa_rows(config.train_questions) if config.train_questions else None
     return evaluate_vqa(vlm, features, rows, [row_of[r.image] for r in rows],
                         config.modes or MODES, config.batch_size, prior, config.precision)
+
+
+def tiles_column(budget: int) -> str:
+    return f"{budget} tiles"
+
+
+def _run_with_tiles(config: VqaConfig, vlm, encoder, rows: list[VqaRow]) -> VqaReport:
+    """One column per budget b: each question shown its image and the b tiles of it that
+    best match the question, as `ask --tiles b` shows them (search/tiles.question_tiles)."""
+    from mmindex.core.precision import autocast
+    from mmindex.data.tiles import View
+    from mmindex.search.searcher import open_index
+    from mmindex.search.tiles import question_tiles
+
+    if config.index is None or min(config.tiles) < 0:
+        raise UserInputError("--tiles takes budgets of 0 or more tiles (e.g. 0,1,2,4) and "
+                             "needs --index, the questions' images ingested with --tiles")
+    boxes = question_tiles(open_index(config.index), [(r.image, r.question) for r in rows],
+                           max(config.tiles))
+    row_of: dict = {}  # image or View -> row of the features, each computed once
+    shown = [[row_of.setdefault(r.image, len(row_of))] +
+             [row_of.setdefault(View(r.image, box), len(row_of)) for box in mine]
+             for r, mine in zip(rows, boxes)]
+    features = vlm.image_features(encoder, list(row_of))  # (N, T, C)
+    with autocast(config.precision, vlm.device):
+        results = {tiles_column(b): _run_prompts(vlm, features, rows, [s[:1 + b] for s in shown],
+                                                 config.batch_size) for b in config.tiles}
+    prior = prior_accuracy(read_vqa_rows(config.train_questions), rows) \
+        if config.train_questions else None
+    return VqaReport(len(rows), dict(Counter(r.kind for r in rows)), results, prior)
 
 
 def _run_multi_image(config: VqaConfig, vlm, encoder) -> VqaReport:
@@ -365,6 +397,8 @@ def compare_checkpoints(config: VqaConfig, checkpoints: Sequence[Path]) -> VqaRe
     fusion (or folder where two share one)."""
     if len(checkpoints) == 1:
         return run_vqa(dataclasses.replace(config, checkpoint=checkpoints[0]))
+    if config.tiles:
+        raise UserInputError("--tiles makes a column per budget: give one --projector")
     from mmindex.models.vlm import read_vlm_config
 
     fusions = [read_vlm_config(c).fusion for c in checkpoints]

@@ -21,7 +21,9 @@ the cheap one-vector search proposes N candidates and the tiles decide their ord
 from __future__ import annotations
 
 import weakref
+from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -124,6 +126,34 @@ def tile_scores_of(index, vector: np.ndarray, image_id: int) -> tuple[list[Box],
         return [], np.zeros(0, np.float32)
     vectors = _vectors(index, TILE, lookup.ids[mine])  # (T, D)
     return [tuple(int(v) for v in lookup.boxes[p]) for p in mine], vectors @ vector
+
+
+def best_tiles(index, vector: np.ndarray, image_id: int, n: int) -> list[Box]:
+    """The boxes of the image's `n` tiles most like the query, best first (fewer when it has
+    fewer; none for an image without tiles): what `ask --tiles n` shows beside the whole."""
+    if n <= 0:
+        return []
+    boxes, scores = tile_scores_of(index, vector, image_id)
+    return [boxes[i] for i in np.argsort(-scores, kind="stable")[:n]]
+
+
+def question_tiles(index, items: Sequence[tuple[Path, str]], n: int) -> list[list[Box]]:
+    """For each (image file, question): best_tiles of that image of the index for the
+    question, so a projector is trained and measured on the views `ask --tiles` shows."""
+    require_tiles(index, "--tiles")
+    paths = index.rows("images").select(["id", "path"]).to_pydict()
+    id_of = {str(Path(p).resolve()): i for i, p in zip(paths["id"], paths["path"])}
+    vectors: dict[str, np.ndarray] = {}  # a question text is encoded once
+    out = []
+    for image, question in items:
+        image_id = id_of.get(str(Path(image).resolve()))
+        if image_id is None:
+            raise UserInputError(f"{image} is not in the index at {index.root}: ingest the "
+                                 f"questions' images there with --tiles first")
+        if question not in vectors:
+            vectors[question] = index.query_vector(question)
+        out.append(best_tiles(index, vectors[question], image_id, n))
+    return out
 
 
 def heatmap(index, image_id: int, vector: np.ndarray, cells: int = 16) -> Heatmap:

@@ -132,6 +132,10 @@ class TrainProjectorConfig:
     image_size: int = 64  # early: images resized to this side; (side / patch)^2 tokens
     warmup_steps: int = 20
     distractor_rate: float = 0.0  # share of QA prompts with 1-2 other images after the target
+    # QA prompts also show 0..tiles of the image's best tiles for the question (the count
+    # drawn per prompt), picked from `index` as `ask --tiles` picks them
+    tiles: int = 0
+    index: Path | None = None
     precision: str = "auto"  # core/precision.py; bf16 autocast halves a step on native-bf16 CPUs
     threads: int | None = None  # torch threads; 1 is far faster on a CPU shared with others
     device: str = "cpu"  # "cuda": the LLM and projector train on a GPU

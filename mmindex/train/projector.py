@@ -13,7 +13,7 @@ import json
 import math
 import random
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -37,6 +37,7 @@ class Sample:
     image: int  # row of the feature cache
     prompt: str
     answer: str
+    tiles: tuple[int, ...] = ()  # rows of the image's best tiles for the prompt, best first
 
 
 @dataclass
@@ -77,6 +78,8 @@ def train_projector(config: TrainProjectorConfig, progress: Progress | None = No
     torch.manual_seed(config.seed)
     encoder, llm = load_encoder(config.vision_model), load_llm(config.llm)
     captions, questions, paths = read_samples(config.captions, config.questions)
+    if config.tiles:
+        questions, paths = with_best_tiles(questions, paths, config.index, config.tiles)
     started = time.perf_counter()
     features = cache_inputs(encoder, paths, config)  # (N, T, C) tokens, or (N, 3, S, S) pixels
     report = TrainReport(str(config.out_dir), len(paths), time.perf_counter() - started)
@@ -159,6 +162,13 @@ class _LlmId:  # what check_matches reads of an LLM
 def _check(config: TrainProjectorConfig) -> None:
     if config.captions is None and config.questions is None:
         raise UserInputError("give --captions (stage 1) and/or --questions (stage 2)")
+    if config.tiles < 0 or (config.tiles and config.index is None):
+        raise UserInputError(f"--tiles {config.tiles} needs a number of tiles of 0 or more "
+                             "and --index, an index of the questions' images ingested with "
+                             "--tiles (the tiles shown are the ones `ask --tiles` would pick)")
+    if config.tiles and config.distractor_rate:
+        raise UserInputError("--tiles and --distractor-rate do not combine: ask shows an "
+                             "image's tiles only when it asks about that image alone")
     if config.batch_size < 1:
         raise UserInputError(f"--batch-size must be at least 1, not {config.batch_size}")
     check_device(config.device)
@@ -205,6 +215,22 @@ def read_samples(captions: Path | None, questions: Path | None):
 
 
 
+def with_best_tiles(samples: list[Sample], paths: list, index_dir: Path, n: int):
+    """QA samples with the rows of their image's n best tiles for their question (as `ask
+    --tiles n` picks them from the index), and the paths with those tiles added as Views."""
+    from mmindex.data.tiles import View
+    from mmindex.search.searcher import open_index
+    from mmindex.search.tiles import question_tiles
+
+    boxes = question_tiles(open_index(index_dir),
+                           [(paths[s.image], s.prompt) for s in samples], n)
+    rows = {path: i for i, path in enumerate(paths)}
+    shown = [replace(s, tiles=tuple(rows.setdefault(View(paths[s.image], box), len(rows))
+                                    for box in mine))
+             for s, mine in zip(samples, boxes)]
+    return shown, list(rows)
+
+
 def cache_inputs(encoder, paths: list[Path], config: TrainProjectorConfig) -> torch.Tensor:
     """What the model reads of every image, once, in bf16 to halve the cache: vision tokens
     (10k x 16 x 1024: 330 MB), or for early fusion the pixels (10k x 3 x 64 x 64: 250 MB)."""
@@ -232,8 +258,8 @@ def run_stage(vlm, features, samples: list[Sample], name: str, steps: int,
     try:  # Ctrl-C ends the stage early; what was trained so far is kept and saved
         for step in range(steps):
             picked = rng.sample(samples, min(config.batch_size, len(samples)))
-            images = [[s.image] + _distractors(rng, s.image, len(features), config)
-                      for s in picked]
+            images = [[s.image] + _some_tiles(rng, s) +
+                      _distractors(rng, s.image, len(features), config) for s in picked]
             losses.append(train_step(vlm, features, picked, images, optimizer, config.precision))
             schedule.step()
             if progress:
@@ -250,6 +276,12 @@ def run_stage(vlm, features, samples: list[Sample], name: str, steps: int,
     report.loss_curve = [sum(w) / len(w) for w in
                          (losses[i:i + CURVE_STEPS] for i in range(0, len(losses), CURVE_STEPS))]
     return report
+
+
+def _some_tiles(rng: random.Random, sample: Sample) -> list[int]:
+    """The sample's best 0..N tiles, the count drawn uniformly: one projector then answers
+    at every budget `ask --tiles` may be given, the whole image alone included."""
+    return list(sample.tiles[:rng.randint(0, len(sample.tiles))]) if sample.tiles else []
 
 
 def _distractors(rng: random.Random, target: int, n_images: int,

@@ -74,3 +74,67 @@ def test_tiles_refused_with_joint_or_a_negative_count(stack):
     with pytest.raises(UserInputError, match="--tiles"):
         stack.ask("a circle", AskConfig(k=1, threshold=-1.0, tiles=-1))
     assert not read_view(View(stack.answerer.shown[0][0], (0, 0, 500, 10)), 0).ok
+
+
+def asks_pick(index, image, question, n):
+    """The tiles `ask --tiles n` shows of `image` for `question`, worked out from the scores."""
+    paths = index.rows("images").to_pydict()
+    image_id = dict(zip(map(str, paths["path"]), paths["id"]))[str(image.resolve())]
+    boxes, scores = tile_scores_of(index, index.query_vector(question), image_id)
+    return [boxes[i] for i in np.argsort(-scores, kind="stable")[:n]]
+
+
+def test_a_projector_is_trained_on_the_tiles_ask_would_show(stack, tmp_path, monkeypatch):
+    import mmindex.train.projector as training
+    from mmindex.train.projector import read_samples, with_best_tiles
+
+    data = stack.index.root.parent / "data"
+    _, questions, paths = read_samples(None, data / "questions.parquet")
+    shown, views = with_best_tiles(questions, paths, stack.index.root, 2)
+    assert views[:len(paths)] == paths  # the images keep their rows; tiles come after
+    for sample in shown[::5]:
+        image = paths[sample.image]
+        assert [views[row].box for row in sample.tiles] == \
+            asks_pick(stack.index, image, sample.prompt, 2)
+        assert all(views[row].path == image for row in sample.tiles)
+
+    seen = []
+    real_step = training.train_step
+    monkeypatch.setattr(training, "train_step", lambda vlm, features, picked, images, *rest:
+                        seen.extend(map(len, images)) or real_step(vlm, features, picked,
+                                                                   images, *rest))
+    train_projector(TrainProjectorConfig(
+        vision_model=TINY, out_dir=tmp_path / "p", questions=data / "questions.parquet",
+        llm=TEST_TINY, image_tokens=4, qa_steps=6, batch_size=8, tiles=2,
+        index=stack.index.root))
+    assert set(seen) == {1, 2, 3}  # the whole image alone, and with one or two tiles
+
+
+def test_vqa_is_measured_per_tile_budget_on_the_views_ask_shows(stack, monkeypatch):
+    import mmindex.eval.vqa as vqa
+    from mmindex.eval.config import VqaConfig
+
+    shown = {}
+    real = vqa._run_prompts
+    monkeypatch.setattr(vqa, "_run_prompts", lambda vlm, features, rows, images, size:
+                        shown.setdefault(len(shown), (rows, images, features)) and
+                        real(vlm, features, rows, images, size))
+    data = stack.index.root.parent / "data"
+    report = vqa.run_vqa(VqaConfig(
+        questions=data / "questions.parquet", checkpoint=stack.index.root.parent / "projector",
+        llm=TEST_TINY, per_kind=2, tiles=(0, 2), index=stack.index.root, precision="fp32"))
+    assert list(report.modes) == ["0 tiles", "2 tiles"]
+    (rows, whole, _), (same_rows, tiled, _) = shown[0], shown[1]
+    assert rows == same_rows and all(len(images) == 1 for images in whole)
+    assert [images[0] for images in tiled] == [images[0] for images in whole]
+    assert all(len(images) == 3 for images in tiled)  # every 96-px canvas has 4 tiles
+
+
+def test_tiles_for_training_or_measuring_need_an_index_that_holds_the_images(stack, tmp_path):
+    from mmindex.search.tiles import question_tiles
+
+    with pytest.raises(UserInputError, match="--index"):
+        train_projector(TrainProjectorConfig(vision_model=TINY, out_dir=tmp_path / "p",
+                                             questions=tmp_path / "q.parquet", tiles=2))
+    with pytest.raises(UserInputError, match="elsewhere.png"):
+        question_tiles(stack.index, [(tmp_path / "elsewhere.png", "a circle")], 2)
