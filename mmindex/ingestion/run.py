@@ -33,7 +33,8 @@ from mmindex.index import storage, store
 from mmindex.index.changes import FILE_COLUMNS, Candidate, ChangePlan, errors_for, plan_changes
 from mmindex.index.schema import FILE_SCHEMA
 from mmindex.index.storage import index_root
-from mmindex.index.vectors import VectorIndex, unit_vectors
+from mmindex.index.vectors import unit_vectors
+from mmindex.ingestion.commits import CommitBuffer
 from mmindex.ingestion.config import IngestConfig
 from mmindex.ingestion.encoders import (
     PHOTO_COLUMNS,
@@ -90,7 +91,7 @@ def ingest(config: IngestConfig, progress: Progress | None = None) -> IngestSumm
         run.finish()
         c = config
         tiles = update_tiles(writer, c.tiles, lambda: run.encoder, run.progress, c.batch_size,
-                             c.commit_every, c.max_pixels)  # once the images are committed
+                             c.commit_every, c.max_pixels, c.commit_seconds)  # after the images
         return replace(run.summary(time.monotonic() - started), tiles=tiles)
 
 
@@ -126,7 +127,8 @@ class _IngestRun:
         self.failures: list[FileError] = []
         self.documents = 0
         self.passage_embeddings: dict = {}  # PDF passages' embeddings by text hash
-        self.commits = _CommitBuffer(writer, config)
+        self.commits = CommitBuffer(writer, ("images", "texts", "errors"), config.commit_every,
+                                    config.commit_seconds)
 
     # -- model ---------------------------------------------------------------------------
     @property
@@ -472,8 +474,7 @@ class _IngestRun:
         return _run_local(worker, column, values, self.config.batch_size)
 
     def finish(self) -> None:
-        self.commits.flush()
-        self.commits.rebuild_outgrown_indexes()
+        self.commits.finish()
 
     def summary(self, seconds: float) -> IngestSummary:
         plans = (self.image_plan, self.text_plan)
@@ -568,90 +569,3 @@ def _run_local(worker, column: str, values: list, batch_size: int) -> Iterator[d
             if nxt is not None:
                 pending = pool.submit(worker.prepare, nxt)
             yield worker.encode(prepared)
-
-
-class _CommitBuffer:
-    """Rows and removals waiting for the next commit, and the in-memory FAISS indexes."""
-
-    def __init__(self, writer: store.StoreWriter, config: IngestConfig):
-        self.writer, self.config = writer, config
-        self.indexes: dict[str, VectorIndex] = {}
-        self._reset()
-
-    def _reset(self) -> None:
-        self.rows = {t: [] for t in ("images", "texts", "errors")}
-        self.vectors = {t: [] for t in ("images", "texts")}
-        self.removals = {t: set() for t in ("images", "texts", "errors")}
-        self.adopted = {t: [] for t in ("images", "texts")}  # shards workers wrote
-        self.last_commit = time.monotonic()
-
-    def open_indexes(self) -> None:
-        for table in ("images", "texts"):  # checked: a mismatched FAISS file must not grow
-            self.indexes[table] = store.read_vectors(self.writer.root, self.writer.manifest, table)
-
-    def add(self, table: str, row: dict, vector) -> None:
-        self.rows[table].append(row)
-        if vector is not None:
-            self.vectors[table].append(np.asarray(vector, dtype=np.float32))
-
-    def remove(self, table: str, ids) -> None:
-        self.removals[table].update(int(i) for i in ids)
-
-    def adopt(self, table: str, shard: store.WrittenShard) -> None:
-        self.adopted[table].append(shard)
-
-    def pending(self) -> int:
-        return sum(len(r) for r in self.rows.values()) + sum(len(r) for r in self.removals.values()) \
-            + sum(s.rows for shards in self.adopted.values() for s in shards)
-
-    def maybe_commit(self) -> None:
-        waited = time.monotonic() - self.last_commit
-        if self.pending() >= self.config.commit_every or (
-                self.pending() and waited >= self.config.commit_seconds):
-            self.flush()
-
-    def flush(self) -> None:
-        if not self.pending():
-            return
-        changes, blobs = {}, {}
-        dim = self.writer.manifest.model.dim
-        for table, rows in self.rows.items():
-            added = store.rows_to_table(table, rows, self.vectors.get(table), dim)
-            adopted = tuple(self.adopted.get(table, ()))
-            changes[table] = store.TableChange(added, self.removals[table], adopted)
-            if table in self.indexes:
-                index = self.indexes[table]
-                index.remove(self.removals[table])
-                if added is not None:
-                    index.add(np.array([r["id"] for r in rows]), np.stack(self.vectors[table]))
-                for shard in adopted:  # read back in chunks: the driver's memory stays flat
-                    for ids, vectors in store.shard_vectors(self.writer.root, shard.relative):
-                        index.add(ids, vectors)
-                blobs[table] = index.to_bytes()
-        self.writer.commit(changes, blobs, {t: ix.describe() for t, ix in self.indexes.items()})
-        self._reset()
-
-    def rebuild_outgrown_indexes(self) -> None:
-        """Flat below the size threshold, IVF above, lists sized to the collection: rebuild
-        from the stored embeddings when that no longer holds (no re-encoding)."""
-        for table, index in self.indexes.items():
-            if index.needs_rebuild():
-                ids, vectors = self._stored_vectors(table)
-                rebuilt = VectorIndex.build(ids, vectors, self.writer.manifest.model.dim)
-                self.indexes[table] = rebuilt
-                self.writer.commit({}, {table: rebuilt.to_bytes()}, {table: rebuilt.describe()})
-
-    def _stored_vectors(self, table: str) -> tuple[np.ndarray, np.ndarray]:
-        """Every stored (id, embedding) of a table, read shard by shard in chunks into one
-        array: a single copy of the vectors, not a table plus a per-row object array."""
-        manifest = self.writer.manifest
-        ids = np.empty(manifest.tables[table].rows, np.int64)
-        vectors = np.empty((len(ids), manifest.model.dim), np.float32)  # (N, D)
-        filled = 0
-        for shard in manifest.tables[table].shards:
-            for chunk_ids, chunk in store.shard_vectors(self.writer.root, shard):
-                ids[filled:filled + len(chunk_ids)], vectors[filled:filled + len(chunk)] = \
-                    chunk_ids, chunk
-                filled += len(chunk_ids)
-        return ids[:filled], vectors[:filled]
-

@@ -16,7 +16,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
 
 from mmindex.core.progress import Progress, no_progress
 from mmindex.data.batches import read_image, stack_pixels
@@ -24,7 +23,7 @@ from mmindex.data.images import DEFAULT_MAX_PIXELS
 from mmindex.data.scan import IMAGE_EXTENSIONS
 from mmindex.data.tiles import TileSpec, crop_tiles, decode_side, tile_boxes
 from mmindex.index import store
-from mmindex.index.vectors import VectorIndex
+from mmindex.ingestion.commits import CommitBuffer
 
 TILE = "tiles"
 OFF = "off"  # IngestConfig.tiles: remove the index's tiles and stop tiling
@@ -52,9 +51,12 @@ def requested_spec(asked: TileSpec | str | None, manifest: store.Manifest) -> Ti
 
 def update_tiles(writer: store.StoreWriter, asked: TileSpec | str | None, encoder_of: Callable,
                  progress: Progress = no_progress, batch_size: int = 32,
-                 commit_every: int = 2048, max_pixels: int = DEFAULT_MAX_PIXELS) -> TilesSummary:
-    """Bring the tiles table in line with the images table and the spec; commit as it goes.
-    `encoder_of()` gives the index's encoder (loaded only when something is encoded)."""
+                 commit_every: int = 2048, max_pixels: int = DEFAULT_MAX_PIXELS,
+                 commit_seconds: float = 60.0) -> TilesSummary:
+    """Bring the tiles table in line with the images table and the spec; commit as it goes
+    (as the images do: every `commit_every` rows or `commit_seconds`, an image's tiles
+    together). `encoder_of()` gives the index's encoder (loaded only when something is
+    encoded)."""
     manifest = writer.manifest
     spec = requested_spec(asked, manifest) if manifest else None
     if manifest is None or (spec is None and not manifest.tiling and
@@ -62,27 +64,28 @@ def update_tiles(writer: store.StoreWriter, asked: TileSpec | str | None, encode
         return TilesSummary(0, 0, 0, 0, 0)
     plan = _plan(writer, spec)
     writer.manifest = replace(writer.manifest, tiling=spec.to_dict() if spec else None)
-    batch = _TileCommits(writer, commit_every)
-    batch.remove(plan.stale_ids)
+    commits = CommitBuffer(writer, (TILE,), commit_every, commit_seconds)
+    commits.open_indexes()
+    commits.remove(TILE, plan.stale_ids)
     side = manifest.model.image_size
     encoded = copied = failed = done = 0
     for image in plan.todo:
         boxes = tile_boxes(image["width"], image["height"], spec, side)
         twin = plan.twins.get((image["sha256"], tuple(boxes)))
         if twin is not None:
-            batch.add(image, boxes, twin)
+            _add_tiles(commits, image, boxes, twin)
             copied += len(boxes)
         else:
             vectors = _encode_tiles(encoder_of(), image, boxes, batch_size, max_pixels)
             if vectors is None:
                 failed += 1
             else:
-                batch.add(image, boxes, vectors)
+                _add_tiles(commits, image, boxes, vectors)
                 encoded += len(boxes)
         done += 1
         progress("encoding tiles", done, len(plan.todo))
-        batch.maybe_commit()
-    batch.flush(force=True)
+        commits.maybe_commit()  # between images: an image's tiles commit together
+    commits.finish(force=True)  # even with nothing pending: a changed spec must land
     return TilesSummary(done - failed, encoded, copied, len(plan.stale_ids), failed)
 
 
@@ -156,51 +159,8 @@ def _encode_tiles(encoder, image: dict, boxes, batch_size: int, max_pixels: int)
     return np.concatenate(out)
 
 
-class _TileCommits:
-    """Tile rows and removals waiting for the next commit, and the tiles' FAISS index."""
-
-    def __init__(self, writer: store.StoreWriter, commit_every: int):
-        self.writer, self.commit_every = writer, commit_every
-        self.index = store.read_vectors(writer.root, writer.manifest, TILE)
-        self.rows: list[dict] = []
-        self.vectors: list[np.ndarray] = []
-        self.removals: set[int] = set()
-
-    def add(self, image: dict, boxes, vectors: np.ndarray) -> None:
-        for box, vector in zip(boxes, vectors):
-            row = {c: image[c] for c in _KEY_COLUMNS} | dict(zip(_BOX, box))
-            self.rows.append(row | {"id": self.writer.new_id(), "image_id": image["id"]})
-            self.vectors.append(np.asarray(vector, np.float32))
-
-    def remove(self, ids) -> None:
-        self.removals.update(int(i) for i in ids)
-
-    def maybe_commit(self) -> None:
-        if len(self.rows) + len(self.removals) >= self.commit_every:
-            self.flush()
-
-    def flush(self, force: bool = False) -> None:
-        """Commit what is pending; `force` commits even nothing, so a changed spec lands."""
-        if not (self.rows or self.removals or force):
-            return
-        added = store.rows_to_table(TILE, self.rows, self.vectors, self.writer.manifest.model.dim)
-        self.index.remove(self.removals)
-        if added is not None:
-            self.index.add(np.array([r["id"] for r in self.rows]), np.stack(self.vectors))
-        if self.index.needs_rebuild():
-            self.index = _rebuilt(self.writer, self.index, added)
-        self.writer.commit({TILE: store.TableChange(added, set(self.removals))},
-                           {TILE: self.index.to_bytes()}, {TILE: self.index.describe()})
-        self.rows, self.vectors, self.removals = [], [], set()
-
-
-def _rebuilt(writer: store.StoreWriter, index: VectorIndex, added: pa.Table | None):
-    """Flat below the size threshold, IVF above: the kind follows the table's size."""
-    ids = index.ids()
-    stored = store.read_table(writer.root, writer.manifest, TILE, ["id", "embedding"])
-    if added is not None:
-        stored = pa.concat_tables([stored, added.select(["id", "embedding"])])
-    keep = np.isin(stored.column("id").to_numpy(), ids)
-    vectors = np.stack(stored.column("embedding").to_numpy(zero_copy_only=False))[keep]
-    return VectorIndex.build(stored.column("id").to_numpy()[keep], vectors,
-                             writer.manifest.model.dim)
+def _add_tiles(commits: CommitBuffer, image: dict, boxes, vectors: np.ndarray) -> None:
+    """An image's tiles as rows: its file columns and id, so a tile knows when it is stale."""
+    for box, vector in zip(boxes, vectors):
+        row = {c: image[c] for c in _KEY_COLUMNS} | dict(zip(_BOX, box))
+        commits.add(TILE, row | {"id": commits.writer.new_id(), "image_id": image["id"]}, vector)

@@ -6,15 +6,18 @@ from __future__ import annotations
 import json
 import shutil
 
+import faiss
 import numpy as np
 import pyarrow as pa
 import pytest
 from PIL import Image
 
 from mmindex import IngestConfig, ingest, open_index
+from mmindex.core import faults
 from mmindex.data.tiles import TileSpec, tile_boxes
 from mmindex.errors import UserInputError
 from mmindex.index import store
+from mmindex.index import vectors as vector_index
 from mmindex.index.schema import table_schema
 from mmindex.index.vectors import VectorIndex
 from mmindex.models.encoder import EncoderInfo
@@ -192,3 +195,70 @@ def test_an_index_from_before_tiles_opens_searches_and_takes_them(photo_folder, 
     summary = ingest(IngestConfig(roots=(tmp_path / "more",), index_dir=root,
                                   tiles=TileSpec(4)))
     assert summary.tiles.images >= 1 and open_index(root).info().tables["tiles"].rows > 0
+
+
+def crash_once_tiles_are_committed(root):
+    """A fault action for `store.committed`: the process dies right after the first commit
+    that leaves tiles in the index."""
+    def action(name: str) -> None:
+        if store.read_manifest(root).tables["tiles"].rows:
+            raise faults.SimulatedCrash(name)
+    return action
+
+
+def assert_tiles_match_their_index(root):
+    """The tiles FAISS index holds exactly the stored tile ids, each with its stored vector
+    (IVF lists keep the vectors too; a direct map finds them by id)."""
+    index = open_index(root)
+    stored = store.read_table(root, index.manifest, "tiles", ["id", "embedding"])
+    ids = stored.column("id").to_numpy()
+    vectors = index.vectors("tiles")
+    assert np.array_equal(np.sort(vectors.ids()), np.sort(ids))
+    held = faiss.extract_index_ivf(vectors.index) if vectors.kind == "ivf" else vectors.index
+    if vectors.kind == "ivf":
+        held.set_direct_map_type(faiss.DirectMap.Hashtable)
+    found = np.stack([held.reconstruct(int(i)) for i in ids])
+    expected = np.stack(stored.column("embedding").to_numpy(zero_copy_only=False))
+    assert found.shape == expected.shape and np.array_equal(found, expected)
+
+
+def test_a_crash_between_tile_commits_keeps_them_and_a_rerun_completes_the_pass(big_photos,
+                                                                               tmp_path):
+    """The tiles pass commits like the images: here by time (commit_seconds=0), so each
+    image's tiles are a commit of their own, and the process dies after the first."""
+    root = tmp_path / "idx"
+    config = IngestConfig(roots=(big_photos,), index_dir=root, model=TINY, precision="fp32",
+                          tiles=TileSpec(4), commit_seconds=0)
+    with (faults.REGISTRY.armed("store.committed", crash_once_tiles_are_committed(root)),
+          pytest.raises(faults.SimulatedCrash)):
+        ingest(config)
+    kept = tiles_of(root)
+    per_image = len(tile_boxes(400, 300, TileSpec(4), open_index(root).manifest.model.image_size))
+    assert len(kept) == per_image and len({t["image_id"] for t in kept}) == 1  # one, whole
+    assert_tiles_match_their_index(root)
+    again = ingest(config).tiles
+    assert (again.images, again.encoded, again.removed) == (1, per_image, 0)
+    after = tiles_of(root)
+    assert len(after) == 2 * per_image and all(t in after for t in kept)
+    assert len({t["image_id"] for t in after}) == 2
+    assert_tiles_match_their_index(root)
+
+
+def test_an_outgrown_tiles_index_is_rebuilt_in_a_commit_after_its_rows(big_photos, tmp_path,
+                                                                       monkeypatch):
+    """Rows first, then the rebuild from the stored vectors: a crash between the two leaves
+    a usable flat index, and the next ingest, with nothing to tile, rebuilds it."""
+    monkeypatch.setattr(vector_index, "IVF_THRESHOLD", 4)  # the tiles cross it, 3 images not
+    root = tmp_path / "idx"
+    config = IngestConfig(roots=(big_photos,), index_dir=root, model=TINY, precision="fp32",
+                          tiles=TileSpec(4))
+    with (faults.REGISTRY.armed("store.committed", crash_once_tiles_are_committed(root)),
+          pytest.raises(faults.SimulatedCrash)):
+        ingest(config)
+    manifest = store.read_manifest(root)
+    assert manifest.tables["tiles"].rows >= 4
+    assert manifest.tables["tiles"].index["kind"] == "flat"
+    assert_tiles_match_their_index(root)
+    assert ingest(config).tiles.encoded == 0
+    assert store.read_manifest(root).tables["tiles"].index["kind"] == "ivf"
+    assert_tiles_match_their_index(root)
