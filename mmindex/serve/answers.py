@@ -68,16 +68,16 @@ class Answers:
         return None
 
     def ask(self, index, question: str, k: int, where: str | None, joint: bool = False,
-            on_text: Callable[[str], None] | None = None) -> dict:
+            on_text: Callable[[str], None] | None = None, tiles: int = 0) -> dict:
         module = self._module()
         with self._lock:
             generator = module.Generator(index, self._loaded_answerer(module, index))
-            answer = generator.ask(question, module.AskConfig(k=k, where=where, joint=joint),
-                                   on_text=on_text)
+            answer = generator.ask(question, module.AskConfig(k=k, where=where, joint=joint,
+                                                              tiles=tiles), on_text=on_text)
         return answer.to_dict()
 
     def stream(self, index, question: str, k: int, where: str | None,
-               joint: bool = False) -> Iterator[tuple[str, dict]]:
+               joint: bool = False, tiles: int = 0) -> Iterator[tuple[str, dict]]:
         """("token", {"text": piece}) events while the answer is generated, then ("answer",
         the whole answer). Unavailability is raised here, before the first event, so it can
         still be a status code; a failure while generating is raised from the iterator."""
@@ -89,7 +89,8 @@ class Answers:
         def generate() -> None:  # on its own thread: the caller reads events as they come
             try:
                 answer = self.ask(index, question, k, where, joint,
-                                  on_text=lambda text: events.put(("token", {"text": text})))
+                                  on_text=lambda text: events.put(("token", {"text": text})),
+                                  tiles=tiles)
                 events.put(("answer", answer))
             except Exception as exc:  # handed to the reader, which maps it to an error event
                 events.put(("failed", exc))

@@ -31,6 +31,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from mmindex import errors
 from mmindex.data.images import DecodeError, decode_image
+from mmindex.data.tiles import MAX_BUDGET
 from mmindex.index.files import read_indexed_file
 from mmindex.ingestion.config import IngestConfig
 from mmindex.search.searcher import Index
@@ -147,6 +148,9 @@ class AskIn(BaseModel):
     filter: list[str] = Field(default_factory=list, description=FILTER_HELP)
     joint: bool = Field(False, description="one prompt with all k images instead of asking "
                                            "each image alone (one cited line each)")
+    tiles: DecimalInt = Field(0, ge=0, le=MAX_BUDGET, description=(
+        "also show each image's N tiles that best match the question (an index ingested "
+        "with tiles; not with joint): `ask --tiles N`"))
 
 
 def _errors(*statuses: int) -> dict:
@@ -492,11 +496,11 @@ def ask(question: AskIn, ctx: Context, request: Request) -> Response:
     try:
         if _EVENT_STREAM in request.headers.get("accept", ""):
             events = ctx.answers.stream(index, question.question, k=question.k, where=where,
-                                        joint=question.joint)
+                                        joint=question.joint, tiles=question.tiles)
             return StreamingResponse(_server_sent(events), media_type=_EVENT_STREAM,
                                      headers={"Cache-Control": "no-store"})
         return JSONResponse(ctx.answers.ask(index, question.question, k=question.k, where=where,
-                                            joint=question.joint))
+                                            joint=question.joint, tiles=question.tiles))
     except AnswersUnavailable as exc:
         code = "not_implemented" if exc.status == 501 else "generator_unavailable"
         raise ApiError(exc.status, str(exc), code=code) from None

@@ -452,8 +452,8 @@ class _FakeGenerate:
         return "the vlm"
 
     @staticmethod
-    def AskConfig(k, where, joint=False):  # stands in for a dataclass
-        return SimpleNamespace(k=k, where=where, joint=joint)
+    def AskConfig(k, where, joint=False, tiles=0):  # stands in for a dataclass
+        return SimpleNamespace(k=k, where=where, joint=joint, tiles=tiles)
 
     class Generator:
         def __init__(self, index, vlm):
@@ -487,10 +487,16 @@ def test_ask_wires_the_generator_once_and_passes_k_and_filters(built):
     assert fake.loads == 1  # the LLM stays loaded
     assert fake.devices == ["cpu"]
     assert _FakeGenerate.configs[-1].joint is False  # each image asked alone by default
+    assert _FakeGenerate.configs[-1].tiles == 0  # images only, unless tiles are asked for
     for stream in (False, True):
         client.post("/api/ask", json={"question": "a photo", "joint": True},
                     headers={"Accept": "text/event-stream"} if stream else {})
         assert _FakeGenerate.configs[-1].joint is True
+        client.post("/api/ask", json={"question": "a photo", "tiles": 2},
+                    headers={"Accept": "text/event-stream"} if stream else {})
+        assert _FakeGenerate.configs[-1].tiles == 2
+    refused = client.post("/api/ask", json={"question": "a photo", "tiles": -1})
+    assert refused.status_code == 400 and "tiles" in refused.text
 
 
 def test_serve_device_reaches_the_generator(built):

@@ -286,8 +286,8 @@ class _CitingGenerate:
         return None
 
     @staticmethod
-    def AskConfig(k, where, joint=False):  # stands in for a dataclass
-        return SimpleNamespace(k=k, where=where, joint=joint)
+    def AskConfig(k, where, joint=False, tiles=0):  # stands in for a dataclass
+        return SimpleNamespace(k=k, where=where, joint=joint, tiles=tiles)
 
     class Generator:
         def __init__(self, index, vlm):
