@@ -148,7 +148,7 @@ def _insane_embeddings(rows: pa.Table) -> int:
 
 
 def _embeddings(rows: pa.Table) -> np.ndarray:
-    return np.stack(rows.column("embedding").to_numpy(zero_copy_only=False)).astype(np.float32)
+    return store.embedding_matrix(rows.column("embedding"))
 
 
 def _check_ids(manifest: store.Manifest, scans: dict[str, _TableScan], findings) -> None:

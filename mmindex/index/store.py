@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -194,17 +195,58 @@ def write_shard(root: str | Path, relative: str, table: pa.Table, model: Encoder
     return file_sha256(Path(target))
 
 
+def embedding_matrix(column: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """(N, D) float32 of an embedding column (fixed_size_list<float32>[D]) from its flat
+    values, without a Python object per row: a view for one chunk, one copy for several.
+    A null embedding, or a null in one, is damage: IndexFormatError."""
+    chunks = column.chunks if isinstance(column, pa.ChunkedArray) else [column]
+    dim = column.type.list_size
+    matrices = []
+    for chunk in chunks:
+        flat = chunk.flatten()  # (n * D,); skips null rows, hence the check
+        if chunk.null_count or flat.null_count:
+            raise IndexFormatError(f"its embeddings hold nulls ({chunk.null_count} null rows, "
+                                   f"{flat.null_count} null values)")
+        matrices.append(flat.to_numpy().astype(np.float32, copy=False).reshape(len(chunk), dim))
+    if len(matrices) == 1:
+        return matrices[0]
+    return np.concatenate(matrices or [np.empty((0, dim), np.float32)])
+
+
 def shard_vectors(root: Path, relative: str, chunk_rows: int = 8192):
     """(ids (n,), vectors (n, D) float32) of a shard, `chunk_rows` at a time: only these two
     columns are read, so a large shard never sits in memory whole."""
     try:
         with pq.ParquetFile(Path(root) / relative, page_checksum_verification=True) as shard:
             for batch in shard.iter_batches(chunk_rows, columns=["id", "embedding"]):
-                flat = batch.column("embedding").flatten().to_numpy()  # (n * D,)
-                yield batch.column("id").to_numpy(), flat.reshape(batch.num_rows, -1)
-    except (pa.ArrowException, OSError) as exc:
+                yield batch.column("id").to_numpy(), embedding_matrix(batch.column("embedding"))
+    except FileNotFoundError:
+        raise MissingFileError(f"shard {Path(root) / relative} is missing; "
+                               "run `mmindex doctor`") from None
+    except (pa.ArrowException, OSError, IndexFormatError) as exc:
         raise IndexFormatError(f"shard {Path(root) / relative} is damaged ({exc}); "
                                "run `mmindex doctor`") from None
+
+
+def stored_vectors(root: Path, manifest: Manifest, table: str,
+                   chunk_rows: int = 8192) -> tuple[np.ndarray, np.ndarray]:
+    """Every stored (id, embedding) of a vector table at the manifest's generation, in table
+    order (read_table's), as (ids (N,) int64, vectors (N, D) float32). Read shard by shard
+    in chunks into one preallocated array: a single copy of the vectors, not a table plus
+    a per-row object array plus a stacked copy."""
+    state = manifest.tables[table]
+    ids = np.empty(state.rows, np.int64)
+    vectors = np.empty((state.rows, manifest.model.dim), np.float32)
+    filled = 0
+    for shard in state.shards:
+        for chunk_ids, chunk in shard_vectors(root, shard, chunk_rows):
+            if filled + len(chunk_ids) > state.rows:
+                raise IndexFormatError(f"the {table} shards hold more rows than the manifest's "
+                                       f"{state.rows}; run `mmindex doctor`")
+            ids[filled:filled + len(chunk_ids)], vectors[filled:filled + len(chunk)] = \
+                chunk_ids, chunk
+            filled += len(chunk_ids)
+    return ids[:filled], vectors[:filled]
 
 
 def checksum_problem(root: Path, state: TableState, relative: str) -> str | None:
@@ -448,8 +490,6 @@ def shard_name(table: str, prefix: str) -> str:
 def rows_to_table(table: str, rows: list[dict], vectors, dim: int) -> pa.Table | None:
     """Rows (dicts of the table's columns) and their vectors as an Arrow table of the table's
     schema (schema.py is the one list of columns); None for no rows."""
-    import numpy as np
-
     if not rows:
         return None
     schema = table_schema(table, dim)

@@ -100,21 +100,8 @@ class CommitBuffer:
         crash between the two leaves a usable index that the next pass rebuilds."""
         for table, index in self.indexes.items():
             if index.needs_rebuild():
-                ids, vectors = self._stored_vectors(table)
+                ids, vectors = store.stored_vectors(self.writer.root, self.writer.manifest, table)
                 rebuilt = VectorIndex.build(ids, vectors, self.writer.manifest.model.dim)
                 self.indexes[table] = rebuilt
                 self.writer.commit({}, {table: rebuilt.to_bytes()}, {table: rebuilt.describe()})
 
-    def _stored_vectors(self, table: str) -> tuple[np.ndarray, np.ndarray]:
-        """Every stored (id, embedding) of a table, read shard by shard in chunks into one
-        array: a single copy of the vectors, not a table plus a per-row object array."""
-        manifest = self.writer.manifest
-        ids = np.empty(manifest.tables[table].rows, np.int64)
-        vectors = np.empty((len(ids), manifest.model.dim), np.float32)  # (N, D)
-        filled = 0
-        for shard in manifest.tables[table].shards:
-            for chunk_ids, chunk in store.shard_vectors(self.writer.root, shard):
-                ids[filled:filled + len(chunk_ids)], vectors[filled:filled + len(chunk)] = \
-                    chunk_ids, chunk
-                filled += len(chunk_ids)
-        return ids[:filled], vectors[:filled]

@@ -129,9 +129,8 @@ def _twins(writer: store.StoreWriter, current: list[dict]) -> dict:
     embeddings are read only then."""
     if not current:
         return {}
-    tiles = store.read_table(writer.root, writer.manifest, TILE, ["id", "embedding"])
-    position = {tile_id: i for i, tile_id in enumerate(tiles.column("id").to_pylist())}
-    vectors = np.stack(tiles.column("embedding").to_numpy(zero_copy_only=False))  # (T, D)
+    ids, vectors = store.stored_vectors(writer.root, writer.manifest, TILE)  # (T,), (T, D)
+    position = {tile_id: i for i, tile_id in enumerate(ids.tolist())}
     grouped: dict[int, list[dict]] = {}
     for t in current:
         grouped.setdefault(t["image_id"], []).append(t)

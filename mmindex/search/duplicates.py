@@ -87,9 +87,11 @@ def _identical_group(sha: str, members: list[DuplicateFile]) -> DuplicateGroup:
 def _near_groups(index, files: dict[int, DuplicateFile], by_sha: dict[str, list[int]],
                  threshold: float) -> list[DuplicateGroup]:
     """Groups of distinct contents whose embeddings lie within the threshold of each other."""
+    from mmindex.index import store
+
     if len(by_sha) < 2:
         return []
-    ids, vectors = _stored_vectors(index)
+    ids, vectors = store.stored_vectors(index.root, index.manifest, "images")
     first_of = {ids_[0]: sha for sha, ids_ in by_sha.items()}  # one row per content
     keep = np.array([i in first_of for i in ids.tolist()])
     ids, vectors = ids[keep], vectors[keep]
@@ -116,17 +118,6 @@ def _near_groups(index, files: dict[int, DuplicateFile], by_sha: dict[str, list[
             chosen = sorted((files[int(ids[p])] for p in positions), key=lambda f: f.path)
             groups.append(DuplicateGroup("near", tuple(chosen), round(weakest[group_root], 4)))
     return sorted(groups, key=lambda g: (-len(g.files), g.files[0].path))
-
-
-def _stored_vectors(index) -> tuple[np.ndarray, np.ndarray]:
-    from mmindex.index import store
-
-    stored = store.read_table(index.root, index.manifest, "images", columns=["id", "embedding"])
-    ids = np.asarray(stored.column("id").to_pylist(), dtype=np.int64)
-    dim = index.manifest.model.dim
-    flat = stored.column("embedding").combine_chunks().flatten()  # (N * D,)
-    vectors = np.asarray(flat.to_numpy(zero_copy_only=False), dtype=np.float32)
-    return ids, np.ascontiguousarray(vectors.reshape(-1, dim))
 
 
 def _pairs_above(vectors: np.ndarray, threshold: float) -> list[tuple[tuple[int, int], float]]:

@@ -249,10 +249,8 @@ def _vectors(index, table: str, ids: np.ndarray) -> np.ndarray:
     if table not in cache:
         from mmindex.index import store
 
-        stored = store.read_table(index.root, index.manifest, table, ["id", "embedding"])
-        all_ids = stored.column("id").to_numpy()
+        all_ids, matrix = store.stored_vectors(index.root, index.manifest, table)
         order = np.argsort(all_ids)
-        matrix = np.stack(stored.column("embedding").to_numpy(zero_copy_only=False))
         cache[table] = (all_ids[order], matrix[order])
     all_ids, matrix = cache[table]
     return matrix[np.searchsorted(all_ids, ids)]

@@ -179,3 +179,50 @@ def test_a_shard_that_is_not_what_its_worker_reported_commits_nothing(tmp_path, 
         with pytest.raises(store.IndexWriteError, match=message):
             writer.commit({"images": store.TableChange(adopt=(bad,))}, {})
     assert store.read_manifest(tmp_path).generation == generation
+
+
+# -- reading the stored embeddings ------------------------------------------------------------
+def test_stored_vectors_are_the_tables_rows_in_order_across_shards_and_removals(tmp_path):
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    rng = np.random.default_rng(0)
+    with store.StoreWriter(tmp_path) as writer:
+        writer.initialise(MODEL)
+        for first in (20, 0, 10):  # a shard per commit, ids not in table order
+            rows = [{"id": i, "path": f"/p/{i}.jpg", "size": 1, "mtime_ns": 1, "sha256": f"s{i}"}
+                    for i in range(first, first + 10)]
+            vectors = rng.standard_normal((10, MODEL.dim)).astype(np.float32)
+            writer.commit({"images": store.TableChange(
+                add=store.rows_to_table("images", rows, vectors, MODEL.dim))}, {})
+        # copy-on-write: the last shard is rewritten without two rows, the first without one
+        writer.commit({"images": store.TableChange(remove_ids={23, 12, 17})}, {})
+    manifest = store.read_manifest(tmp_path)
+    assert len(manifest.tables["images"].shards) == 3
+    expected_ids, expected = [], []
+    for shard in manifest.tables["images"].shards:  # a plain pyarrow read, row by row
+        table = pq.read_table(tmp_path / shard, columns=["id", "embedding"])
+        expected_ids += table.column("id").to_pylist()
+        expected += table.column("embedding").to_pylist()
+    ids, vectors = store.stored_vectors(tmp_path, manifest, "images", chunk_rows=4)
+    assert ids.tolist() == expected_ids and len(expected_ids) == 27
+    assert ids[0] == 20  # the table's order, not the ids'
+    assert vectors.dtype == np.float32 and vectors.shape == (27, MODEL.dim)
+    np.testing.assert_array_equal(vectors, np.array(expected, np.float32))
+    empty_ids, empty = store.stored_vectors(tmp_path, manifest, "texts")
+    assert empty_ids.shape == (0,) and empty.shape == (0, MODEL.dim)
+
+
+def test_a_null_embedding_is_damage_not_a_shifted_row():
+    import numpy as np
+    import pyarrow as pa
+
+    dim = 2
+    column = pa.chunked_array([pa.array([[1.0, 0.0], [0.0, 1.0]], pa.list_(pa.float32(), dim)),
+                               pa.array([[0.6, 0.8], [0.0, 1.0], [1.0, 0.0]],
+                                        pa.list_(pa.float32(), dim)).slice(1)])
+    np.testing.assert_array_equal(store.embedding_matrix(column),
+                                  [[1, 0], [0, 1], [0, 1], [1, 0]])
+    for damaged in ([[1.0, 0.0], None, [0.0, 1.0]], [[1.0, None], [0.0, 1.0]]):
+        with pytest.raises(IndexFormatError, match="null"):
+            store.embedding_matrix(pa.array(damaged, pa.list_(pa.float32(), dim)))

@@ -21,6 +21,7 @@ from mmindex.index import vectors as vector_index
 from mmindex.index.schema import table_schema
 from mmindex.index.vectors import VectorIndex
 from mmindex.models.encoder import EncoderInfo
+from mmindex.search import tiles as search_tiles
 from mmindex.search.tiles import heatmap
 from mmindex.testing import TINY, photo
 
@@ -262,3 +263,10 @@ def test_an_outgrown_tiles_index_is_rebuilt_in_a_commit_after_its_rows(big_photo
     assert ingest(config).tiles.encoded == 0
     assert store.read_manifest(root).tables["tiles"].index["kind"] == "ivf"
     assert_tiles_match_their_index(root)
+    # IVF-Flat keeps no direct map: the search side reads the stored vectors, by id
+    index = open_index(root)
+    stored = store.read_table(root, index.manifest, "tiles", ["id", "embedding"]).to_pylist()
+    wanted = [r["id"] for r in stored][::-1]  # not in table order
+    expected = {r["id"]: r["embedding"] for r in stored}
+    found = search_tiles._vectors(index, "tiles", np.array(wanted))
+    assert np.array_equal(found, np.array([expected[i] for i in wanted], np.float32))
