@@ -163,3 +163,13 @@ def test_opq_benchmark_runs():
         assert 0 < run["recall_pq_only"] <= run["recall_reranked"] <= 1, name  # re-ranking
         assert run["build_s"] > 0 and run["index_mb"] > 0
     assert summary["opq"]["index_mb"] > summary["plain"]["index_mb"]  # the rotation it keeps
+
+
+@pytest.mark.slow  # two child processes, each importing pyarrow: ~3 s here
+def test_stored_vectors_benchmark_runs():
+    import stored_vectors as bench
+
+    summary = bench.main(["--tiny"])  # exits when the two readers' results differ
+    assert (summary["rows"], summary["dim"]) == (2000, 64)
+    assert all(s > 0 for s in summary["seconds"].values())
+    assert summary["speed_ratio"] > 0 and summary["memory_ratio"] > 0
