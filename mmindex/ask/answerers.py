@@ -7,6 +7,9 @@
                                    AutoModelForImageTextToText + AutoProcessor: LLaVA-1.5 /
                                    LLaVA-NeXT, SmolVLM / Idefics3, Qwen2-VL / Qwen2.5-VL; the
                                    images go in as pixels through its own processor
+    llm                            the language model alone (`--llm`, else $MMINDEX_LLM, else
+                                   the installed SmolLM2), answering from the cited passages:
+                                   it sees no image, so none is shown to it or cited
 
 With no spec: the index's trained projector when it has one (INDEX/projector or
 $MMINDEX_PROJECTOR), else $MMINDEX_GENERATOR, else an error that says how to get one.
@@ -27,12 +30,18 @@ GENERATOR_ENV = "MMINDEX_GENERATOR"
 PROJECTOR_ENV = "MMINDEX_PROJECTOR"
 PROJECTOR_DIR = "projector"  # default checkpoint location inside an index directory
 SUGGESTED = "HuggingFaceTB/SmolVLM-256M-Instruct"  # small enough for a laptop CPU
+TEXT_ONLY = "llm"  # the spec of the language model answering from passages alone
+# A 135M model copies a value more often than it paraphrases one when told to; field
+# questions are scored on the exact string (eval document-questions, docs/documents.md).
+TEXT_SYSTEM_PROMPT = ("Answer the question from the passages. Reply with the value exactly as "
+                      "the passage writes it, and nothing else.")
 
 OnText = Callable[[str], None]
 
 
 class Answerer(Protocol):
     name: str
+    reads_images: bool  # False: given no images, so `ask` shows and cites passages only
 
     def answer(self, prompt: str, images: Sequence[Path], max_new_tokens: int,
                on_text: OnText | None = None) -> tuple[str, int]:
@@ -49,6 +58,8 @@ class GeneratorEntry:
 KNOWN = (
     GeneratorEntry("DIR", "a projector checkpoint from `mmindex train-projector` (uses the "
                    "index's CLIP and the LLM it was trained with)"),
+    GeneratorEntry(TEXT_ONLY, "the language model alone (--llm, default SmolLM2-135M), "
+                   "answering from the index's texts: sees and cites no image"),
     GeneratorEntry(SUGGESTED, "SmolVLM (Idefics3), 256M parameters: answers on a laptop CPU"),
     GeneratorEntry("HuggingFaceTB/SmolVLM-Instruct", "SmolVLM (Idefics3), 2.2B parameters"),
     GeneratorEntry("llava-hf/llava-1.5-7b-hf", "LLaVA-1.5, 7B parameters (a GPU)"),
@@ -59,8 +70,31 @@ KNOWN = (
 )
 
 
+class TextAnswerer:
+    """The language model alone, reading the passages `ask` puts in the prompt. It cannot
+    see an image, so `ask` gives it none and cites none (docs/decisions.md, "Answering from
+    the text layer alone"); an image handed to it anyway is refused, not ignored."""
+
+    reads_images = False
+
+    def __init__(self, llm):
+        self.llm, self.name = llm, f"llm {llm.name}"
+
+    def answer(self, prompt: str, images: Sequence[Path], max_new_tokens: int,
+               on_text: OnText | None = None) -> tuple[str, int]:
+        from mmindex.models.llm import reply
+
+        if images:
+            raise UserInputError(f"--generator {TEXT_ONLY} reads text only and cannot see "
+                                 "images: name a vision-language model or a projector "
+                                 "(`mmindex generators` lists them)")
+        return reply(self.llm, TEXT_SYSTEM_PROMPT, prompt, max_new_tokens, on_text)
+
+
 class ProjectorAnswerer:
     """The trained stack: vision tokens of the index's CLIP, projected into the LLM."""
+
+    reads_images = True
 
     def __init__(self, vlm, encoder, checkpoint: Path | str = "projector"):
         self.vlm, self.encoder, self.name = vlm, encoder, f"projector {checkpoint}"
@@ -85,6 +119,8 @@ class PretrainedAnswerer:
     """A pretrained vision-language model; the images are draft-decoded here (JPEGs at the
     smallest scale still above the model's input side) and resized by its own processor."""
 
+    reads_images = True
+
     def __init__(self, model):
         self.model, self.name = model, model.name
 
@@ -106,6 +142,12 @@ def load_answerer(index, generator: str | None = None, projector: Path | None = 
     if projector is not None:
         return _projector_answerer(index, Path(projector), llm, device)
     spec = resolve_generator(index, generator)
+    if spec == TEXT_ONLY:
+        from mmindex.models.llm import load_llm
+
+        llm = load_llm(llm)
+        llm.model.to(device)
+        return TextAnswerer(llm)
     if is_projector_checkpoint(Path(spec)):
         return _projector_answerer(index, Path(spec), llm, device)
     from mmindex.models.hf_vlm import load_hf_vlm

@@ -18,6 +18,12 @@ class AskConfig:
     joint: bool = False
     texts: int = 2  # passages of the index's texts given as evidence, when they pass
     text_threshold: float | None = None  # None: the image threshold
+    # How passages are ranked: None as search's default (vector under a threshold, else
+    # hybrid); "lexical" or "hybrid" rank by BM25 (fused) and keep every passage that
+    # shares a word with the question, since a cosine threshold cannot gate their scores;
+    # "vector" ranks by cosine under the threshold. Identifiers and amounts need lexical
+    # (docs/documents.md).
+    passage_mode: str | None = None
     # Tiles of a large image shown beside it (the whole image, as the thumbnail), the ones
     # the question matches best: each costs one more image's tokens. 0: the whole image
     # only (the default: unmeasured on VQA, and the trained projector saw one image a

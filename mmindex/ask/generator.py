@@ -108,8 +108,11 @@ class Generator:
         generated (nothing when it abstains), for a terminal or an HTTP stream."""
         started = time.perf_counter()
         if config.tiles:
-            _check_tiles(self.index, config)
-        hits = self.index.search(question, k=config.k, where=config.where)
+            _check_tiles(self.index, config, self.answerer)
+        # an answerer that cannot see images is shown none: it answers from passages alone
+        reads_images = getattr(self.answerer, "reads_images", True)
+        hits = self.index.search(question, k=config.k, where=config.where) \
+            if reads_images else []
         threshold = config.threshold
         if threshold is None:
             threshold = stored_threshold(self.index)
@@ -120,9 +123,9 @@ class Generator:
         if not hits and not passages:
             return Answer(question, NOT_FOUND, (), True, threshold, best,
                           time.perf_counter() - started, 0, (), self.answerer.name)
-        prompt = with_passages(question, passages)
         # a PDF page goes to the answerer as its page item, which every image load renders
         paths = [Path(page_item(h.path, h.page) if h.page else h.path) for h in hits]
+        prompt = with_passages(question, passages, images=bool(paths))
         if config.joint or not paths:
             text, new_tokens = self.answerer.answer(prompt, paths, config.max_new_tokens,
                                                     _trimmed(on_text))
@@ -146,11 +149,8 @@ class Generator:
         """The index's texts that pass the text threshold (the image one unless given)."""
         if config.texts <= 0 or not self.index.rows("texts").num_rows:
             return ()
-        floor = config.text_threshold if config.text_threshold is not None else threshold
-        # a floor is a cosine similarity: rank by the vectors then (hybrid scores are fused
-        # ranks, search/lexical.py); without one, the default (hybrid) ranking
-        hits = self.index.search(question, k=config.texts, target="texts",
-                                 mode="vector" if floor is not None else None)
+        mode, floor = _passage_ranking(config, threshold)
+        hits = self.index.search(question, k=config.texts, target="texts", mode=mode)
         return tuple(Passage(f"T{i}", h.id, h.path, h.key or "", h.text or "", h.score)
                      for i, h in enumerate((h for h in hits
                                             if floor is None or h.score >= floor), 1))
@@ -184,9 +184,31 @@ class Generator:
         return text, new_tokens, answers
 
 
-def _check_tiles(index, config: AskConfig) -> None:
+def _passage_ranking(config: AskConfig, threshold: float | None):
+    """(search mode, cosine floor) for the passages: a floor is a cosine similarity, so it
+    ranks by the vectors (hybrid scores are fused ranks, lexical ones BM25: search/
+    lexical.py); a lexical or hybrid ranking has no floor. Without either: the default."""
+    mode = config.passage_mode
+    if mode is not None:
+        from mmindex.search.lexical import check_mode
+
+        check_mode(mode)
+    if mode in ("lexical", "hybrid"):
+        if config.text_threshold is not None:
+            raise UserInputError(f"--text-threshold is a cosine similarity, which passages "
+                                 f"ranked by --passage-mode {mode} do not have: leave it out, "
+                                 "or rank by --passage-mode vector")
+        return mode, None
+    floor = config.text_threshold if config.text_threshold is not None else threshold
+    return ("vector" if floor is not None else mode), floor
+
+
+def _check_tiles(index, config: AskConfig, answerer) -> None:
     from mmindex.search.tiles import require_tiles
 
+    if not getattr(answerer, "reads_images", True):
+        raise UserInputError(f"--tiles shows images, and {answerer.name} reads text only: "
+                             "leave out --tiles or name a vision-language generator")
     if config.tiles < 0:
         raise UserInputError(f"--tiles must be 0 or a number of tiles, not {config.tiles}")
     if config.joint:
@@ -195,12 +217,14 @@ def _check_tiles(index, config: AskConfig) -> None:
     require_tiles(index, "ask --tiles")
 
 
-def with_passages(question: str, passages: Sequence[Passage]) -> str:
-    """The question after the cited passages it may be answered from."""
+def with_passages(question: str, passages: Sequence[Passage], images: bool = True) -> str:
+    """The question after the cited passages it may be answered from; `images`: whether an
+    image is shown with them (the prompt then points to it too)."""
     if not passages:
         return question
     cited = "\n".join(f"[{p.tag}] {p.text[:PASSAGE_CHARS]}" for p in passages)
-    return f"Passages from the collection:\n{cited}\n\nAnswer from them or the image. {question}"
+    source = "them or the image" if images else "them"
+    return f"Passages from the collection:\n{cited}\n\nAnswer from {source}. {question}"
 
 
 def _trimmed(on_text: Callable[[str], None] | None):

@@ -121,8 +121,10 @@ app.add_typer(llm_app, name="llm")
 ProjectorOption = typer.Option(None, "--projector", envvar="MMINDEX_PROJECTOR", help="Projector "
                                "checkpoint [default: INDEX/projector]")
 GeneratorOption = typer.Option(None, "--generator", envvar="MMINDEX_GENERATOR", help="What "
-                               "answers: a projector checkpoint, or a transformers vision-language "
-                               "model (hub id or folder); `mmindex generators` lists them "
+                               "answers: a projector checkpoint, a transformers vision-language "
+                               "model (hub id or folder), or `llm` (the language model alone, "
+                               "from the texts); `mmindex generators` lists them "
                                "[default: the index's projector]")
 LlmOption = typer.Option(None, "--llm", help="HF causal-LM dir or .gguf [default: the one the "
-                         "projector was trained with]")
+                         "projector was trained with; for --generator llm, $MMINDEX_LLM or "
+                         "the installed SmolLM2]")

@@ -67,6 +67,11 @@ def ask(
         AskConfig, "texts", "--texts", min=0, help="Passages of the index's texts given as "
         "evidence when they pass the threshold (0: none)"
     ),
+    passage_mode: str | None = config_option(
+        AskConfig, "passage_mode", "--passage-mode", help="How passages are ranked: vector | "
+        "lexical | hybrid (BM25 reads identifiers and amounts; no threshold applies to it) "
+        "[default: vector under a threshold, else hybrid]"
+    ),
     tiles: int = config_option(
         AskConfig, "tiles", "--tiles", min=0, help="Also show each image's N tiles that best "
         "match the question (an index with tiles; each costs one image's tokens)"
@@ -89,7 +94,7 @@ def ask(
         question,
         AskConfig(
             k=k, where=where, threshold=threshold, max_new_tokens=max_new_tokens, joint=joint,
-            texts=texts, tiles=tiles,
+            texts=texts, tiles=tiles, passage_mode=passage_mode,
         ),
         on_text=None if as_json else lambda text: _echo_piece(streamed, text),
     )

