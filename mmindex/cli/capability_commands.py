@@ -1,16 +1,20 @@
-"""Commands for the capability domains with exact answers: make-charts, make-scenes and
-eval code (image-to-code: the drawing programs a model writes, parsed and scored)."""
+"""Commands for the capability domains with exact answers: make-charts, make-scenes,
+make-documents, eval code (image-to-code: the drawing programs a model writes, parsed and
+scored), eval documents (retrieval) and eval document-questions (field questions)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import typer
 
 from mmindex.cli.app import (
     DeviceOption,
+    GeneratorOption,
     JsonOption,
     LlmOption,
+    ProjectorOption,
     app,
     config_option,
     eval_app,
@@ -18,6 +22,7 @@ from mmindex.cli.app import (
     print_json,
     progress_reporter,
 )
+from mmindex.errors import UserInputError
 from mmindex.eval.code import CodeEvalConfig
 
 
@@ -154,3 +159,66 @@ def eval_documents(
         print_json(report.to_dict())
         return
     typer.echo(format_documents(report), nl=False)
+
+
+@eval_app.command("document-questions")
+@fail_cleanly
+def eval_document_questions(
+    split: Path = typer.Option(..., "--split", help="A make-documents folder"),
+    index: Path = typer.Option(..., "--index", help="An index of it (`ingest OUT/pdf`, or "
+                               "`ingest OUT/images OUT/text`)"),
+    generator_spec: str | None = GeneratorOption,
+    projector: Path | None = ProjectorOption,
+    llm: str | None = LlmOption,
+    per_kind: int = typer.Option(0, "--per-kind", min=0, help="Questions sampled per kind "
+                                 "(0: all)"),
+    seed: int = typer.Option(0, "--seed", help="Sampling seed"),
+    kinds: str = typer.Option("", "--kinds", help="Only these question kinds, comma-separated "
+                              "(total, number, date...) [default: all]"),
+    texts: int = typer.Option(2, "--texts", min=1, help="Passages ask retrieves"),
+    k: int = typer.Option(1, "-k", "--k", min=1, help="Page images ask shows an answerer "
+                          "that reads images"),
+    passage_mode: str | None = typer.Option(None, "--passage-mode", help="How ask ranks "
+                                            "passages: vector | lexical | hybrid [default: "
+                                            "ask's]"),
+    threshold: float | None = typer.Option(None, "--threshold", help="ask's abstain "
+                                           "threshold [default: the index's calibrated one]"),
+    max_new_tokens: int = typer.Option(24, "--max-new-tokens", min=1),
+    skip: str = typer.Option("", "--skip", help="Leave out: oracle (the page given) or ask "
+                             "(retrieved)"),
+    report_file: Path | None = typer.Option(None, "--report", help="Also write the JSON "
+                                            "report, every reply included, to this file"),
+    device: str = DeviceOption,
+    as_json: bool = JsonOption,
+):
+    """Field questions ("What is the total?") answered through ask's code: from the page's
+    own text layer (and its image, for a generator that reads images), and through `ask`
+    over the index; exact match per kind and [T1]'s citation."""
+    from mmindex.ask.config import AskConfig
+    from mmindex.ask.field_questions import (
+        FieldQuestionsConfig,
+        format_field_questions,
+        run_field_questions,
+    )
+    from mmindex.ask.generator import open_generator
+    from mmindex.core.atomic import write_atomically
+
+    left_out = {s.strip() for s in skip.split(",") if s.strip()}
+    if left_out - {"oracle", "ask"} or left_out == {"oracle", "ask"}:
+        raise UserInputError(f"--skip takes oracle or ask, not {skip!r}")
+    generator = open_generator(index, projector, llm, device, generator_spec)
+    config = FieldQuestionsConfig(
+        split, per_kind=per_kind or None, seed=seed,
+        kinds=tuple(k.strip() for k in kinds.split(",") if k.strip()),
+        oracle="oracle" not in left_out,
+        ask="ask" not in left_out,
+        ask_config=AskConfig(k=k, texts=texts, threshold=threshold, joint=True,
+                             max_new_tokens=max_new_tokens, passage_mode=passage_mode))
+    with progress_reporter(enabled=not as_json) as progress:
+        report = run_field_questions(generator, config, progress)
+    if report_file is not None:
+        write_atomically(report_file, json.dumps(report.to_dict(), indent=2))
+    if as_json:
+        print_json(report.to_dict())
+        return
+    typer.echo(format_field_questions(report), nl=False)

@@ -68,7 +68,7 @@ class DocumentsReport:
         return asdict(self)
 
 
-class _PageMap:
+class PageMap:
     """(pdf, page) of an index row, through the split's tables; None when not a page."""
 
     def __init__(self, split: Path):
@@ -113,7 +113,7 @@ def run_documents_eval(config: DocumentsEvalConfig,
         raise UserInputError(f"{split} is not a make-documents split: no queries.parquet")
     queries = [row for _, row in read_table(split / "queries.parquet").rows]
     queries = queries[: config.limit] if config.limit else queries
-    index, pages = open_index(config.index), _PageMap(split)
+    index, pages = open_index(config.index), PageMap(split)
     images = index.rows("images")
     # PDF ingest: pages (images rows with a page number) linked to their text rows
     linked = "page" in images.column_names and images.column("page").null_count < len(images)
@@ -136,7 +136,7 @@ def run_documents_eval(config: DocumentsEvalConfig,
         time.perf_counter() - started)
 
 
-def _rankings(index, pages: _PageMap, query: str, depth: int, linked: bool,
+def _rankings(index, pages: PageMap, query: str, depth: int, linked: bool,
               page_of: dict) -> dict:
     """Each system's ranking of pages for one query, best first, without repeats."""
     rankings = {}

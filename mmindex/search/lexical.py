@@ -37,6 +37,7 @@ FUSION_DEPTH = 100  # candidates each ranking hands to the fusion
 _PART = r"\d[\d,.]*\d|\w+"
 _TOKEN = re.compile(_PART)
 _CHAIN = re.compile(rf"(?:{_PART})(?:[-/](?:{_PART}))*")
+_SIGNED = re.compile(rf"(?:(?<![\w-])-(?=\d))?(?:{_PART})")  # a negative number keeps its sign
 _STOP_WORDS = frozenset({
     "a", "an", "and", "are", "as", "at", "be", "but", "by", "for", "from", "if", "in",
     "into", "is", "it", "no", "not", "of", "on", "or", "such", "that", "the", "their",
@@ -60,6 +61,23 @@ def tokenize(text: str) -> list[str]:
             elif token not in _STOP_WORDS:
                 tokens.append(token)
     return tokens
+
+
+def normalized(text: str) -> str:
+    """A text as the tokens read it, to compare answers: lower-cased NFKC words and numbers
+    joined by one space, numbers without thousands separators ('1,250.00' and '1250.00'
+    are '1250.00'), punctuation and identifiers' joiners dropped ('INV-2024-0153' is
+    'inv 2024 0153'), a minus sign kept before a number ('-1,250.00' is '-1250.00'), stop
+    words kept (a name may be one)."""
+    parts = _SIGNED.findall(unicodedata.normalize("NFKC", text).lower())
+    return " ".join(_canonical(part) for part in parts)
+
+
+def _canonical(part: str) -> str:
+    sign, number = ("-", part[1:]) if part.startswith("-") else ("", part)
+    if number[0].isdigit() and not number.isdigit():
+        return sign + _number_tokens(number)[0]
+    return sign + number
 
 
 def _number_tokens(token: str) -> list[str]:
