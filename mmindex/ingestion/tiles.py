@@ -46,6 +46,10 @@ def requested_spec(asked: TileSpec | str | None, manifest: store.Manifest) -> Ti
         return None
     if asked is not None:
         return asked
+    return _recorded_spec(manifest)
+
+
+def _recorded_spec(manifest: store.Manifest) -> TileSpec | None:
     return TileSpec.from_dict(manifest.tiling) if manifest.tiling else None
 
 
@@ -85,7 +89,10 @@ def update_tiles(writer: store.StoreWriter, asked: TileSpec | str | None, encode
         done += 1
         progress("encoding tiles", done, len(plan.todo))
         commits.maybe_commit()  # between images: an image's tiles commit together
-    commits.finish(force=True)  # even with nothing pending: a changed spec must land
+    # a changed spec lands with the pass's first commit; with none, in one of its own (and
+    # an unchanged index gets no commit at all: a no-op ingest rewrites nothing)
+    spec_changed = spec != _recorded_spec(manifest)
+    commits.finish(force=spec_changed and writer.manifest.generation == manifest.generation)
     return TilesSummary(done - failed, encoded, copied, len(plan.stale_ids), failed)
 
 
@@ -101,7 +108,7 @@ def _plan(writer: store.StoreWriter, spec: TileSpec | None) -> _Plan:
     images = store.read_table(root, manifest, "images", _KEY_COLUMNS + ["width", "height"])
     # the keys only: an ingest with nothing to tile must not read every tile's embedding
     keys = store.read_table(root, manifest, TILE, ["id", "image_id", "sha256", *_BOX]).to_pylist()
-    recorded = TileSpec.from_dict(manifest.tiling) if manifest.tiling else None
+    recorded = _recorded_spec(manifest)
     live = {(row["id"], row["sha256"]) for row in images.select(["id", "sha256"]).to_pylist()}
     same_spec = spec is not None and spec == recorded
     current = [t for t in keys if same_spec and (t["image_id"], t["sha256"]) in live]
