@@ -173,3 +173,11 @@ def test_stored_vectors_benchmark_runs():
     assert (summary["rows"], summary["dim"]) == (2000, 64)
     assert all(s > 0 for s in summary["seconds"].values())
     assert summary["speed_ratio"] > 0 and summary["memory_ratio"] > 0
+
+
+def test_stored_rows_benchmark_runs():  # in process, 2k rows: well under a second
+    import stored_rows as bench
+
+    summary = bench.main(["--tiny", "--repeats", "1"])  # exits when the readers disagree
+    assert (summary["rows"], summary["wanted"]) == (2000, 5)
+    assert all(s > 0 for s in summary["seconds"].values()) and summary["speed_ratio"] > 0

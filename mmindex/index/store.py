@@ -156,6 +156,27 @@ def read_table(root: Path, manifest: Manifest, table: str, columns=None) -> pa.T
     schema = table_schema(table, manifest.model.dim)
     shards = [conform(read_shard(Path(root), s, columns), schema, columns)
               for s in manifest.tables[table].shards]
+    return _concat(shards, schema, columns)
+
+
+def read_matching(root: Path, manifest: Manifest, table: str, key: str, values,
+                  columns=None) -> pa.Table:
+    """The live rows of a table whose `key` column is in `values`, in table order. Every
+    shard's key column is read, the other columns only of the shards that hold a match: a
+    few files' rows of a large table cost a shard's embeddings, not the whole table's."""
+    schema = table_schema(table, manifest.model.dim)
+    wanted = pa.array(sorted(values), schema.field(key).type)
+    parts = []
+    for shard in manifest.tables[table].shards:
+        keys = conform(read_shard(Path(root), shard, [key]), schema, [key]).column(key)
+        hits = pc.indices_nonzero(pc.is_in(keys, value_set=wanted))
+        if len(hits):
+            parts.append(conform(read_shard(Path(root), shard, columns), schema,
+                                 columns).take(hits))
+    return _concat(parts, schema, columns)
+
+
+def _concat(shards: list[pa.Table], schema: pa.Schema, columns) -> pa.Table:
     if not shards:  # (not schema.empty_table(): it imports pandas, 0.8 s of a cold search)
         empty = pa.Table.from_batches([], schema=schema)
         return empty.select(columns) if columns else empty
@@ -605,6 +626,7 @@ __all__ = [
     "WrittenShard",
     "data_files",
     "read_manifest",
+    "read_matching",
     "read_shard",
     "read_table",
     "read_vectors",

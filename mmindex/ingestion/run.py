@@ -28,7 +28,12 @@ from mmindex.data.scan import (
     text_sha256,
     walk_files,
 )
-from mmindex.errors import IndexWriteError, ModelMismatchError, UserInputError
+from mmindex.errors import (
+    IndexFormatError,
+    IndexWriteError,
+    ModelMismatchError,
+    UserInputError,
+)
 from mmindex.index import storage, store
 from mmindex.index.changes import FILE_COLUMNS, Candidate, ChangePlan, errors_for, plan_changes
 from mmindex.index.schema import FILE_SCHEMA
@@ -436,13 +441,16 @@ class _IngestRun:
         manifest = self.writer.manifest
         if not wanted or manifest is None or not manifest.tables[table].rows:
             return []
-        stored = store.read_table(self.writer.root, manifest, table)
-        rows = stored.filter(pc.is_in(stored.column(key), value_set=pa.array(sorted(wanted))))
-        rows = rows.to_pylist()
+        stored = store.read_matching(self.writer.root, manifest, table, key, wanted)
+        try:
+            vectors = store.embedding_matrix(stored.column("embedding"))  # (N, D)
+        except IndexFormatError as exc:
+            raise IndexFormatError(f"the {table} table of {self.writer.root}: {exc}; run "
+                                   "`mmindex doctor`") from None
+        rows = stored.drop_columns(["embedding"]).to_pylist()
         # a damaged stored vector is never copied into a new row: its file is re-encoded
-        sane = unit_vectors(np.asarray([r["embedding"] for r in rows], dtype=np.float32)) \
-            if rows else []
-        return [r for r, ok in zip(rows, sane) if ok]
+        return [row | {"embedding": vector}
+                for row, vector, ok in zip(rows, vectors, unit_vectors(vectors)) if ok]
 
     def _use_ray(self, to_encode: int) -> bool:
         """Ray when asked for, or by size (`auto`); remembered for the summary."""

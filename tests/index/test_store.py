@@ -2,6 +2,7 @@ import json
 import multiprocessing
 import os
 
+import pyarrow as pa
 import pytest
 
 from mmindex.errors import IndexFormatError, IndexLockedError, IndexNotWritableError
@@ -211,6 +212,31 @@ def test_stored_vectors_are_the_tables_rows_in_order_across_shards_and_removals(
     np.testing.assert_array_equal(vectors, np.array(expected, np.float32))
     empty_ids, empty = store.stored_vectors(tmp_path, manifest, "texts")
     assert empty_ids.shape == (0,) and empty.shape == (0, MODEL.dim)
+
+
+def test_read_matching_is_read_table_filtered_by_key_in_table_order(tmp_path):
+    import numpy as np
+    import pyarrow.compute as pc
+
+    rng = np.random.default_rng(1)
+    with store.StoreWriter(tmp_path) as writer:
+        writer.initialise(MODEL)
+        for first in (20, 0, 10):  # a shard per commit, ids not in table order
+            rows = [{"id": i, "path": f"/p/{i}.jpg", "size": 1, "mtime_ns": 1,
+                     "sha256": f"s{i % 7}"} for i in range(first, first + 10)]
+            vectors = rng.standard_normal((10, MODEL.dim)).astype(np.float32)
+            writer.commit({"images": store.TableChange(
+                add=store.rows_to_table("images", rows, vectors, MODEL.dim))}, {})
+    manifest = store.read_manifest(tmp_path)
+    whole = store.read_table(tmp_path, manifest, "images")
+    for wanted in ({"s3", "absent"}, {"s0", "s6"}, {"absent"}):
+        matching = store.read_matching(tmp_path, manifest, "images", "sha256", wanted)
+        expected = whole.filter(pc.is_in(whole.column("sha256"),
+                                         value_set=pa.array(sorted(wanted))))
+        assert matching.schema == whole.schema and matching.equals(expected)
+    some = store.read_matching(tmp_path, manifest, "images", "sha256", {"s1"}, ["id", "path"])
+    assert some.column_names == ["id", "path"]
+    assert some.column("id").to_pylist() == [22, 29, 1, 8, 15]  # table order
 
 
 def test_a_null_embedding_is_damage_not_a_shifted_row():

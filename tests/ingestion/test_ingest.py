@@ -89,6 +89,36 @@ def test_incremental_add_modify_delete(photo_folder, tmp_path, monkeypatch):
     assert hit.path == str(modified) and hit.score > 0.99
 
 
+def test_a_touched_file_reads_the_embeddings_of_its_own_shard_only(photo_folder, tmp_path,
+                                                                    monkeypatch):
+    """The stored rows a touched-but-identical file reuses are found by their key column;
+    the other columns (the embeddings) are read only from the shard that holds them."""
+    from mmindex.index import store
+
+    index_dir = tmp_path / "idx"
+    run(photo_folder, index_dir, commit_every=2, batch_size=2)  # three shards of two
+    manifest = store.read_manifest(index_dir)
+    assert len(manifest.tables["images"].shards) == 3
+    touched = photo_folder / "2023" / "photo2.jpg"
+    os.utime(touched, ns=(time.time_ns(), time.time_ns() + 10**9))  # same bytes, new mtime
+    [holder] = [s for s in manifest.tables["images"].shards
+                if str(touched) in store.read_shard(index_dir, s, ["path"])["path"].to_pylist()]
+    read_shard, whole_reads = store.read_shard, []
+
+    def spying(root, relative, columns=None):
+        if relative.startswith("images/") and (columns is None or "embedding" in columns):
+            whole_reads.append(relative)
+        return read_shard(root, relative, columns)
+
+    monkeypatch.setattr(store, "read_shard", spying)
+    calls = count_encoded(monkeypatch)
+    summary = run(photo_folder, index_dir)
+    assert (summary.updated, calls["images"]) == (1, 0)  # reused, not encoded
+    assert set(whole_reads) == {holder}  # the reuse, and the commit's rewrite of it
+    hit = open_index(index_dir).search(image=touched, k=1)[0]
+    assert hit.path == str(touched) and hit.score > 0.99
+
+
 def test_identical_files_are_encoded_once_and_both_findable(photo_folder, tmp_path, monkeypatch):
     shutil.copy(photo_folder / "2023" / "photo0.jpg", photo_folder / "2024" / "copy.jpg")
     calls = count_encoded(monkeypatch)
@@ -280,20 +310,46 @@ def test_a_damaged_stored_embedding_is_never_copied_to_an_identical_file(tmp_pat
     photo(60, 40, 5).save(folder / "a.jpg")
     run(folder, tmp_path / "idx")
     (folder / "copy.jpg").write_bytes((folder / "a.jpg").read_bytes())
-    read_table = store.read_table
+    read_matching = store.read_matching
 
-    def damaged(root, manifest, table, **kwargs):
-        rows = read_table(root, manifest, table, **kwargs)
-        if table != "images" or "embedding" not in rows.column_names:
-            return rows
+    def damaged(root, manifest, table, *args, **kwargs):
+        rows = read_matching(root, manifest, table, *args, **kwargs)
+        assert table == "images" and rows.num_rows == 1  # the twin's row, read for its vector
         nan = pa.array([[float("nan")] * len(rows.column("embedding")[0])] * rows.num_rows,
                        type=rows.schema.field("embedding").type)
         return rows.set_column(rows.column_names.index("embedding"), "embedding", nan)
 
-    monkeypatch.setattr(store, "read_table", damaged)
+    monkeypatch.setattr(store, "read_matching", damaged)
     run(folder, tmp_path / "idx")
     monkeypatch.undo()
     rows = store.read_table(tmp_path / "idx", store.read_manifest(tmp_path / "idx"), "images")
     stored = {r["path"].rsplit("/", 1)[-1]: np.asarray(r["embedding"]) for r in rows.to_pylist()}
     assert np.isfinite(stored["copy.jpg"]).all()  # encoded from disk, not copied
     assert np.allclose(stored["copy.jpg"], stored["a.jpg"], atol=1e-5)
+
+
+def test_a_null_stored_embedding_is_a_typed_error_naming_the_table(tmp_path, monkeypatch):
+    """Damage, not a vector: the copy's ingest stops with what to run, and commits nothing."""
+    import pyarrow as pa
+
+    from mmindex.errors import IndexFormatError
+    from mmindex.index import store
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    photo(60, 40, 5).save(folder / "a.jpg")
+    run(folder, tmp_path / "idx")
+    generation = store.read_manifest(tmp_path / "idx").generation
+    (folder / "copy.jpg").write_bytes((folder / "a.jpg").read_bytes())
+    read_matching = store.read_matching
+
+    def nulled(*args, **kwargs):
+        rows = read_matching(*args, **kwargs)
+        column = rows.column_names.index("embedding")
+        return rows.set_column(column, "embedding",
+                               pa.nulls(rows.num_rows, rows.schema.field("embedding").type))
+
+    monkeypatch.setattr(store, "read_matching", nulled)
+    with pytest.raises(IndexFormatError, match="images table of .*null.*mmindex doctor"):
+        run(folder, tmp_path / "idx")
+    assert store.read_manifest(tmp_path / "idx").generation == generation
