@@ -158,14 +158,15 @@ class Generator:
     def _views(self, question: str, hit, whole: Path, tiles: int) -> list:
         """What one retrieved image is shown as: the whole image (`whole`: its file, or its
         page item), then (with `tiles`) its tiles that best match the question, best first,
-        at most `tiles` of them (a PDF page has none)."""
+        at most `tiles` of them. A tile's box is in the pixels of the row's size (a PDF
+        page's: its rendering at ingest), which the View carries to crop the page."""
         if tiles <= 0:
             return [whole]
         from mmindex.data.tiles import View
         from mmindex.search.tiles import best_tiles
 
         boxes = best_tiles(self.index, self.index.query_vector(question), hit.id, tiles)
-        return [whole] + [View(whole, box) for box in boxes]
+        return [whole] + [View(whole, box, (hit.width, hit.height)) for box in boxes]
 
     def _answer_each(self, prompt: str, images: Sequence, max_new_tokens: int,
                      on_text: Callable[[str], None] | None = None):

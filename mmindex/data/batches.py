@@ -76,21 +76,23 @@ def read_image(path: str | Path, min_side: int, max_pixels: int = DEFAULT_MAX_PI
 
 def read_view(item: str | Path | View, min_side: int, max_pixels: int = DEFAULT_MAX_PIXELS,
               pdf_dpi: float | None = None) -> ImageResult:
-    """read_image of a path, or of a View: the file decoded at full size and cropped to the
-    box (the result's size is the box's)."""
+    """read_image of a path, or of a View: the file decoded at full size (the box's pixels
+    count), or the page rendered as every load renders it, and cropped to the box, scaled
+    from the View's space to the pixels decoded (the result's size is the box's)."""
     if not isinstance(item, View):
         return read_image(item, min_side, max_pixels, pdf_dpi)
-    width, height = item.box[2] - item.box[0], item.box[3] - item.box[1]
-    whole = read_image(item.path, 0, max_pixels, pdf_dpi)  # full size: the box's pixels count
+    page = split_page_item(item.path) is not None  # a page has no full size: min_side scales it
+    whole = read_image(item.path, min_side if page else 0, max_pixels, pdf_dpi)
     if not whole.ok:
         return whole
     full = whole.decoded
+    space_width, space_height = item.space or (full.width, full.height)
     x0, y0, x1, y1 = item.box
-    if not (0 <= x0 < x1 <= full.width and 0 <= y0 < y1 <= full.height):
+    if not (0 <= x0 < x1 <= space_width and 0 <= y0 < y1 <= space_height):
         return ImageResult(str(item.path), None, f"the box {item.box} is outside the "
-                           f"{full.width}x{full.height} image")
-    crop = crop_tiles(full.image, full.width, full.height, [item.box])[0]
-    return ImageResult(str(item.path), DecodedImage(crop, width, height, full.format))
+                           f"{space_width}x{space_height} image")
+    crop = crop_tiles(full.image, space_width, space_height, [item.box])[0]
+    return ImageResult(str(item.path), DecodedImage(crop, x1 - x0, y1 - y0, full.format))
 
 
 def load_pixels(paths: Sequence[str | Path | View], preprocess: Callable, min_side: int,

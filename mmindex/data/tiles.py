@@ -32,7 +32,9 @@ import numpy as np
 
 from mmindex.errors import UserInputError
 
-Box = tuple[int, int, int, int]  # x0, y0, x1, y1 in the image's pixels (x1, y1 exclusive)
+# x0, y0, x1, y1 (x1, y1 exclusive) in the image's pixels: a photo's full resolution, a PDF
+# page's rendering at ingest (the images row's width x height)
+Box = tuple[int, int, int, int]
 
 MAX_BUDGET = 256  # tiles per image; beyond this an index grows 257x for no measured gain
 DEFAULT_BUDGET = 16
@@ -69,11 +71,15 @@ class TileSpec:
 
 @dataclass(frozen=True)
 class View:
-    """A box of an image file, shown to a model as an image of its own (`ask` gives it the
-    whole image and its best tiles); data/batches.py reads it wherever a path is read."""
+    """A box of an image file or PDF page item, shown to a model as an image of its own
+    (`ask` gives it the whole image and its best tiles); data/batches.py reads it wherever a
+    path is read."""
 
     path: Path
-    box: Box  # in the image's full-resolution pixels
+    box: Box  # in the pixels of `space`
+    # (width, height) the box is measured in: a PDF page's, its rendering at ingest (the
+    # images row's size; a page has no "full size"); None: the file's full resolution
+    space: tuple[int, int] | None = None
 
 
 def parse_tile_spec(budget: str | int, overlap: float = DEFAULT_OVERLAP,

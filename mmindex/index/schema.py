@@ -70,7 +70,9 @@ def tiles_schema(dim: int) -> pa.Schema:
     tile whose image changed (another sha256) or went (no image_id) is known to be stale."""
     return pa.schema(_FILE_FIELDS + [
         pa.field("image_id", pa.int64(), nullable=False),
-        pa.field("x0", pa.int32()),  # the box in the image's full-resolution pixels
+        # the box in the image's full-resolution pixels; for a PDF page (image_id names the
+        # page's row) in the pixels of the page as ingest rendered it: the row's width x height
+        pa.field("x0", pa.int32()),
         pa.field("y0", pa.int32()),
         pa.field("x1", pa.int32()),  # exclusive
         pa.field("y1", pa.int32()),

@@ -96,7 +96,8 @@ def ingest(config: IngestConfig, progress: Progress | None = None) -> IngestSumm
         run.finish()
         c = config
         tiles = update_tiles(writer, c.tiles, lambda: run.encoder, run.progress, c.batch_size,
-                             c.commit_every, c.max_pixels, c.commit_seconds)  # after the images
+                             c.commit_every, c.max_pixels, c.commit_seconds,
+                             c.pdf_dpi)  # after the images
         # after the tiles pass: the summary's generation is the one its commits left
         return replace(run.summary(time.monotonic() - started), tiles=tiles)
 

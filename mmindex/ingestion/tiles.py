@@ -2,25 +2,31 @@
 vectors (data/tiles.py's rule) and drop the tiles of images that went or changed.
 
 It runs once at the end of `ingest`, in process, and only reads what the images table
-already says (id, path, sha256, size), so it is the same whichever executor encoded the
-images. It is idempotent and resumable: a tile row names its image's id and sha256, so an
-image whose tiles are there and current is skipped, a killed pass keeps what it committed,
-and an image replaced in place (same id, new content) or removed loses its old tiles. An
-image moved or copied (same sha256, same spec) gets the tiles of its twin without encoding.
+already says (id, path, page, sha256, size), so it is the same whichever executor encoded
+the images. It is idempotent and resumable: a tile row names its image's id and sha256, so
+an image whose tiles are there and current is skipped, a killed pass keeps what it
+committed, and an image replaced in place (same id, new content) or removed loses its old
+tiles. An image moved or copied (same sha256, same spec) gets the tiles of its twin without
+encoding.
+
+A PDF page is an images row of its own (its id, the PDF's path and sha256, its `page`), so
+it is tiled like a photo: from the page rendered as ingest renders it (its page item through
+data/batches.py), with boxes in that rendering's pixels (the row's width x height). A changed
+or deleted PDF replaces or drops its page rows, and so their tiles; a copy takes the tiles of
+its twin's same page.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from pathlib import Path
 
 import numpy as np
 
 from mmindex.core.progress import Progress, no_progress
 from mmindex.data.batches import read_image, stack_pixels
 from mmindex.data.images import DEFAULT_MAX_PIXELS
-from mmindex.data.scan import IMAGE_EXTENSIONS
+from mmindex.data.pages import page_item
 from mmindex.data.tiles import TileSpec, crop_tiles, decode_side, tile_boxes
 from mmindex.index import store
 from mmindex.ingestion.commits import CommitBuffer
@@ -56,11 +62,11 @@ def _recorded_spec(manifest: store.Manifest) -> TileSpec | None:
 def update_tiles(writer: store.StoreWriter, asked: TileSpec | str | None, encoder_of: Callable,
                  progress: Progress = no_progress, batch_size: int = 32,
                  commit_every: int = 2048, max_pixels: int = DEFAULT_MAX_PIXELS,
-                 commit_seconds: float = 60.0) -> TilesSummary:
+                 commit_seconds: float = 60.0, pdf_dpi: float | None = None) -> TilesSummary:
     """Bring the tiles table in line with the images table and the spec; commit as it goes
     (as the images do: every `commit_every` rows or `commit_seconds`, an image's tiles
     together). `encoder_of()` gives the index's encoder (loaded only when something is
-    encoded)."""
+    encoded); PDF pages are rendered at `pdf_dpi` as ingest renders them."""
     manifest = writer.manifest
     spec = requested_spec(asked, manifest) if manifest else None
     if manifest is None or (spec is None and not manifest.tiling and
@@ -75,12 +81,13 @@ def update_tiles(writer: store.StoreWriter, asked: TileSpec | str | None, encode
     encoded = copied = failed = done = 0
     for image in plan.todo:
         boxes = tile_boxes(image["width"], image["height"], spec, side)
-        twin = plan.twins.get((image["sha256"], tuple(boxes)))
+        twin = plan.twins.get((image["sha256"], image["page"], tuple(boxes)))
         if twin is not None:
             _add_tiles(commits, image, boxes, twin)
             copied += len(boxes)
         else:
-            vectors = _encode_tiles(encoder_of(), image, boxes, batch_size, max_pixels)
+            vectors = _encode_tiles(encoder_of(), image, boxes, batch_size, max_pixels,
+                                    pdf_dpi)
             if vectors is None:
                 failed += 1
             else:
@@ -98,18 +105,19 @@ def update_tiles(writer: store.StoreWriter, asked: TileSpec | str | None, encode
 
 @dataclass(frozen=True)
 class _Plan:
-    todo: list[dict]  # image rows (id, path, size, mtime_ns, sha256, width, height) to tile
+    todo: list[dict]  # image rows (id, path, size, mtime_ns, sha256, width, height, page)
     stale_ids: set[int]  # tile ids to remove
-    twins: dict  # (sha256, boxes) -> (T, D) vectors of current tiles of identical content
+    twins: dict  # (sha256, page, boxes) -> (T, D) vectors of current tiles of identical content
 
 
 def _plan(writer: store.StoreWriter, spec: TileSpec | None) -> _Plan:
     root, manifest = writer.root, writer.manifest
-    images = store.read_table(root, manifest, "images", _KEY_COLUMNS + ["width", "height"])
+    images = store.read_table(root, manifest, "images",
+                              _KEY_COLUMNS + ["width", "height", "page"]).to_pylist()
     # the keys only: an ingest with nothing to tile must not read every tile's embedding
     keys = store.read_table(root, manifest, TILE, ["id", "image_id", "sha256", *_BOX]).to_pylist()
     recorded = _recorded_spec(manifest)
-    live = {(row["id"], row["sha256"]) for row in images.select(["id", "sha256"]).to_pylist()}
+    live = {(row["id"], row["sha256"]) for row in images}
     same_spec = spec is not None and spec == recorded
     current = [t for t in keys if same_spec and (t["image_id"], t["sha256"]) in live]
     stale = {t["id"] for t in keys} - {t["id"] for t in current}
@@ -117,23 +125,19 @@ def _plan(writer: store.StoreWriter, spec: TileSpec | None) -> _Plan:
     if spec is None:
         return _Plan([], stale, {})
     side = manifest.model.image_size
-    todo = [row for row in images.to_pylist()
-            if row["id"] not in tiled and _decodable(row["path"])
+    todo = [row for row in images if row["id"] not in tiled
             and tile_boxes(row["width"], row["height"], spec, side)]
     wanted = {row["sha256"] for row in todo}
-    return _Plan(todo, stale, _twins(writer, [t for t in current if t["sha256"] in wanted]))
+    page_of = {row["id"]: row["page"] for row in images}
+    return _Plan(todo, stale, _twins(writer, [t for t in current if t["sha256"] in wanted],
+                                     page_of))
 
 
-def _decodable(path: str) -> bool:
-    """A file the image decoder reads: not a document page (a PDF's rows are rendered by its
-    own reader, data/scan.py, and are not tiled yet)."""
-    return Path(path).suffix.lower() in IMAGE_EXTENSIONS
-
-
-def _twins(writer: store.StoreWriter, current: list[dict]) -> dict:
-    """(sha256, boxes) -> the vectors of one image's current tiles, in box order, for the
-    current tiles of content that an image to tile shares (a copy, a move): rare, so the
-    embeddings are read only then."""
+def _twins(writer: store.StoreWriter, current: list[dict], page_of: dict) -> dict:
+    """(sha256, page, boxes) -> the vectors of one image's current tiles, in box order, for
+    the current tiles of content that an image to tile shares (a copy, a move; the pages of
+    one PDF share its sha256, so the page is in the key): rare, so the embeddings are read
+    only then."""
     if not current:
         return {}
     ids, vectors = store.stored_vectors(writer.root, writer.manifest, TILE)  # (T,), (T, D)
@@ -146,18 +150,23 @@ def _twins(writer: store.StoreWriter, current: list[dict]) -> dict:
         rows.sort(key=lambda t: t["id"])  # ids ascend in box order when written
         boxes = tuple(tuple(t[c] for c in _BOX) for t in rows)
         positions = [position[t["id"]] for t in rows]
-        twins.setdefault((rows[0]["sha256"], boxes), vectors[positions])
+        key = (rows[0]["sha256"], page_of[rows[0]["image_id"]], boxes)
+        twins.setdefault(key, vectors[positions])
     return twins
 
 
-def _encode_tiles(encoder, image: dict, boxes, batch_size: int, max_pixels: int):
+def _encode_tiles(encoder, image: dict, boxes, batch_size: int, max_pixels: int,
+                  pdf_dpi: float | None):
     """(T, D) vectors of the image's tiles, or None when the file cannot be decoded now."""
     side = encoder.info.image_size
-    need = decode_side(image["width"], image["height"], boxes, side)
-    result = read_image(image["path"], need, max_pixels)
+    if image["page"]:  # rendered as ingest renders it; the boxes are in the row's size
+        result = read_image(page_item(image["path"], image["page"]), side, max_pixels, pdf_dpi)
+    else:  # a JPEG may be draft-decoded as long as every tile keeps the model's side
+        need = decode_side(image["width"], image["height"], boxes, side)
+        result = read_image(image["path"], need, max_pixels)
     if not result.ok:
         return None
-    crops = crop_tiles(result.decoded.image, result.decoded.width, result.decoded.height, boxes)
+    crops = crop_tiles(result.decoded.image, image["width"], image["height"], boxes)
     out = []
     for start in range(0, len(crops), batch_size):
         pixels = stack_pixels([encoder.preprocess(c) for c in crops[start:start + batch_size]])

@@ -170,12 +170,20 @@ def heatmap(index, image_id: int, vector: np.ndarray, cells: int = 16) -> Heatma
     return Heatmap(image_id, width, height, grid, boxes, scores, whole)
 
 
-def heatmap_png(image, heat: Heatmap) -> bytes:
-    """The image with the heatmap drawn over it (red where the query matches best), PNG."""
+def heatmap_png(image, heat: Heatmap, max_side: int) -> bytes:
+    """The image with the heatmap drawn over it (red where the query matches best), PNG, at
+    the heatmap's size (its boxes' space: a photo's, or a PDF page's rendering at ingest)
+    shrunk to fit `max_side`; `image` (a thumbnail, a page rendered at another scale) is
+    resized to that, so the grid lies where its boxes are."""
     import io
 
     from PIL import Image
 
+    scale = min(1.0, max_side / max(heat.width, heat.height))
+    size = (max(1, round(heat.width * scale)), max(1, round(heat.height * scale)))
+    image = image.convert("RGB")
+    if image.size != size:
+        image = image.resize(size, Image.Resampling.LANCZOS)
     grid = np.nan_to_num(heat.grid, nan=float(np.nanmin(heat.grid)))
     low, high = float(grid.min()), float(grid.max())
     level = (grid - low) / (high - low) if high > low else np.zeros_like(grid)  # (rows, cols)
@@ -183,15 +191,16 @@ def heatmap_png(image, heat: Heatmap) -> bytes:
         image.size, Image.Resampling.BILINEAR)
     red = Image.new("RGB", image.size, (255, 0, 0))
     alpha = mask.point(lambda v: int(v * 0.6))  # at most 60% red: the picture stays visible
-    shown = Image.composite(red, image.convert("RGB"), alpha)
+    shown = Image.composite(red, image, alpha)
     out = io.BytesIO()
     shown.save(out, format="PNG")
     return out.getvalue()
 
 
 def write_heatmaps(index, hits, vector: np.ndarray, out_dir, max_side: int = 1024) -> list:
-    """One PNG per image hit, `<rank>-<file stem>.png` in out_dir: the image (decoded to at
-    most about `max_side`) with the query's heatmap over it. Returns the paths written."""
+    """One PNG per image hit, `<rank>-<file stem>.png` in out_dir: the image (at most
+    `max_side`; a PDF page as ingest rendered it) with the query's heatmap over it. Returns
+    the paths written."""
     from pathlib import Path
 
     from mmindex.core.atomic import atomic_path
@@ -202,12 +211,14 @@ def write_heatmaps(index, hits, vector: np.ndarray, out_dir, max_side: int = 102
     out.mkdir(parents=True, exist_ok=True)
     written = []
     for hit in (h for h in hits if h.table == "images"):
-        item = page_item(hit.path, hit.page) if getattr(hit, "page", None) else hit.path
-        picture = read_image(item, max_side).require().image  # a PDF hit: its page
-        picture.thumbnail((max_side, max_side))
+        if getattr(hit, "page", None):  # rendered at the model's side, as ingest renders it
+            picture = read_image(page_item(hit.path, hit.page),
+                                 index.manifest.model.image_size).require().image
+        else:
+            picture = read_image(hit.path, max_side).require().image
         target = out / f"{hit.rank:03d}-{Path(hit.path).stem}.png"
         with atomic_path(target) as tmp:
-            Path(tmp).write_bytes(heatmap_png(picture, heatmap(index, hit.id, vector)))
+            Path(tmp).write_bytes(heatmap_png(picture, heatmap(index, hit.id, vector), max_side))
         written.append(target)
     return written
 

@@ -395,7 +395,8 @@ def heatmap_png(id: str, q: Query_q, ctx: Context) -> Response:
     from PIL import Image
 
     picture = Image.open(io.BytesIO(jpeg)).convert("RGB")
-    png = tiles.heatmap_png(picture, tiles.heatmap(index, row["id"], index.query_vector(q)))
+    heat = tiles.heatmap(index, row["id"], index.query_vector(q))
+    png = tiles.heatmap_png(picture, heat, HEATMAP_SIDE)  # the box space's shape, a page's too
     return Response(png, media_type="image/png", headers={"Cache-Control": "private, max-age=60"})
 
 

@@ -138,3 +138,42 @@ def test_tiles_for_training_or_measuring_need_an_index_that_holds_the_images(sta
                                              questions=tmp_path / "q.parquet", tiles=2))
     with pytest.raises(UserInputError, match="elsewhere.png"):
         question_tiles(stack.index, [(tmp_path / "elsewhere.png", "a circle")], 2)
+
+
+def test_a_pdf_page_is_shown_whole_then_its_best_tiles_cropped_from_the_rendered_page(
+        stack, tmp_path):
+    from pathlib import Path
+
+    from mmindex.data.pages import page_item
+    from mmindex.testing import write_pdf
+
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    pdf = write_pdf(folder / "report.pdf", ["Invoice 1041 from ACME", "Terms of payment"])
+    ingest(IngestConfig(roots=(folder,), index_dir=tmp_path / "idx", model=TINY,
+                        precision="fp32", tiles=TileSpec(4)))
+    index = open_index(tmp_path / "idx")
+    answerer = Recording(stack.answerer.vlm, index.encoder)  # the stack's projector, same CLIP
+    answerer.shown = []
+    question = "What is the total of the invoice?"
+    answer = Generator(index, answerer).ask(question, AskConfig(
+        k=2, threshold=-1.0, max_new_tokens=3, tiles=2, texts=0))
+    assert sorted(c.page for c in answer.citations) == [1, 2]
+    side = index.manifest.model.image_size
+    vector = index.query_vector(question)
+    for citation, views in zip(answer.citations, answerer.shown):
+        assert views[0] == Path(page_item(pdf, citation.page)) and len(views) == 3
+        boxes, scores = tile_scores_of(index, vector, citation.id)
+        best = [boxes[i] for i in np.argsort(-scores, kind="stable")[:2]]
+        assert [v.box for v in views[1:]] == best
+        page = read_view(views[0], side).require()  # the page as ingest rendered it
+        row = index.row("images", citation.id)
+        assert (page.width, page.height) == (row["width"], row["height"])
+        for view in views[1:]:
+            crop = read_view(view, side).require().image
+            assert np.array_equal(np.asarray(crop), np.asarray(page.image.crop(view.box)))
+            # a generator with a larger input: the page rendered larger, the box scaled to it
+            larger = read_view(view, 2 * side).require()
+            x0, y0, x1, y1 = view.box
+            assert (larger.width, larger.height) == (x1 - x0, y1 - y0)
+            assert abs(larger.image.width - 2 * (x1 - x0)) <= 2

@@ -11,7 +11,7 @@ import pytest
 from mmindex import IngestConfig, ingest, open_index
 from mmindex.data.tiles import TileSpec
 from mmindex.index import store
-from mmindex.testing import TINY, photo
+from mmindex.testing import TINY, photo, write_pdf
 
 
 def run(folder: Path, root: Path, **kwargs):
@@ -46,9 +46,11 @@ def test_an_unchanged_folder_reingests_without_a_commit(photo_folder, tmp_path):
 
 def test_an_unchanged_tiled_folder_reingests_without_a_commit(big_photos, tmp_path):
     root = tmp_path / "idx"
+    write_pdf(big_photos / "report.pdf", ["A page larger than the model's input"])
     first = run(big_photos, root, tiles=TileSpec(4))
     manifest = store.read_manifest(root)
     assert manifest.tables["tiles"].rows and first.tiles.encoded
+    assert first.tiles.images == 2  # the photo and the PDF's page
     assert first.generation == manifest.generation  # the tiles pass's commits counted
     before = index_state(root)
     kept = run(big_photos, root)  # no --tiles: the spec the index recorded

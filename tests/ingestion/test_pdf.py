@@ -212,3 +212,80 @@ def test_a_pdf_is_one_file_to_duplicates(tmp_path, tiny_encoder):
     [group] = report.groups
     assert group.kind == "identical" and group.reclaimable_bytes == pdf.stat().st_size
     assert sorted(os.path.basename(f.path) for f in group.files) == ["copy.pdf", "report.pdf"]
+
+
+# ---------------------------------------------------------------- tiles of PDF pages
+
+
+def page_tiles(index_dir) -> dict:
+    """(path, page) -> [(box, embedding)] of its tiles in box order."""
+    from mmindex.index import store
+
+    index = open_index(index_dir)
+    page_of = {r["id"]: (r["path"], r["page"]) for r in index.rows("images").to_pylist()}
+    stored = store.read_table(index.root, index.manifest, "tiles",
+                              ["id", "image_id", "x0", "y0", "x1", "y1", "embedding"]).to_pylist()
+    out = {}
+    for t in sorted(stored, key=lambda t: t["id"]):
+        box = (t["x0"], t["y0"], t["x1"], t["y1"])
+        out.setdefault(page_of[t["image_id"]], []).append((box, t["embedding"]))
+    return out
+
+
+def test_pdf_pages_get_tiles_cropped_from_the_page_as_ingest_renders_it(tmp_path, tiny_encoder):
+    import numpy as np
+
+    from mmindex.data.tiles import TileSpec, tile_boxes
+
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    pdf = write_pdf(folder / "report.pdf", PAGES[:2])
+    summary = run(folder, tmp_path / "idx", tiles=TileSpec(4))
+    side = tiny_encoder.info.image_size
+    assert summary.tiles.images == 2 and summary.tiles.failed == 0
+    tiles = page_tiles(tmp_path / "idx")
+    assert sorted(tiles) == [(str(pdf), 1), (str(pdf), 2)]
+    for row in rows(tmp_path / "idx", "images"):
+        rendered = batches.decode_item(page_item(pdf, row["page"]), side).image
+        assert rendered.size == (row["width"], row["height"])  # the boxes' space
+        assert min(rendered.size) > side  # a page larger than the model's input
+        boxes = tile_boxes(row["width"], row["height"], TileSpec(4), side)
+        mine = tiles[str(pdf), row["page"]]
+        assert [box for box, _ in mine] == boxes and len(boxes) > 1
+        crops = [tiny_encoder.preprocess(rendered.crop(box)) for box in boxes]
+        expected = tiny_encoder.encode_images(batches.stack_pixels(crops))  # (T, D)
+        expected /= np.linalg.norm(expected, axis=1, keepdims=True)
+        stored = np.array([vector for _, vector in mine], np.float32)
+        np.testing.assert_allclose(stored, expected, atol=1e-4)
+
+
+def test_page_tiles_go_with_their_pdf_and_a_copy_takes_each_pages_own(tmp_path):
+    from mmindex.data.tiles import TileSpec
+
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    pdf = write_pdf(folder / "report.pdf", PAGES[:2])
+    first = run(folder, tmp_path / "idx", tiles=TileSpec(4)).tiles
+    per_pdf = first.encoded
+    original = page_tiles(tmp_path / "idx")
+    assert original[str(pdf), 1] != original[str(pdf), 2]  # the pages differ, box for box
+
+    copy = folder / "copy.pdf"
+    copy.write_bytes(pdf.read_bytes())
+    copied = run(folder, tmp_path / "idx").tiles  # the index remembers --tiles
+    assert (copied.copied, copied.encoded) == (per_pdf, 0)
+    after = page_tiles(tmp_path / "idx")
+    for page in (1, 2):  # the twin's same page, not another page of the same sha256
+        assert after[str(copy), page] == original[str(pdf), page]
+
+    write_pdf(pdf, ["A new first page", None])  # changed: its pages and their tiles replaced
+    changed = run(folder, tmp_path / "idx").tiles
+    assert changed.removed == per_pdf and changed.encoded == per_pdf
+    replaced = page_tiles(tmp_path / "idx")
+    assert replaced[str(pdf), 1] != original[str(pdf), 1]
+    assert replaced[str(copy), 1] == original[str(pdf), 1]
+
+    pdf.unlink()  # deleted: its pages go, and their tiles with them
+    gone = run(folder, tmp_path / "idx").tiles
+    assert gone.removed == per_pdf
+    assert sorted(page_tiles(tmp_path / "idx")) == [(str(copy), 1), (str(copy), 2)]

@@ -80,3 +80,51 @@ def test_api_search_boxes_heatmap_grid_and_png(tiled):
     assert client.get("/api/heatmap", params={"id": 987654, "q": "x"}).status_code == 404
     assert client.get("/api/heatmap", params={"id": image_id}).status_code == 400
     assert client.get("/api/search", params={"q": "x", "rerank": -1}).status_code == 400
+
+
+@pytest.fixture(scope="module")
+def tiled_pdf(tmp_path_factory):
+    from mmindex.testing import write_pdf
+
+    root = tmp_path_factory.mktemp("tiled-pdf")
+    pdf = write_pdf(root / "report.pdf", ["Invoice 1041 from ACME", "Terms of payment"])
+    result = invoke("ingest", root, "--index", root / ".idx", "--model", "test-tiny",
+                    "--tiles", "4", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["tiles"]["images"] == 2  # both pages
+    return pdf
+
+
+def rendered_size(pdf, page):
+    """The page as ingest renders it for the tiny model: the space of its tiles' boxes."""
+    from mmindex.data.batches import decode_item
+    from mmindex.data.pages import page_item
+    from mmindex.models.registry import load_encoder
+
+    return decode_item(page_item(pdf, page), load_encoder("test-tiny").info.image_size).image.size
+
+
+def test_page_hits_rerank_with_boxes_and_their_heatmaps_draw_over_the_rendered_page(tiled_pdf,
+                                                                                   tmp_path):
+    index = tiled_pdf.parent / ".idx"
+    out = tmp_path / "heat"
+    result = invoke("search", "an invoice", "--index", index, "-k", "2", "--rerank", "2",
+                    "--heatmap", out, "--json")
+    assert result.exit_code == 0, result.output
+    hits = json.loads(result.stdout)
+    assert sorted(h["page"] for h in hits) == [1, 2]
+    for hit, png in zip(hits, sorted(out.glob("*.png"))):
+        size = rendered_size(tiled_pdf, hit["page"])
+        assert (hit["width"], hit["height"]) == size
+        assert Image.open(png).size == size
+        if "box" in hit:
+            x0, y0, x1, y1 = hit["box"]
+            assert 0 <= x0 < x1 <= size[0] and 0 <= y0 < y1 <= size[1]
+
+    client = TestClient(create_app(index, answers=Answers(find_module=lambda: None)))
+    page_id = hits[0]["id"]
+    body = client.get("/api/heatmap", params={"id": page_id, "q": "an invoice"}).json()
+    size = rendered_size(tiled_pdf, hits[0]["page"])
+    assert (body["width"], body["height"]) == size and len(body["tiles"]) == 4
+    png = client.get("/api/heatmap.png", params={"id": page_id, "q": "an invoice"})
+    assert png.status_code == 200 and Image.open(io.BytesIO(png.content)).size == size
