@@ -473,24 +473,26 @@ def eval_vqa(
         import torch
 
         torch.set_num_threads(threads)
-    report = compare_checkpoints(
-        VqaConfig(
-            questions=questions,
-            checkpoint=projector[0],
-            llm=llm,
-            train_questions=train_questions,
-            per_kind=per_kind or None,
-            modes=_names(modes),
-            batch_size=batch_size,
-            precision=precision,
-            device=device,
-            images_per_question=images_per_question,
-            pairs=pairs,
-            tiles=_budgets(tiles),
-            index=tiles_index,
-        ),
-        projector,
-    )
+    with progress_reporter(enabled=not as_json) as progress:
+        report = compare_checkpoints(
+            VqaConfig(
+                questions=questions,
+                checkpoint=projector[0],
+                llm=llm,
+                train_questions=train_questions,
+                per_kind=per_kind or None,
+                modes=_names(modes),
+                batch_size=batch_size,
+                precision=precision,
+                device=device,
+                images_per_question=images_per_question,
+                pairs=pairs,
+                tiles=_budgets(tiles),
+                index=tiles_index,
+            ),
+            projector,
+            progress,
+        )
     if plot:
         plot_vqa(report, plot)
     if as_json:

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import torch
 
+from mmindex.core.progress import Progress, no_progress
 from mmindex.errors import UserInputError
 from mmindex.eval.config import MODES, MULTI_MODES, VqaConfig
 
@@ -88,9 +89,10 @@ def sample_rows(rows: Sequence[VqaRow], per_kind: int | None, seed: int) -> list
 
 def evaluate_vqa(vlm, features: torch.Tensor, rows: Sequence[VqaRow], image_rows: Sequence[int],
                  modes: Sequence[str] = MODES, batch_size: int = 32,
-                 prior_rows: Sequence[VqaRow] | None = None, precision: str = "fp32") -> VqaReport:
+                 prior_rows: Sequence[VqaRow] | None = None, precision: str = "fp32",
+                 progress: Progress = no_progress) -> VqaReport:
     """Score each mode on `rows`; features (N, T, C) hold their images, row i's at
-    features[image_rows[i]]."""
+    features[image_rows[i]]. `progress` counts the questions answered, per mode."""
     unknown = set(modes) - set(MODES)
     if unknown:
         raise UserInputError(f"unknown VQA mode(s) {sorted(unknown)}; choose from {MODES}")
@@ -98,7 +100,7 @@ def evaluate_vqa(vlm, features: torch.Tensor, rows: Sequence[VqaRow], image_rows
 
     with autocast(precision, vlm.device):
         results = {mode: _run_mode(vlm, _features_for(mode, features), rows, image_rows, mode,
-                                   batch_size) for mode in modes}
+                                   batch_size, progress) for mode in modes}
     prior = prior_accuracy(prior_rows, rows) if prior_rows else None
     return VqaReport(len(rows), dict(Counter(r.kind for r in rows)), results, prior)
 
@@ -112,21 +114,24 @@ def _features_for(mode: str, features: torch.Tensor) -> torch.Tensor:
     return torch.randn(real.shape, generator=generator) * std + mean  # (N, T, C)
 
 
-def _run_mode(vlm, features, rows, image_rows, mode: str, batch_size: int) -> ModeResult:
+def _run_mode(vlm, features, rows, image_rows, mode: str, batch_size: int,
+              progress: Progress = no_progress) -> ModeResult:
     images = [[] if mode == "text" else [image_rows[i]] for i in range(len(rows))]
-    return _run_prompts(vlm, features, rows, images, batch_size)
+    return _run_prompts(vlm, features, rows, images, batch_size, progress=progress, stage=mode)
 
 
-def _run_prompts(vlm, features, rows, images: Sequence[list[int]], batch_size) -> ModeResult:
+def _run_prompts(vlm, features, rows, images: Sequence[list[int]], batch_size,
+                 progress: Progress = no_progress, stage: str = "answering") -> ModeResult:
     """Row i asked once, with the images features[images[i]] in its prompt, and scored."""
     started = time.perf_counter()
     predictions, new_tokens = _predict(vlm, features, [r.question for r in rows], images,
-                                       batch_size)
+                                       batch_size, progress, stage)
     return _score(rows, predictions, time.perf_counter() - started, new_tokens)
 
 
 def _predict(vlm, features, questions: Sequence[str], images: Sequence[list[int]],
-             batch_size: int) -> tuple[list[str], int]:
+             batch_size: int, progress: Progress = no_progress,
+             stage: str = "answering") -> tuple[list[str], int]:
     """Each question answered from its images (rows of features); also the new tokens."""
     predictions, new_tokens = [], 0
     for start in range(0, len(questions), batch_size):
@@ -134,6 +139,7 @@ def _predict(vlm, features, questions: Sequence[str], images: Sequence[list[int]
         answers = answer_batch(vlm, features, questions[chunk], images[chunk])
         predictions += answers
         new_tokens += sum(len(vlm.tokenizer(a).input_ids) + 1 for a in answers)
+        progress(stage, len(predictions), len(questions))
     return predictions, new_tokens
 
 
@@ -142,7 +148,8 @@ def _predict(vlm, features, questions: Sequence[str], images: Sequence[list[int]
 
 def evaluate_multi_image(vlm, features: torch.Tensor, rows: Sequence[VqaRow],
                          image_sets: Sequence[list[int]], modes: Sequence[str] = MULTI_MODES,
-                         batch_size: int = 32, precision: str = "fp32") -> VqaReport:
+                         batch_size: int = 32, precision: str = "fp32",
+                         progress: Progress = no_progress) -> VqaReport:
     """Score "joint" and "each" on `rows`, row i shown the images features[image_sets[i]]
     (its own among distractors, see distractor_sets)."""
     unknown = set(modes) - set(MULTI_MODES)
@@ -153,16 +160,18 @@ def evaluate_multi_image(vlm, features: torch.Tensor, rows: Sequence[VqaRow],
 
     runs = {"joint": _run_prompts, "each": _run_each}
     with autocast(precision, vlm.device):
-        results = {mode: runs[mode](vlm, features, rows, image_sets, batch_size)
-                   for mode in modes}
+        results = {mode: runs[mode](vlm, features, rows, image_sets, batch_size,
+                                    progress=progress, stage=mode) for mode in modes}
     return VqaReport(len(rows), dict(Counter(r.kind for r in rows)), results, None)
 
 
-def _run_each(vlm, features, rows, image_sets, batch_size) -> ModeResult:
+def _run_each(vlm, features, rows, image_sets, batch_size, progress: Progress = no_progress,
+              stage: str = "each") -> ModeResult:
     started = time.perf_counter()
     questions = [r.question for r, images in zip(rows, image_sets) for _ in images]
     singles = [[image] for images in image_sets for image in images]
-    answers, new_tokens = _predict(vlm, features, questions, singles, batch_size)
+    answers, new_tokens = _predict(vlm, features, questions, singles, batch_size, progress,
+                                   stage)
     predictions, start = [], 0
     for images in image_sets:
         predictions.append(combine_answers(answers[start:start + len(images)]))
@@ -318,7 +327,7 @@ def read_vqa_rows(path: Path) -> list[VqaRow]:
     return [VqaRow(image, q, a, kind) for image, q, a, kind in read_questions(path)]
 
 
-def run_vqa(config: VqaConfig) -> VqaReport:
+def run_vqa(config: VqaConfig, progress: Progress = no_progress) -> VqaReport:
     """Load the checkpoint's vision model and LLM, cache the images' tokens, evaluate."""
     from mmindex.models.llm import load_llm
     from mmindex.models.registry import check_device, load_encoder
@@ -332,23 +341,25 @@ def run_vqa(config: VqaConfig) -> VqaReport:
                    vlm_config.vision_fingerprint if early else encoder.info.fingerprint
                    ).to(config.device)
     if config.images_per_question > 1:
-        return _run_multi_image(config, vlm, encoder)
+        return _run_multi_image(config, vlm, encoder, progress)
     rows = sample_rows(read_vqa_rows(config.questions), config.per_kind, config.seed)
     if config.tiles:
-        return _run_with_tiles(config, vlm, encoder, rows)
+        return _run_with_tiles(config, vlm, encoder, rows, progress)
     paths = list(dict.fromkeys(r.image for r in rows))
     row_of = {p: i for i, p in enumerate(paths)}
     features = vlm.image_features(encoder, paths)  # (N, T, C)
     prior = read_vqa_rows(config.train_questions) if config.train_questions else None
     return evaluate_vqa(vlm, features, rows, [row_of[r.image] for r in rows],
-                        config.modes or MODES, config.batch_size, prior, config.precision)
+                        config.modes or MODES, config.batch_size, prior, config.precision,
+                        progress)
 
 
 def tiles_column(budget: int) -> str:
     return f"{budget} tiles"
 
 
-def _run_with_tiles(config: VqaConfig, vlm, encoder, rows: list[VqaRow]) -> VqaReport:
+def _run_with_tiles(config: VqaConfig, vlm, encoder, rows: list[VqaRow],
+                    progress: Progress = no_progress) -> VqaReport:
     """One column per budget b: each question shown its image and the b tiles of it that
     best match the question, as `ask --tiles b` shows them (search/tiles.question_tiles)."""
     from mmindex.core.precision import autocast
@@ -368,13 +379,15 @@ def _run_with_tiles(config: VqaConfig, vlm, encoder, rows: list[VqaRow]) -> VqaR
     features = vlm.image_features(encoder, list(row_of))  # (N, T, C)
     with autocast(config.precision, vlm.device):
         results = {tiles_column(b): _run_prompts(vlm, features, rows, [s[:1 + b] for s in shown],
-                                                 config.batch_size) for b in config.tiles}
+                                                 config.batch_size, progress=progress,
+                                                 stage=tiles_column(b)) for b in config.tiles}
     prior = prior_accuracy(read_vqa_rows(config.train_questions), rows) \
         if config.train_questions else None
     return VqaReport(len(rows), dict(Counter(r.kind for r in rows)), results, prior)
 
 
-def _run_multi_image(config: VqaConfig, vlm, encoder) -> VqaReport:
+def _run_multi_image(config: VqaConfig, vlm, encoder,
+                     progress: Progress = no_progress) -> VqaReport:
     objects = read_objects(config.pairs or Path(config.questions).parent / "pairs.parquet")
     naming = [r for r in read_vqa_rows(config.questions) if any(named_objects(r.question))]
     askable = distractor_sets(sample_rows(naming, config.per_kind, config.seed), objects,
@@ -388,15 +401,16 @@ def _run_multi_image(config: VqaConfig, vlm, encoder) -> VqaReport:
     features = vlm.image_features(encoder, paths)  # (N, T, C)
     return evaluate_multi_image(vlm, features, rows, [[row_of[p] for p in s] for s in sets],
                                 config.modes or MULTI_MODES, config.batch_size,
-                                config.precision)
+                                config.precision, progress)
 
 
-def compare_checkpoints(config: VqaConfig, checkpoints: Sequence[Path]) -> VqaReport:
+def compare_checkpoints(config: VqaConfig, checkpoints: Sequence[Path],
+                        progress: Progress = no_progress) -> VqaReport:
     """One checkpoint: its report as run_vqa gives it. Several (e.g. the three fusions): the
     same questions through each one's full model, a column per checkpoint, named by its
     fusion (or folder where two share one)."""
     if len(checkpoints) == 1:
-        return run_vqa(dataclasses.replace(config, checkpoint=checkpoints[0]))
+        return run_vqa(dataclasses.replace(config, checkpoint=checkpoints[0]), progress)
     if config.tiles:
         raise UserInputError("--tiles makes a column per budget: give one --projector")
     from mmindex.models.vlm import read_vlm_config
@@ -404,11 +418,17 @@ def compare_checkpoints(config: VqaConfig, checkpoints: Sequence[Path]) -> VqaRe
     fusions = [read_vlm_config(c).fusion for c in checkpoints]
     names = fusions if len(set(fusions)) == len(fusions) else [Path(c).name for c in checkpoints]
     mode = "each" if config.images_per_question > 1 else "full"
-    reports = [run_vqa(dataclasses.replace(config, checkpoint=c, modes=(mode,)))
-               for c in checkpoints]
+    reports = [run_vqa(dataclasses.replace(config, checkpoint=c, modes=(mode,)),
+                       _named(progress, name)) for c, name in zip(checkpoints, names)]
     first = reports[0]
     return VqaReport(first.n_questions, first.per_kind,
                      {name: r.modes[mode] for name, r in zip(names, reports)}, first.prior)
+
+
+def _named(progress: Progress, name: str) -> Progress:
+    """`progress` with each stage prefixed by the checkpoint's column name."""
+    return lambda stage, done, total, **metrics: progress(f"{name}: {stage}", done, total,
+                                                          **metrics)
 
 
 def format_vqa(report: VqaReport) -> str:

@@ -116,14 +116,21 @@ def test_vqa_is_measured_per_tile_budget_on_the_views_ask_shows(stack, monkeypat
 
     shown = {}
     real = vqa._run_prompts
-    monkeypatch.setattr(vqa, "_run_prompts", lambda vlm, features, rows, images, size:
+    monkeypatch.setattr(vqa, "_run_prompts", lambda vlm, features, rows, images, size, **kw:
                         shown.setdefault(len(shown), (rows, images, features)) and
-                        real(vlm, features, rows, images, size))
+                        real(vlm, features, rows, images, size, **kw))
     data = stack.index.root.parent / "data"
+    counted = {}
     report = vqa.run_vqa(VqaConfig(
         questions=data / "questions.parquet", checkpoint=stack.index.root.parent / "projector",
-        llm=TEST_TINY, per_kind=2, tiles=(0, 2), index=stack.index.root, precision="fp32"))
+        llm=TEST_TINY, per_kind=2, tiles=(0, 2), index=stack.index.root, precision="fp32",
+        batch_size=4), progress=lambda stage, done, total: counted.setdefault(stage, []).append(
+            (done, total)))
     assert list(report.modes) == ["0 tiles", "2 tiles"]
+    n = report.n_questions  # progress: every batch of every budget, up to all questions
+    assert {stage: steps[-1] for stage, steps in counted.items()} == \
+        {"0 tiles": (n, n), "2 tiles": (n, n)}
+    assert len(counted["0 tiles"]) == -(-n // 4)
     (rows, whole, _), (same_rows, tiled, _) = shown[0], shown[1]
     assert rows == same_rows and all(len(images) == 1 for images in whole)
     assert [images[0] for images in tiled] == [images[0] for images in whole]
