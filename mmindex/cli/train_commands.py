@@ -448,9 +448,9 @@ def eval_vqa(
         "--pairs",
         help="The images' objects, for distractors [default: pairs.parquet beside --questions]",
     ),
-    tiles: str | None = typer.Option(
-        None, "--tiles", help="Token budgets, e.g. 0,1,2,4: a column per budget b, each "
-        "question shown its image and the b tiles `ask --tiles b` picks from --index"),
+    tiles: str | None = config_option(
+        VqaConfig, "tiles", "--tiles", help="Token budgets, e.g. 0,1,2,4: a column per budget "
+        "b, each question shown its image and the b tiles `ask --tiles b` picks from --index"),
     tiles_index: Path | None = config_option(
         VqaConfig, "index", "--index",
         help="With --tiles: an index of the questions' images ingested with --tiles"),
@@ -501,12 +501,12 @@ def eval_vqa(
     typer.echo(format_vqa(report), nl=False)
 
 
-def _budgets(text: str | None) -> tuple[int, ...]:
+def _budgets(text: str | None) -> tuple[int, ...] | None:
     """`--tiles 0,1,4` -> (0, 1, 4); a value that is not a whole number is refused by name."""
     from mmindex.errors import UserInputError
 
     try:
-        return tuple(int(b) for b in _names(text) or ())
+        return tuple(int(b) for b in _names(text)) if _names(text) else None
     except ValueError:
         raise UserInputError(f"--tiles takes whole numbers of tiles separated by commas "
                              f"(e.g. 0,1,2,4), not {text!r}") from None

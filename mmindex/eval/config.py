@@ -27,5 +27,5 @@ class VqaConfig:
     pairs: Path | None = None
     # budgets: one column per b, each question shown its image and the b tiles `ask --tiles
     # b` would pick from `index` (an index of the questions' images ingested with tiles)
-    tiles: tuple[int, ...] = ()
+    tiles: tuple[int, ...] | None = None  # None: the images alone, no tile columns
     index: Path | None = None

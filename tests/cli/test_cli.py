@@ -123,3 +123,9 @@ def test_models_leads_with_what_works_here(monkeypatch):
     assert not any("hf-hub:" in line for line in here)  # that needs the hub
     assert len(lines) < 15 and "--all" in lines[len(here) + 1]
     assert len(invoke("models", "--all").output.splitlines()) > 100
+
+
+def test_eval_vqa_tile_budgets_are_whole_numbers_or_refused_by_value(tmp_path):
+    result = invoke("eval", "vqa", "--questions", tmp_path / "q.parquet", "--projector",
+                    tmp_path / "p", "--tiles", "0,two")
+    assert result.exit_code == 2 and "not '0,two'" in result.output
