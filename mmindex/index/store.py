@@ -176,6 +176,19 @@ def read_matching(root: Path, manifest: Manifest, table: str, key: str, values,
     return _concat(parts, schema, columns)
 
 
+def read_matching_vectors(root: Path, manifest: Manifest, table: str, key: str, values,
+                          columns=None) -> tuple[pa.Table, np.ndarray]:
+    """read_matching's rows without their embeddings, and those as (N, D) float32: what a
+    pass reuses of stored rows instead of encoding again. A null embedding is damage."""
+    stored = read_matching(root, manifest, table, key, values, columns)
+    try:
+        vectors = embedding_matrix(stored.column("embedding"))
+    except IndexFormatError as exc:
+        raise IndexFormatError(f"the {table} table of {root}: {exc}; run `mmindex doctor`"
+                               ) from None
+    return stored.drop_columns(["embedding"]), vectors
+
+
 def _concat(shards: list[pa.Table], schema: pa.Schema, columns) -> pa.Table:
     if not shards:  # (not schema.empty_table(): it imports pandas, 0.8 s of a cold search)
         empty = pa.Table.from_batches([], schema=schema)
@@ -627,6 +640,7 @@ __all__ = [
     "data_files",
     "read_manifest",
     "read_matching",
+    "read_matching_vectors",
     "read_shard",
     "read_table",
     "read_vectors",

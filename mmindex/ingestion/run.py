@@ -29,7 +29,6 @@ from mmindex.data.scan import (
     walk_files,
 )
 from mmindex.errors import (
-    IndexFormatError,
     IndexWriteError,
     ModelMismatchError,
     UserInputError,
@@ -442,13 +441,9 @@ class _IngestRun:
         manifest = self.writer.manifest
         if not wanted or manifest is None or not manifest.tables[table].rows:
             return []
-        stored = store.read_matching(self.writer.root, manifest, table, key, wanted)
-        try:
-            vectors = store.embedding_matrix(stored.column("embedding"))  # (N, D)
-        except IndexFormatError as exc:
-            raise IndexFormatError(f"the {table} table of {self.writer.root}: {exc}; run "
-                                   "`mmindex doctor`") from None
-        rows = stored.drop_columns(["embedding"]).to_pylist()
+        stored, vectors = store.read_matching_vectors(self.writer.root, manifest, table, key,
+                                                      wanted)  # (N, D)
+        rows = stored.to_pylist()
         # a damaged stored vector is never copied into a new row: its file is re-encoded
         return [row | {"embedding": vector}
                 for row, vector, ok in zip(rows, vectors, unit_vectors(vectors)) if ok]

@@ -137,11 +137,13 @@ def _twins(writer: store.StoreWriter, current: list[dict], page_of: dict) -> dic
     """(sha256, page, boxes) -> the vectors of one image's current tiles, in box order, for
     the current tiles of content that an image to tile shares (a copy, a move; the pages of
     one PDF share its sha256, so the page is in the key): rare, so the embeddings are read
-    only then."""
+    only then, and only from the shards that hold those tiles (store.read_matching)."""
     if not current:
         return {}
-    ids, vectors = store.stored_vectors(writer.root, writer.manifest, TILE)  # (T,), (T, D)
-    position = {tile_id: i for i, tile_id in enumerate(ids.tolist())}
+    stored, vectors = store.read_matching_vectors(writer.root, writer.manifest, TILE, "id",
+                                                  {t["id"] for t in current},
+                                                  ["id", "embedding"])  # (T, D)
+    position = {tile_id: i for i, tile_id in enumerate(stored.column("id").to_pylist())}
     grouped: dict[int, list[dict]] = {}
     for t in current:
         grouped.setdefault(t["image_id"], []).append(t)
